@@ -1,0 +1,37 @@
+# The two commands: `make up` and `make test`. Both install whatever is missing first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+KAIWA := $(VENV)/bin/kaiwa
+export PIP_CACHE_DIR ?= $(HOME)/.cache/kaiwa/pip
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: up test check install lint typecheck clean
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@echo "==> python: creating $(VENV) with the pinned dependencies (requirements.lock)"
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install --progress-bar on -r requirements.lock \
+		|| { echo "error: pip install failed; check that PyPI is reachable"; exit 1; }
+	@$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+install: $(VENV)/.installed
+	@$(KAIWA) install --profile test
+
+up: $(VENV)/.installed
+	@$(KAIWA) up
+
+check: $(VENV)/.installed
+	@echo "==> ruff"
+	@$(VENV)/bin/ruff check agents api kaiwa tests
+	@$(VENV)/bin/ruff format --check agents api kaiwa tests
+	@echo "==> mypy --strict"
+	@$(VENV)/bin/mypy
+
+test: install check
+	@echo "==> pytest"
+	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .kaiwa web/node_modules web/dist
