@@ -1,0 +1,133 @@
+"""Ports, secrets and addresses of one local stack, and the environment each service gets."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SECRETS_FILE_NAME = "secrets.env"
+
+
+@dataclass(frozen=True)
+class Ports:
+    api: int = 8000
+    livekit: int = 7880
+    livekit_rtc_tcp: int = 7881
+    livekit_rtc_udp: int = 7882
+    redis: int = 6379
+    s3: int = 7070
+    agent_http: int = 8081
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        """Defaults, each overridable by KAIWA_<NAME>_PORT (e.g. KAIWA_API_PORT=8010)."""
+        values = {
+            name: int(os.environ.get(f"KAIWA_{name.upper()}_PORT", default))
+            for name, default in cls().__dict__.items()
+        }
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    livekit_api_key: str
+    livekit_api_secret: str
+    s3_access_key: str
+    s3_secret_key: str
+    admin_password: str
+
+    @classmethod
+    def generate(cls) -> Secrets:
+        return cls(
+            livekit_api_key="kaiwa_" + secrets.token_hex(6),
+            livekit_api_secret=secrets.token_urlsafe(36),
+            s3_access_key="kaiwa" + secrets.token_hex(8),
+            s3_secret_key=secrets.token_urlsafe(30),
+            admin_password=secrets.token_urlsafe(12),
+        )
+
+    def as_env(self) -> dict[str, str]:
+        return {
+            "LIVEKIT_API_KEY": self.livekit_api_key,
+            "LIVEKIT_API_SECRET": self.livekit_api_secret,
+            "S3_ACCESS_KEY": self.s3_access_key,
+            "S3_SECRET_KEY": self.s3_secret_key,
+            "ADMIN_PASSWORD": self.admin_password,
+        }
+
+    @classmethod
+    def load_or_create(cls, state_dir: Path) -> Secrets:
+        """Dev secrets are made on first run and kept in the (git-ignored) state folder."""
+        path = state_dir / SECRETS_FILE_NAME
+        if path.exists():
+            values = dict(
+                line.split("=", 1) for line in path.read_text().splitlines() if "=" in line
+            )
+            return cls(
+                livekit_api_key=values["LIVEKIT_API_KEY"],
+                livekit_api_secret=values["LIVEKIT_API_SECRET"],
+                s3_access_key=values["S3_ACCESS_KEY"],
+                s3_secret_key=values["S3_SECRET_KEY"],
+                admin_password=values["ADMIN_PASSWORD"],
+            )
+        created = cls.generate()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text("".join(f"{k}={v}\n" for k, v in created.as_env().items()))
+        return created
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything needed to start one stack: the `make up` one or a test's."""
+
+    state_dir: Path
+    secrets: Secrets
+    ports: Ports = field(default_factory=Ports)
+    database_url: str | None = None
+    s3_bucket: str = "kaiwa-recordings"
+    env_name: str = "dev"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.api}"
+
+    @property
+    def livekit_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ports.livekit}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports.redis}/0"
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.s3}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "data"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'kaiwa.db'}"
+
+    def service_env(self) -> dict[str, str]:
+        """The settings the API and the agent worker read (see api/settings.py)."""
+        return {
+            "KAIWA_ENV": self.env_name,
+            "LIVEKIT_URL": self.livekit_url,
+            "REDIS_URL": self.redis_url,
+            "DATABASE_URL": self.effective_database_url,
+            "S3_ENDPOINT_URL": self.s3_endpoint_url,
+            "S3_BUCKET": self.s3_bucket,
+            "API_PUBLIC_URL": self.api_url,
+            "AGENT_HTTP_PORT": str(self.ports.agent_http),
+            **self.secrets.as_env(),
+        }

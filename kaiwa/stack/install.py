@@ -1,0 +1,171 @@
+"""Idempotent installer: apt packages, pinned Go binaries, the web app's npm packages.
+
+The Python environment itself is made by the Makefile (this code runs inside it). Every step
+checks first and does nothing when its result is already there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .paths import BIN_DIR, CACHE_DIR, REPO_ROOT
+from .process import StackError
+
+
+class InstallError(StackError):
+    pass
+
+
+@dataclass(frozen=True)
+class GoBinary:
+    name: str
+    module: str
+    version: str
+    cgo: bool = False
+
+
+GO_BINARIES = {
+    "livekit-server": GoBinary(
+        "livekit-server", "github.com/livekit/livekit-server/cmd/server", "v1.13.5"
+    ),
+    "versitygw": GoBinary("versitygw", "github.com/versity/versitygw/cmd/versitygw", "v1.7.0"),
+}
+
+# apt package -> a file it installs, used to tell whether it is there.
+APT_PACKAGES = {
+    "redis-server": "/usr/bin/redis-server",
+    "postgresql": "/usr/lib/postgresql",
+}
+PROFILES = {
+    "up": ["redis-server"],
+    "test": ["redis-server", "postgresql"],
+}
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def run_step(
+    step: str,
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    hint: str = "",
+) -> None:
+    """Run one install command with its output streamed, and a clear error if it fails."""
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        text=True,
+    )
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail = (tail + [line])[-20:]
+        print(f"    {line}", flush=True)
+    if proc.wait() != 0:
+        raise InstallError(
+            f"install step '{step}' failed (exit {proc.returncode}).\n"
+            + "\n".join(f"    {t}" for t in tail[-8:])
+            + (f"\n{hint}" if hint else "")
+        )
+    say(f"{step}: done in {time.monotonic() - started:.0f} s")
+
+
+def install_apt(packages: list[str]) -> None:
+    missing = [p for p in packages if not Path(APT_PACKAGES[p]).exists()]
+    if not missing:
+        return
+    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    if prefix and not shutil.which("sudo"):
+        raise InstallError(f"missing system packages {missing}: install them with apt-get as root")
+    hint = "Check that Debian's package archive is reachable (apt-get update)."
+    say(f"apt: installing {' '.join(missing)}")
+    run_step("apt-get update", [*prefix, "apt-get", "update", "-q"], hint=hint)
+    run_step(
+        f"apt-get install {' '.join(missing)}",
+        [*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+        env={"DEBIAN_FRONTEND": "noninteractive"},
+        hint=hint,
+    )
+
+
+def install_go_binary(spec: GoBinary) -> Path:
+    target = BIN_DIR / spec.name
+    stamp = BIN_DIR / f"{spec.name}.version"
+    if target.exists() and stamp.exists() and stamp.read_text().strip() == spec.version:
+        return target
+    go = shutil.which("go")
+    if go is None:
+        raise InstallError(f"Go is needed to build {spec.name}; install Go 1.22 or newer")
+    BIN_DIR.mkdir(parents=True, exist_ok=True)
+    say(f"go: building {spec.name} {spec.version} (first time: a few minutes on 2 cores)")
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as gobin:
+        run_step(
+            f"go install {spec.name}",
+            [
+                go,
+                "install",
+                "-x" if os.environ.get("KAIWA_VERBOSE") else "-v",
+                f"{spec.module}@{spec.version}",
+            ],
+            env={"GOBIN": gobin, "CGO_ENABLED": "1" if spec.cgo else "0", "GOFLAGS": "-mod=mod"},
+            hint="Check that the Go module proxy is reachable (go env GOPROXY).",
+        )
+        built = Path(gobin) / Path(spec.module).name
+        shutil.move(built, target)
+    stamp.write_text(spec.version)
+    return target
+
+
+def install_web() -> None:
+    web = REPO_ROOT / "web"
+    lock = web / "package-lock.json"
+    modules = web / "node_modules"
+    stamp = modules / ".kaiwa-installed"
+    if not lock.exists():
+        return
+    if not (stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime):
+        say("npm: installing the web app's packages")
+        run_step(
+            "npm ci",
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=web,
+            env={"npm_config_cache": str(CACHE_DIR / "npm")},
+            hint="Check that the npm registry is reachable (npm ping).",
+        )
+        stamp.touch()
+    dist = web / "dist" / "index.html"
+    sources = [p for p in (web / "src").rglob("*") if p.is_file()] + [web / "index.html"]
+    if not dist.exists() or max(p.stat().st_mtime for p in sources) > dist.stat().st_mtime:
+        run_step("build the web app", ["npm", "run", "--silent", "build"], cwd=web)
+
+
+def install(profile: str = "up") -> None:
+    started = time.monotonic()
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    install_apt(PROFILES[profile])
+    for spec in GO_BINARIES.values():
+        install_go_binary(spec)
+    install_web()
+    elapsed = time.monotonic() - started
+    if elapsed > 1:
+        say(f"install ({profile}): everything in place after {elapsed:.0f} s")
+
+
+if __name__ == "__main__":
+    install(sys.argv[1] if len(sys.argv) > 1 else "up")

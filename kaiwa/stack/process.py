@@ -1,0 +1,122 @@
+"""One managed service process: started with its own log, ready when its check passes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class StackError(RuntimeError):
+    """A service could not be started; the message says which and why."""
+
+
+class PortInUseError(StackError):
+    pass
+
+
+def check_port_free(port: int, service: str, *, udp: bool = False) -> None:
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            env_name = f"KAIWA_{service.upper()}_PORT"
+            raise PortInUseError(
+                f"port {port} ({'udp' if udp else 'tcp'}, {service}) is already in use. "
+                f"Stop whatever holds it, or choose another port: {env_name}=<port> make up"
+            ) from exc
+
+
+def free_port(*, udp: bool = False) -> int:
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tcp_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    argv: list[str]
+    log_path: Path
+    ready: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    ready_timeout_s: float = 60.0
+    user: str | None = None  # run as this user (PostgreSQL refuses to run as root)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        argv = self.argv
+        if self.user and os.geteuid() == 0:
+            argv = ["runuser", "-u", self.user, "--", *argv]
+        # A new session so Ctrl-C in the terminal reaches only `kaiwa up`, which then
+        # stops the services in reverse order instead of all of them dying at once.
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+            cwd=self.cwd,
+            start_new_session=True,
+        )
+        log.close()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise StackError(
+                    f"{self.name} exited with code {self.proc.returncode} while starting; "
+                    f"see {self.log_path}:\n{self.log_tail()}"
+                )
+            try:
+                if self.ready():
+                    return
+            except Exception:  # noqa: S110 - not ready yet, whatever the reason
+                pass
+            time.sleep(0.1)
+        raise StackError(
+            f"{self.name} was not ready after {self.ready_timeout_s:.0f} s; "
+            f"see {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """Simulate a crash: no chance to clean up."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()

@@ -1,0 +1,243 @@
+"""The services of one stack, each a ManagedProcess with a readiness check.
+
+Order matters and is encoded in `Stack.start`: Redis, LiveKit (needs Redis), the S3 server,
+the API (needs all three), the agent worker (needs LiveKit and Redis).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import urllib.request
+from typing import Any
+
+import boto3
+import redis
+import yaml
+from botocore.config import Config as BotoConfig
+
+from agents.heartbeat import registered_workers
+
+from .config import StackConfig
+from .paths import BIN_DIR, REPO_ROOT
+from .process import ManagedProcess, StackError, check_port_free, tcp_open
+
+LIVEKIT_BINARY = "livekit-server"
+S3_BINARY = "versitygw"
+
+
+def binary(name: str) -> str:
+    path = BIN_DIR / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise StackError(f"{name} is not installed; run `kaiwa install` (or `make up`) first")
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return bool(response.status == 200)
+
+
+def livekit_config(cfg: StackConfig) -> dict[str, Any]:
+    """The repo-root livekit.yaml with this stack's ports, keys, Redis and webhook URL."""
+    base: dict[str, Any] = yaml.safe_load((REPO_ROOT / "livekit.yaml").read_text())
+    base["port"] = cfg.ports.livekit
+    base.setdefault("rtc", {}).update(
+        tcp_port=cfg.ports.livekit_rtc_tcp, udp_port=cfg.ports.livekit_rtc_udp
+    )
+    base["redis"] = {"address": f"127.0.0.1:{cfg.ports.redis}"}
+    base["keys"] = {cfg.secrets.livekit_api_key: cfg.secrets.livekit_api_secret}
+    base.setdefault("webhook", {}).update(
+        api_key=cfg.secrets.livekit_api_key,
+        urls=[f"{cfg.api_url}/livekit/webhook"],
+    )
+    return base
+
+
+def redis_service(cfg: StackConfig) -> ManagedProcess:
+    data = cfg.data_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    port = cfg.ports.redis
+    return ManagedProcess(
+        name="redis",
+        argv=[
+            binary("redis-server"),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(data),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+        ],
+        log_path=cfg.logs_dir / "redis.log",
+        ready=lambda: bool(redis.Redis(port=port, socket_timeout=1).ping()),
+    )
+
+
+def livekit_service(cfg: StackConfig) -> ManagedProcess:
+    config_path = cfg.state_dir / "livekit.effective.yaml"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.touch(mode=0o600)  # it holds the API secret
+    config_path.write_text(yaml.safe_dump(livekit_config(cfg)))
+    return ManagedProcess(
+        name="livekit",
+        argv=[binary(LIVEKIT_BINARY), "--config", str(config_path)],
+        log_path=cfg.logs_dir / "livekit.log",
+        ready=lambda: http_ok(f"http://127.0.0.1:{cfg.ports.livekit}/"),
+    )
+
+
+def s3_service(cfg: StackConfig) -> ManagedProcess:
+    root = cfg.data_dir / "s3"
+    for sub in ("buckets", "iam", "meta"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+
+    def ready() -> bool:
+        if not tcp_open(cfg.ports.s3):
+            return False
+        ensure_bucket(cfg)
+        return True
+
+    return ManagedProcess(
+        name="s3",
+        argv=[
+            binary(S3_BINARY),
+            "--port",
+            f"127.0.0.1:{cfg.ports.s3}",
+            "--iam-dir",
+            str(root / "iam"),
+            # Metadata in a sidecar folder, not xattrs: works on any filesystem (tmpfs too).
+            "posix",
+            "--sidecar",
+            str(root / "meta"),
+            str(root / "buckets"),
+        ],
+        env={
+            "ROOT_ACCESS_KEY": cfg.secrets.s3_access_key,
+            "ROOT_SECRET_KEY": cfg.secrets.s3_secret_key,
+        },
+        log_path=cfg.logs_dir / "s3.log",
+        ready=ready,
+    )
+
+
+def s3_client(cfg: StackConfig) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=cfg.s3_endpoint_url,
+        aws_access_key_id=cfg.secrets.s3_access_key,
+        aws_secret_access_key=cfg.secrets.s3_secret_key,
+        region_name="us-east-1",
+        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+    )
+
+
+def ensure_bucket(cfg: StackConfig) -> None:
+    client = s3_client(cfg)
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    if cfg.s3_bucket not in existing:
+        client.create_bucket(Bucket=cfg.s3_bucket)
+
+
+def api_service(cfg: StackConfig) -> ManagedProcess:
+    return ManagedProcess(
+        name="api",
+        argv=[
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.main:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(cfg.ports.api),
+            "--no-access-log",
+        ],
+        env=cfg.service_env(),
+        cwd=REPO_ROOT,
+        log_path=cfg.logs_dir / "api.log",
+        ready=lambda: http_ok(f"{cfg.api_url}/livez"),
+    )
+
+
+def agent_service(cfg: StackConfig) -> ManagedProcess:
+    process: ManagedProcess
+
+    def ready() -> bool:
+        client = redis.Redis.from_url(cfg.redis_url, socket_timeout=1)
+        pid = process.proc.pid if process.proc else -1
+        return any(w.get("pid") == pid for w in registered_workers(client))
+
+    process = ManagedProcess(
+        name="agent",
+        argv=[sys.executable, "-m", "agents"],
+        env=cfg.service_env(),
+        cwd=REPO_ROOT,
+        log_path=cfg.logs_dir / "agent.log",
+        ready=ready,
+        # The first start of a worker imports livekit-agents and its plugins: slow on 2 cores.
+        ready_timeout_s=120,
+    )
+    return process
+
+
+class Stack:
+    """Starts the services in dependency order and stops them in reverse."""
+
+    def __init__(self, cfg: StackConfig, *, with_agent: bool = True) -> None:
+        self.cfg = cfg
+        self.with_agent = with_agent
+        self.services: dict[str, ManagedProcess] = {}
+
+    def check_ports(self) -> None:
+        p = self.cfg.ports
+        check_port_free(p.redis, "redis")
+        check_port_free(p.livekit, "livekit")
+        check_port_free(p.livekit_rtc_tcp, "livekit_rtc_tcp")
+        check_port_free(p.livekit_rtc_udp, "livekit_rtc_udp", udp=True)
+        check_port_free(p.s3, "s3")
+        check_port_free(p.api, "api")
+        if self.with_agent:
+            check_port_free(p.agent_http, "agent_http")
+
+    def start(self, on_ready: Any = None) -> None:
+        self.check_ports()
+        builders = [redis_service, livekit_service, s3_service, api_service]
+        if self.with_agent:
+            builders.append(agent_service)
+        for build in builders:
+            service = build(self.cfg)
+            self.services[service.name] = service
+            service.start()
+            service.wait_ready()
+            if on_ready is not None:
+                on_ready(service)
+
+    def restart(self, name: str) -> None:
+        service = self.services[name]
+        service.stop()
+        service.start()
+        service.wait_ready()
+
+    def stop(self) -> None:
+        for service in reversed(list(self.services.values())):
+            service.stop()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "api": self.cfg.api_url,
+            "livekit": self.cfg.livekit_url,
+            "redis": self.cfg.redis_url,
+            "s3": self.cfg.s3_endpoint_url,
+            "logs": str(self.cfg.logs_dir),
+        }
