@@ -1,0 +1,1 @@
+"""The Kaiwa API: access tokens, LiveKit webhooks, history, and the web app's files."""

@@ -1,0 +1,54 @@
+"""POST /livekit/webhook: LiveKit's room and participant events, verified, stored once."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from ..deps import Deps
+from ..history import apply_event
+from ..webhooks import WebhookMalformed, WebhookRejected, verify_webhook
+
+logger = logging.getLogger("kaiwa.api")
+router = APIRouter(tags=["webhooks"])
+
+
+class WebhookAck(BaseModel):
+    id: str
+    duplicate: bool
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "body too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "body too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post("/livekit/webhook", status_code=200)
+async def receive_webhook(request: Request, deps: Deps) -> WebhookAck:
+    raw = await read_limited_body(request, deps.settings.webhook_max_body_bytes)
+    try:
+        event = verify_webhook(
+            raw,
+            request.headers.get("authorization", ""),
+            deps.settings.livekit_api_key,
+            deps.settings.livekit_api_secret,
+        )
+    except WebhookRejected as exc:
+        logger.warning("webhook rejected", extra={"reason": str(exc)})
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid webhook signature") from exc
+    except WebhookMalformed as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+    stored = await run_in_threadpool(apply_event, deps.sessions, event)
+    return WebhookAck(id=event.id, duplicate=not stored)

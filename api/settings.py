@@ -1,0 +1,83 @@
+"""One settings object for the API, read from the environment (names shared with the agents)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Values that ship in docs and examples (LiveKit's --dev keys among them): fine on a laptop,
+# never in a deployment.
+KNOWN_DEFAULT_SECRETS = {"secret", "devkey", "changeme", "change-me", "password", "admin"}
+MIN_SECRET_LENGTH = 32
+MIN_ADMIN_PASSWORD_LENGTH = 12
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    kaiwa_env: Literal["dev", "test", "prod"] = "dev"
+
+    livekit_url: str = "ws://127.0.0.1:7880"
+    # What browsers and apps connect to, when it differs from the address the API uses.
+    livekit_public_url: str | None = None
+    livekit_api_key: str = "devkey"
+    livekit_api_secret: str = "secret"
+
+    database_url: str = f"sqlite:///{REPO_ROOT / '.kaiwa' / 'data' / 'kaiwa.db'}"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    s3_endpoint_url: str | None = None
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_bucket: str = "kaiwa-recordings"
+    s3_region: str = "us-east-1"
+
+    admin_password: str = "admin"
+
+    # Callers' tokens are short-lived; LiveKit refreshes a connected client's token itself.
+    token_ttl_s: int = Field(default=600, ge=30, le=6 * 3600)
+    token_rate_limit: int = Field(default=30, ge=1, description="token requests per window")
+    token_rate_window_s: int = Field(default=60, ge=1)
+
+    webhook_max_body_bytes: int = 1 << 20
+    web_dir: Path = REPO_ROOT / "web" / "dist"
+
+    @property
+    def client_livekit_url(self) -> str:
+        return self.livekit_public_url or self.livekit_url
+
+    @property
+    def livekit_http_url(self) -> str:
+        return self.livekit_url.replace("ws://", "http://").replace("wss://", "https://")
+
+    @model_validator(mode="after")
+    def _refuse_weak_secrets_outside_dev(self) -> Settings:
+        if self.kaiwa_env == "dev":
+            return self
+        problems = []
+        for name, value, minimum in (
+            ("LIVEKIT_API_SECRET", self.livekit_api_secret, MIN_SECRET_LENGTH),
+            ("ADMIN_PASSWORD", self.admin_password, MIN_ADMIN_PASSWORD_LENGTH),
+        ):
+            if value.lower() in KNOWN_DEFAULT_SECRETS:
+                problems.append(f"{name} is a well-known default")
+            elif len(value) < minimum:
+                problems.append(f"{name} is shorter than {minimum} characters")
+        if problems:
+            raise ValueError(
+                f"refusing to start with KAIWA_ENV={self.kaiwa_env}: "
+                + "; ".join(problems)
+                + ". Set strong secrets, or KAIWA_ENV=dev on a development machine."
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
