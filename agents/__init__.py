@@ -1,0 +1,1 @@
+"""Agent workers: the processes that join rooms to talk, interpret and record."""

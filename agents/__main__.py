@@ -1,0 +1,3 @@
+from agents.worker import main
+
+main()

@@ -1,0 +1,19 @@
+"""Agent worker settings, read from the same environment names as the API's."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+AGENT_NAME = "kaiwa"
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    livekit_url: str = "ws://127.0.0.1:7880"
+    livekit_api_key: str = ""
+    livekit_api_secret: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    agent_http_port: int = 8081
+    # Idle processes kept warm for the next job; 1 is right for a 2-core machine.
+    agent_idle_processes: int = 1

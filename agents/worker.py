@@ -1,0 +1,95 @@
+"""The agent worker: registers with LiveKit under one agent name and serves dispatched rooms.
+
+Rooms are dispatched with metadata naming their mode (`dialog` or `interpret`, set by the
+token service); the entrypoint reads it and runs the matching agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from livekit import rtc
+from livekit.agents import AgentServer, AutoSubscribe, JobContext
+from livekit.agents.__main__ import main as agents_main
+
+from .heartbeat import REFRESH_S, TTL_S, worker_key
+from .settings import AGENT_NAME, AgentSettings
+
+logger = logging.getLogger("kaiwa.agents")
+
+# LiveKit's agent-state convention: clients read this attribute to show what the agent does.
+AGENT_STATE_ATTRIBUTE = "lk.agent.state"
+
+settings = AgentSettings()
+server = AgentServer(
+    port=settings.agent_http_port,
+    num_idle_processes=settings.agent_idle_processes,
+)
+
+
+def dispatch_mode(job_metadata: str) -> str:
+    try:
+        mode = json.loads(job_metadata or "{}").get("mode", "dialog")
+    except json.JSONDecodeError:
+        mode = "dialog"
+    return str(mode)
+
+
+@server.rtc_session(agent_name=AGENT_NAME)
+async def entrypoint(ctx: JobContext) -> None:
+    mode = dispatch_mode(ctx.job.metadata)
+    await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+    await ctx.room.local_participant.set_attributes(
+        {AGENT_STATE_ATTRIBUTE: "listening", "kaiwa.mode": mode}
+    )
+    logger.info("joined room", extra={"room": ctx.room.name, "mode": mode})
+
+    done = asyncio.Event()
+
+    @ctx.room.on("disconnected")
+    def _on_disconnected(_: rtc.DisconnectReason) -> None:
+        done.set()
+
+    await done.wait()
+
+
+class Heartbeat:
+    """Refreshes this worker's presence key while the worker process lives."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis = aioredis.Redis.from_url(redis_url)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, worker_id: str, *_: Any) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(worker_id), name="kaiwa-worker-heartbeat"
+            )
+
+    async def _run(self, worker_id: str) -> None:
+        info = json.dumps(
+            {
+                "worker_id": worker_id,
+                "agent_name": AGENT_NAME,
+                "pid": os.getpid(),
+                "registered_at": time.time(),
+            }
+        )
+        while True:
+            try:
+                await self._redis.set(worker_key(worker_id), info, ex=TTL_S)
+            except aioredis.RedisError:
+                logger.warning("heartbeat write failed", exc_info=True)
+            await asyncio.sleep(REFRESH_S)
+
+
+def main() -> None:
+    heartbeat = Heartbeat(settings.redis_url)
+    server.on("worker_registered", heartbeat.start)
+    agents_main(["start", __file__, "--log-format", "json"])
