@@ -1,0 +1,169 @@
+"""A synthetic caller: joins like the web app does, speaks a WAV, records what it hears.
+
+Tests assert on what it collects and benchmarks time it, so everything it receives carries a
+monotonic timestamp taken on arrival.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from livekit import rtc
+
+TRANSCRIPTION_TOPIC = "lk.transcription"
+FRAME_MS = 10
+
+
+@dataclass
+class HeardAudio:
+    """One frame of remote audio, as it arrived."""
+
+    at: float
+    participant: str
+    track_name: str
+    sample_rate: int
+    samples: np.ndarray[Any, np.dtype[np.int16]]
+
+
+@dataclass
+class ReceivedText:
+    at: float
+    participant: str
+    topic: str
+    text: str
+    attributes: dict[str, str]
+
+
+@dataclass
+class SyntheticCaller:
+    api_url: str
+    name: str
+    mode: str = "dialog"
+    language: str = "en"
+    room_name: str | None = None
+    identity: str | None = None
+    # Bounded: a caller left listening for a long bench keeps at most this much audio.
+    max_heard_frames: int = 100 * 60 * 10
+
+    room: rtc.Room = field(default_factory=rtc.Room)
+    heard: list[HeardAudio] = field(default_factory=list)
+    texts: list[ReceivedText] = field(default_factory=list)
+    grant: dict[str, Any] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def request_token(self, **extra: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": self.name, "mode": self.mode, "language": self.language}
+        if self.room_name:
+            body["room"] = self.room_name
+        if self.identity:
+            body["identity"] = self.identity
+        body.update(extra)
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=10) as client:
+            response = await client.post("/api/token", json=body)
+            response.raise_for_status()
+            grant: dict[str, Any] = response.json()
+        return grant
+
+    async def join(self, **extra: Any) -> None:
+        self.grant = await self.request_token(**extra)
+        self.room_name, self.identity = self.grant["room"], self.grant["identity"]
+        self.room.on("track_subscribed", self._on_track_subscribed)
+        self.room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._on_text_stream)
+        await self.room.connect(self.grant["url"], self.grant["token"])
+
+    def _on_track_subscribed(
+        self,
+        track: rtc.Track,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO:
+            self._spawn(self._listen(track, publication.name, participant.identity))
+
+    def _on_text_stream(self, reader: rtc.TextStreamReader, participant_identity: str) -> None:
+        self._spawn(self._read_text(reader, participant_identity))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _listen(self, track: rtc.Track, track_name: str, identity: str) -> None:
+        # capacity bounds the SDK's queue; a slow test drops the oldest frames, not memory.
+        stream = rtc.AudioStream(track, sample_rate=48000, num_channels=1, capacity=200)
+        async for event in stream:
+            frame = event.frame
+            if len(self.heard) >= self.max_heard_frames:
+                del self.heard[: len(self.heard) // 10]
+            self.heard.append(
+                HeardAudio(
+                    at=time.monotonic(),
+                    participant=identity,
+                    track_name=track_name,
+                    sample_rate=frame.sample_rate,
+                    samples=np.frombuffer(frame.data, dtype=np.int16).copy(),
+                )
+            )
+
+    async def _read_text(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        text = await reader.read_all()
+        info = reader.info
+        self.texts.append(
+            ReceivedText(
+                at=time.monotonic(),
+                participant=identity,
+                topic=info.topic,
+                text=text,
+                attributes=dict(info.attributes or {}),
+            )
+        )
+
+    async def speak_wav(self, path: Path, *, track_name: str = "microphone") -> float:
+        """Publish a WAV at real-time pace; returns the monotonic time its last frame left."""
+        with wave.open(str(path), "rb") as wav:
+            rate, channels = wav.getframerate(), wav.getnchannels()
+            if wav.getsampwidth() != 2:
+                raise ValueError(f"{path}: only 16-bit PCM WAV is supported")
+            pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+        source = rtc.AudioSource(rate, channels, queue_size_ms=200)
+        track = rtc.LocalAudioTrack.create_audio_track(track_name, source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await self.room.local_participant.publish_track(track, options)
+        per_frame = rate * FRAME_MS // 1000 * channels
+        for start in range(0, len(pcm), per_frame):
+            chunk = pcm[start : start + per_frame]
+            if len(chunk) < per_frame:
+                chunk = np.pad(chunk, (0, per_frame - len(chunk)))
+            frame = rtc.AudioFrame(chunk.tobytes(), rate, channels, per_frame // channels)
+            # capture_frame waits while the source's queue is full: that paces us in real time.
+            await source.capture_frame(frame)
+        await source.wait_for_playout()
+        return time.monotonic()
+
+    def remote(self, kind: int | None = None) -> list[rtc.RemoteParticipant]:
+        return [p for p in self.room.remote_participants.values() if kind is None or p.kind == kind]
+
+    async def wait_for_agent(self, timeout_s: float = 30.0) -> rtc.RemoteParticipant:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            agents = self.remote(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
+            if agents:
+                return agents[0]
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"no agent joined {self.room_name} within {timeout_s} s")
+
+    async def leave(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.room.disconnect()

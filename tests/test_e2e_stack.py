@@ -1,0 +1,212 @@
+"""The whole stack as users run it: token, join, agent dispatch, webhooks into the store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from livekit import api as lkapi
+from livekit import rtc
+
+from api.webhooks import sign_webhook
+from kaiwa.caller import SyntheticCaller
+from kaiwa.stack.config import StackConfig
+from kaiwa.stack.services import Stack
+
+from . import events
+
+pytestmark = pytest.mark.e2e
+
+
+def db_rows(cfg: StackConfig, query: str, *args: object) -> list[tuple[object, ...]]:
+    path = cfg.effective_database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+async def wait_until(predicate: object, timeout_s: float = 20.0) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+async def test_healthz_reports_every_component(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.cfg.api_url) as client:
+        response = await client.get("/healthz")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert set(body["components"]) == {"livekit", "redis", "s3", "database", "agent_worker"}
+    assert all(c["ok"] for c in body["components"].values())
+
+
+async def test_caller_joins_agent_is_dispatched_and_webhooks_land_once(stack: Stack) -> None:
+    cfg = stack.cfg
+    caller = SyntheticCaller(cfg.api_url, name="Aiko", mode="dialog", language="ja")
+    await caller.join()
+    try:
+        agent = await caller.wait_for_agent(timeout_s=30)
+        await wait_until(lambda: agent.attributes.get("lk.agent.state") == "listening")
+        assert agent.attributes.get("kaiwa.mode") == "dialog"
+        room_name = caller.room_name
+    finally:
+        await caller.leave()
+
+    # End the room now rather than waiting out departure_timeout.
+    async with lkapi.LiveKitAPI(
+        cfg.livekit_url.replace("ws", "http"),
+        cfg.secrets.livekit_api_key,
+        cfg.secrets.livekit_api_secret,
+    ) as lk:
+        await lk.room.delete_room(lkapi.DeleteRoomRequest(room=room_name))
+
+    def conversation_finished() -> bool:
+        rows = db_rows(cfg, "SELECT ended_at FROM conversations WHERE room_name = ?", room_name)
+        return bool(rows) and rows[0][0] is not None
+
+    await wait_until(conversation_finished, timeout_s=30)
+    (conversation,) = db_rows(
+        cfg, "SELECT id, room_sid, mode FROM conversations WHERE room_name = ?", room_name
+    )
+    conversation_id, room_sid, mode = conversation
+    assert mode == "dialog"
+    people = db_rows(
+        cfg,
+        "SELECT identity, kind, language, joined_at IS NOT NULL FROM participants "
+        "WHERE conversation_id = ? ORDER BY kind",
+        conversation_id,
+    )
+    kinds = sorted(str(kind) for _, kind, _, _ in people)
+    assert kinds == ["agent", "standard"], people
+    caller_row = next(p for p in people if p[1] == "standard")
+    assert caller_row[0] == caller.identity and caller_row[2] == "ja" and caller_row[3] == 1
+    # Every delivered event is there once; the ones users rely on are there at all.
+    counted = db_rows(
+        cfg,
+        "SELECT event, COUNT(*) FROM webhook_events WHERE room_sid = ? GROUP BY event",
+        room_sid,
+    )
+    by_event = dict(counted)
+    assert by_event.get("room_started") == 1
+    assert by_event.get("participant_joined") == 2
+    assert by_event.get("room_finished") == 1
+    ids = db_rows(cfg, "SELECT id FROM webhook_events WHERE room_sid = ?", room_sid)
+    assert len(ids) == len(set(ids))
+
+
+async def test_forged_and_replayed_webhooks_at_the_endpoint(stack: Stack) -> None:
+    cfg = stack.cfg
+    key, secret = cfg.secrets.livekit_api_key, cfg.secrets.livekit_api_secret
+    room = events.room(sid="RM_forgery", name="forgery")
+    evt = events.event("room_started", room=room)
+    body = events.as_body(evt)
+    headers = {"Content-Type": "application/webhook+json"}
+    async with httpx.AsyncClient(base_url=cfg.api_url) as client:
+
+        async def post(data: bytes, auth: str) -> httpx.Response:
+            return await client.post(
+                "/livekit/webhook", content=data, headers={**headers, "Authorization": auth}
+            )
+
+        tampered = body.replace(b"forgery", b"forgerx")
+        assert (await post(tampered, sign_webhook(body, key, secret))).status_code == 401
+        expired = sign_webhook(body, key, secret, ttl_s=-600)
+        assert (await post(body, expired)).status_code == 401
+        assert (await post(body, sign_webhook(body, key, "f" * 40))).status_code == 401
+        assert (await post(body, "")).status_code == 401
+        assert db_rows(cfg, "SELECT 1 FROM webhook_events WHERE id = ?", evt.id) == []
+        assert db_rows(cfg, "SELECT 1 FROM conversations WHERE room_sid = 'RM_forgery'") == []
+
+        huge = b"{" + b" " * (2 << 20) + b"}"
+        assert (await post(huge, sign_webhook(huge, key, secret))).status_code == 413
+
+        first = await post(body, sign_webhook(body, key, secret))
+        again = await post(body, sign_webhook(body, key, secret))
+        assert first.status_code == again.status_code == 200
+        assert first.json()["duplicate"] is False and again.json()["duplicate"] is True
+    assert len(db_rows(cfg, "SELECT 1 FROM webhook_events WHERE id = ?", evt.id)) == 1
+    assert len(db_rows(cfg, "SELECT 1 FROM conversations WHERE room_sid = 'RM_forgery'")) == 1
+
+
+async def test_token_for_room_a_cannot_enter_room_b(stack: Stack) -> None:
+    cfg = stack.cfg
+    alice = SyntheticCaller(cfg.api_url, name="Alice", mode="interpret", room_name="room-a")
+    bob = SyntheticCaller(cfg.api_url, name="Bob", mode="interpret", room_name="room-b")
+    await alice.join()
+    await bob.join()
+    try:
+        assert alice.room.name == "room-a" and bob.room.name == "room-b"
+        await asyncio.sleep(1)
+        assert bob.identity not in {p.identity for p in alice.remote()}
+        assert alice.identity not in {p.identity for p in bob.remote()}
+
+        # Rewriting the room claim breaks the signature: the server refuses the token.
+        header, payload, signature = alice.grant["token"].split(".")
+        claims = json.loads(_b64decode(payload))
+        claims["video"]["room"] = "room-b"
+        forged = ".".join([header, _b64encode(json.dumps(claims).encode()), signature])
+        intruder = rtc.Room()
+        with pytest.raises(Exception):  # noqa: B017 - the SDK raises ConnectError
+            await intruder.connect(cfg.livekit_url, forged)
+        assert alice.identity not in {p.identity for p in bob.remote()}
+    finally:
+        await alice.leave()
+        await bob.leave()
+
+
+async def test_caller_token_opens_no_server_api(stack: Stack) -> None:
+    cfg = stack.cfg
+    caller = SyntheticCaller(cfg.api_url, name="Eve")
+    grant = await caller.request_token()
+    http = cfg.livekit_url.replace("ws://", "http://")
+    async with httpx.AsyncClient(base_url=http) as client:
+        for method in ("ListRooms", "DeleteRoom"):
+            response = await client.post(
+                f"/twirp/livekit.RoomService/{method}",
+                json={"room": grant["room"]},
+                headers={"Authorization": f"Bearer {grant['token']}"},
+            )
+            assert response.status_code in (401, 403), (method, response.text)
+        response = await client.post(
+            "/twirp/livekit.Egress/StartRoomCompositeEgress",
+            json={"room_name": grant["room"]},
+            headers={"Authorization": f"Bearer {grant['token']}"},
+        )
+        assert response.status_code in (401, 403, 404)
+
+
+async def test_token_requests_are_validated(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.cfg.api_url) as client:
+        bad_room = await client.post("/api/token", json={"name": "x", "room": "../../etc"})
+        assert bad_room.status_code == 422
+        reserved = await client.post("/api/token", json={"name": "x", "identity": "agent-1"})
+        assert reserved.status_code == 422
+        good = await client.post("/api/token", json={"name": "x", "language": "vi"})
+        assert good.status_code == 200
+        assert good.headers["cache-control"] == "no-store"
+        assert set(good.json()) == {"url", "token", "room", "identity", "expires_at"}
+
+
+def _b64decode(part: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _b64encode(raw: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def test_stack_logs_are_written_per_service(stack: Stack) -> None:
+    for name in ("redis", "livekit", "s3", "api", "agent"):
+        assert Path(stack.services[name].log_path).stat().st_size > 0, name

@@ -1,0 +1,96 @@
+"""Caller tokens carry one exact room, the least grants and a short life."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+import pytest
+from pydantic import ValidationError
+
+from api.settings import Settings
+from api.tokens import ReservedIdentityError, TokenRequest, mint_caller_token
+
+pytestmark = pytest.mark.unit
+
+SETTINGS = Settings(livekit_api_key="key", livekit_api_secret="s" * 40, token_ttl_s=300)
+
+
+def claims_of(token: str) -> dict[str, object]:
+    decoded: dict[str, object] = jwt.decode(token, "s" * 40, algorithms=["HS256"], issuer="key")
+    return decoded
+
+
+def test_token_grants_only_joining_the_exact_room() -> None:
+    minted = mint_caller_token(SETTINGS, TokenRequest(name="Aiko", room="room-a", language="ja"))
+    video = claims_of(minted.token)["video"]
+    assert isinstance(video, dict)
+    assert video["roomJoin"] is True
+    assert video["room"] == "room-a"
+    assert video["canPublishSources"] == ["microphone"]
+    assert video["canPublishData"] is False
+    for forbidden in (
+        "roomAdmin",
+        "roomCreate",
+        "roomList",
+        "roomRecord",
+        "hidden",
+        "agent",
+        "recorder",
+        "ingressAdmin",
+        "destinationRoom",
+    ):
+        assert not video.get(forbidden), forbidden
+    claims = claims_of(minted.token)
+    assert "sip" not in claims or not any(claims["sip"].values())  # type: ignore[union-attr]
+
+
+def test_token_is_short_lived() -> None:
+    minted = mint_caller_token(SETTINGS, TokenRequest(name="Aiko"))
+    claims = claims_of(minted.token)
+    assert isinstance(claims["exp"], int)
+    assert claims["exp"] - time.time() <= 300 + 2
+
+
+def test_token_carries_language_mode_and_dispatches_the_agent() -> None:
+    minted = mint_caller_token(
+        SETTINGS, TokenRequest(name="Aiko", mode="interpret", language="ja", room="r1")
+    )
+    claims = claims_of(minted.token)
+    assert claims["attributes"] == {"language": "ja", "kaiwa.mode": "interpret"}
+    room_config = claims["roomConfig"]
+    assert isinstance(room_config, dict)
+    (dispatch,) = room_config["agents"]
+    assert dispatch["agentName"] == "kaiwa"
+    assert json.loads(dispatch["metadata"])["mode"] == "interpret"
+
+
+def test_new_room_and_identity_are_generated_when_omitted() -> None:
+    first = mint_caller_token(SETTINGS, TokenRequest(name="A", mode="dialog"))
+    second = mint_caller_token(SETTINGS, TokenRequest(name="A", mode="dialog"))
+    assert first.room.startswith("dialog-") and first.room != second.room
+    assert first.identity != second.identity
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("room", "../etc"),
+        ("room", "a" * 65),
+        ("room", "room a"),
+        ("identity", "x/y"),
+        ("language", "english"),
+        ("mode", "admin"),
+        ("name", ""),
+    ],
+)
+def test_invalid_requests_are_refused(field: str, value: str) -> None:
+    with pytest.raises(ValidationError):
+        TokenRequest.model_validate({"name": "A", field: value})
+
+
+@pytest.mark.parametrize("identity", ["agent-AJ_x", "kaiwa-recorder", "recorder-1", "sip_15550100"])
+def test_platform_identities_are_reserved(identity: str) -> None:
+    with pytest.raises(ReservedIdentityError):
+        mint_caller_token(SETTINGS, TokenRequest(name="A", identity=identity))
