@@ -23,6 +23,9 @@ class PortInUseError(StackError):
 def check_port_free(port: int, service: str, *, udp: bool = False) -> None:
     kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
     with socket.socket(socket.AF_INET, kind) as sock:
+        # As the servers themselves do: connections lingering in TIME_WAIT from the last
+        # run must not count as "in use", a listening socket still does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:

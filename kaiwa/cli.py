@@ -1,0 +1,109 @@
+"""The `kaiwa` command: everything the make targets do goes through here."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+import urllib.request
+from types import FrameType
+
+from .stack.config import Ports, Secrets, StackConfig
+from .stack.install import install
+from .stack.paths import STATE_DIR
+from .stack.process import ManagedProcess, StackError
+from .stack.services import Stack
+
+
+def local_config() -> StackConfig:
+    return StackConfig(
+        state_dir=STATE_DIR,
+        secrets=Secrets.load_or_create(STATE_DIR),
+        ports=Ports.from_env(),
+    )
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    install(args.profile)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    if not args.no_install:
+        install("up")
+    cfg = local_config()
+    stack = Stack(cfg)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the stack as cleanly as Ctrl-C
+
+    signal.signal(signal.SIGTERM, on_signal)
+    # Explicit: a shell may start us with SIGINT ignored, and Python then keeps it ignored.
+    signal.signal(signal.SIGINT, on_signal)
+    started = time.monotonic()
+
+    def on_ready(service: ManagedProcess) -> None:
+        print(
+            f"==> {service.name:<7} ready  ({time.monotonic() - started:4.1f} s, "
+            f"log: {service.log_path})",
+            flush=True,
+        )
+
+    try:
+        print(f"==> starting the stack (state in {cfg.state_dir})", flush=True)
+        stack.start(on_ready=on_ready)
+        with urllib.request.urlopen(f"{cfg.api_url}/healthz", timeout=10) as response:
+            healthy = response.status == 200
+        print(
+            f"\nKaiwa is up{' and healthy' if healthy else ''} after "
+            f"{time.monotonic() - started:.1f} s.\n"
+            f"  Open the app:      {cfg.api_url}/\n"
+            f"  API docs:          {cfg.api_url}/docs\n"
+            f"  Health:            {cfg.api_url}/healthz\n"
+            f"  LiveKit:           {cfg.livekit_url}\n"
+            f"  Admin password:    in {cfg.state_dir / 'secrets.env'} (ADMIN_PASSWORD)\n"
+            f"  Logs:              {cfg.logs_dir}\n"
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+        while True:
+            for service in stack.services.values():
+                if not service.running():
+                    raise StackError(
+                        f"{service.name} stopped unexpectedly; see {service.log_path}"
+                        f":\n{service.log_tail()}"
+                    )
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\n==> stopping", flush=True)
+        return 0
+    finally:
+        # On any exit, StackError included (main() prints it last, after this).
+        stack.stop()
+        print("==> stopped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kaiwa", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_install = sub.add_parser("install", help="install what the stack or the tests need")
+    p_install.add_argument("--profile", choices=["up", "test"], default="up")
+    p_install.set_defaults(func=cmd_install)
+
+    p_up = sub.add_parser("up", help="start the whole local stack and wait for Ctrl-C")
+    p_up.add_argument("--no-install", action="store_true", help="skip the install checks")
+    p_up.set_defaults(func=cmd_up)
+
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
