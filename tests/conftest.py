@@ -11,12 +11,12 @@ import pytest
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack
 
-from .servers import fresh_postgres_database, postgres_server, test_stack_config
+from .servers import fresh_postgres_database, make_stack_config, postgres_server
 
 
 @pytest.fixture(scope="session")
 def stack_config(tmp_path_factory: pytest.TempPathFactory) -> StackConfig:
-    return test_stack_config(tmp_path_factory.mktemp("stack"))
+    return make_stack_config(tmp_path_factory.mktemp("stack"))
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from kaiwa.stack.config import Ports, Secrets, StackConfig
 from kaiwa.stack.process import ManagedProcess, StackError, free_port
 
 
-def test_stack_config(state_dir: Path) -> StackConfig:
+def make_stack_config(state_dir: Path) -> StackConfig:
     ports = Ports(
         api=free_port(),
         livekit=free_port(),

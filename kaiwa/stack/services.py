@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import sys
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -172,9 +173,9 @@ def api_service(cfg: StackConfig) -> ManagedProcess:
 
 def agent_service(cfg: StackConfig) -> ManagedProcess:
     process: ManagedProcess
+    client = redis.Redis.from_url(cfg.redis_url, socket_timeout=1)
 
     def ready() -> bool:
-        client = redis.Redis.from_url(cfg.redis_url, socket_timeout=1)
         pid = process.proc.pid if process.proc else -1
         return any(w.get("pid") == pid for w in registered_workers(client))
 
@@ -210,7 +211,7 @@ class Stack:
         if self.with_agent:
             check_port_free(p.agent_http, "agent_http")
 
-    def start(self, on_ready: Any = None) -> None:
+    def start(self, on_ready: Callable[[ManagedProcess], None] | None = None) -> None:
         self.check_ports()
         builders = [redis_service, livekit_service, s3_service, api_service]
         if self.with_agent:
