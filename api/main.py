@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from .deps import Resources
+from .logs import setup_logging
 from .routes import health, token, webhook
 from .settings import Settings, get_settings
 
@@ -18,6 +19,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        setup_logging()
         resources = await Resources.open(settings)
         app.state.resources = resources
         try:
