@@ -15,9 +15,11 @@ function renderParticipants() {
   if (!room) return;
   for (const p of [room.localParticipant, ...room.remoteParticipants.values()]) {
     const li = document.createElement("li");
-    li.textContent = p.name || p.identity;
+    const isAgent = p.kind === ParticipantKind.AGENT;
+    li.textContent = isAgent ? p.name || "Kaiwa" : p.name || p.identity;
+    if (p === room.localParticipant) li.textContent += " (you)";
     li.dataset.identity = p.identity;
-    li.dataset.kind = p.kind === ParticipantKind.AGENT ? "agent" : "caller";
+    li.dataset.kind = isAgent ? "agent" : "caller";
     const state = p.attributes?.["lk.agent.state"];
     if (state) li.textContent += ` (${state})`;
     list.append(li);
