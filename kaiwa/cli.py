@@ -80,7 +80,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 0
     finally:
         # On any exit, StackError included (main() prints it last, after this).
-        stack.stop()
+        stack.stop(on_stop=lambda s: print(f"==> stopping {s.name}", flush=True))
         print("==> stopped", flush=True)
 
 

@@ -58,6 +58,8 @@ class ManagedProcess:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     ready_timeout_s: float = 60.0
+    # How long a graceful stop may take before SIGKILL.
+    stop_timeout_s: float = 10.0
     user: str | None = None  # run as this user (PostgreSQL refuses to run as root)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -108,12 +110,12 @@ class ManagedProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
         os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            self.proc.wait(timeout=timeout_s)
+            self.proc.wait(timeout=self.stop_timeout_s)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()

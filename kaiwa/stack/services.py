@@ -94,6 +94,8 @@ def livekit_service(cfg: StackConfig) -> ManagedProcess:
         argv=[binary(LIVEKIT_BINARY), "--config", str(config_path)],
         log_path=cfg.logs_dir / "livekit.log",
         ready=lambda: http_ok(f"http://127.0.0.1:{cfg.ports.livekit}/"),
+        # On SIGTERM the server waits for rooms to empty; the agents are gone by then.
+        stop_timeout_s=3,
     )
 
 
@@ -188,6 +190,9 @@ def agent_service(cfg: StackConfig) -> ManagedProcess:
         ready=ready,
         # The first start of a worker imports livekit-agents and its plugins: slow on 2 cores.
         ready_timeout_s=120,
+        # A worker drains its calls on SIGTERM (up to an hour in production); locally,
+        # stopping the stack ends the calls.
+        stop_timeout_s=3,
     )
     return process
 
@@ -230,8 +235,10 @@ class Stack:
         service.start()
         service.wait_ready()
 
-    def stop(self) -> None:
+    def stop(self, on_stop: Callable[[ManagedProcess], None] | None = None) -> None:
         for service in reversed(list(self.services.values())):
+            if on_stop is not None and service.running():
+                on_stop(service)
             service.stop()
 
     def describe(self) -> dict[str, Any]:
