@@ -84,6 +84,33 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("==> stopped", flush=True)
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from agents.models import CATALOG, ModelError, ModelStore
+    from agents.models.catalog import PROFILES
+    from agents.models.report import table
+
+    store = ModelStore()
+    if args.action == "list":
+        print(table(store))
+        return 0
+    names = args.names or list(PROFILES[args.profile])
+    unknown = [n for n in names if n not in CATALOG]
+    if unknown:
+        raise StackError(f"unknown model(s) {unknown}; known: {', '.join(CATALOG)}")
+    failed = False
+    for name in names:
+        try:
+            if args.action == "install":
+                store.install(CATALOG[name], say=lambda m: print(f"==> {m}", flush=True))
+            else:
+                store.verify(CATALOG[name], full=True)
+            print(f"==> {name}: verified", flush=True)
+        except ModelError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kaiwa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="start the whole local stack and wait for Ctrl-C")
     p_up.add_argument("--no-install", action="store_true", help="skip the install checks")
     p_up.set_defaults(func=cmd_up)
+
+    p_models = sub.add_parser("models", help="list, install or verify the offline models")
+    p_models.add_argument(
+        "action", nargs="?", choices=["list", "install", "verify"], default="list"
+    )
+    p_models.add_argument("names", nargs="*", help="model names (default: the profile's)")
+    p_models.add_argument("--profile", choices=["default", "test", "all"], default="default")
+    p_models.set_defaults(func=cmd_models)
 
     args = parser.parse_args(argv)
     try:

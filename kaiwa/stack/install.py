@@ -42,11 +42,14 @@ GO_BINARIES = {
 APT_PACKAGES = {
     "redis-server": "/usr/bin/redis-server",
     "postgresql": "/usr/lib/postgresql",
+    "espeak-ng": "/usr/bin/espeak-ng",
 }
 PROFILES = {
-    "up": ["redis-server"],
-    "test": ["redis-server", "postgresql"],
+    "up": ["redis-server", "espeak-ng"],
+    "test": ["redis-server", "postgresql", "espeak-ng"],
 }
+# Which set of offline models each profile installs (agents/models/catalog.py PROFILES).
+MODEL_PROFILES = {"up": "default", "test": "test"}
 
 
 def say(message: str) -> None:
@@ -155,12 +158,25 @@ def install_web() -> None:
         run_step("build the web app", ["npm", "run", "--silent", "build"], cwd=web)
 
 
+def install_models(profile: str) -> None:
+    from agents.models import CATALOG, ModelError, ModelStore
+    from agents.models.catalog import PROFILES as MODEL_SETS
+
+    store = ModelStore(CACHE_DIR)
+    for name in MODEL_SETS[profile]:
+        try:
+            store.install(CATALOG[name], say=say)
+        except ModelError as exc:
+            raise InstallError(f"install step 'model {name}' failed: {exc}") from exc
+
+
 def install(profile: str = "up") -> None:
     started = time.monotonic()
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     install_apt(PROFILES[profile])
     for spec in GO_BINARIES.values():
         install_go_binary(spec)
+    install_models(MODEL_PROFILES[profile])
     install_web()
     elapsed = time.monotonic() - started
     if elapsed > 1:
