@@ -1,0 +1,1 @@
+"""Speech-to-text engines as livekit-agents STT plugins."""

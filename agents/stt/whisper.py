@@ -1,0 +1,307 @@
+"""Offline speech-to-text with faster-whisper, segmented by Silero VAD.
+
+Whisper has no streaming mode. While someone speaks, the growing segment is re-decoded at a
+bounded rate for interim results; when VAD says the speech ended, the segment is decoded
+once more for the final result. Segments are cut at `max_segment_s` so memory and decode
+time stay bounded on long speech.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from faster_whisper import WhisperModel
+from livekit import rtc
+from livekit.agents import APIConnectOptions, stt, utils, vad
+from livekit.agents.language import LanguageCode
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+
+from ..audio import MonoResampler, to_float32
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class WhisperOptions:
+    language: str | None = None  # None: detect per segment
+    interim_interval_s: float = 0.7
+    max_segment_s: float = 28.0  # Whisper's window is 30 s
+    min_speech_s: float = 0.2  # shorter bursts are clicks and breaths, not words
+    beam_size: int = 1  # greedy: on 2 cores, beam search costs more than it gains live
+    # Segments Whisper itself rates as probably not speech are dropped (hallucination guard).
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    duration_s: float
+    confidence: float
+
+
+class WhisperEngine:
+    """One loaded model and the single thread that runs it (shared by every stream)."""
+
+    def __init__(self, model_dir: str, *, cpu_threads: int = 2) -> None:
+        self.model = WhisperModel(
+            model_dir, device="cpu", compute_type="int8", cpu_threads=cpu_threads
+        )
+        # One decode at a time: two concurrent decodes on 2 cores only slow both down.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+
+    def transcribe(self, audio: np.ndarray, options: WhisperOptions) -> Transcript:
+        segments, info = self.model.transcribe(
+            audio,
+            language=options.language,
+            beam_size=options.beam_size,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            no_speech_threshold=options.no_speech_threshold,
+            log_prob_threshold=options.log_prob_threshold,
+            without_timestamps=True,
+        )
+        kept, probabilities = [], []
+        for segment in segments:
+            if (
+                segment.no_speech_prob > options.no_speech_threshold
+                and segment.avg_logprob < options.log_prob_threshold
+            ):
+                continue
+            kept.append(segment.text.strip())
+            probabilities.append(float(np.exp(segment.avg_logprob)))
+        text = " ".join(t for t in kept if t)
+        if info.language in ("ja", "zh"):
+            text = text.replace(" ", "")
+        return Transcript(
+            text=text,
+            language=info.language,
+            duration_s=len(audio) / SAMPLE_RATE,
+            confidence=float(np.mean(probabilities)) if probabilities else 0.0,
+        )
+
+    async def transcribe_async(self, audio: np.ndarray, options: WhisperOptions) -> Transcript:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.transcribe, audio, options)
+
+
+class WhisperSTT(stt.STT[Literal["none"]]):
+    def __init__(
+        self,
+        engine: WhisperEngine,
+        vad_model: vad.VAD,
+        options: WhisperOptions | None = None,
+    ) -> None:
+        super().__init__(capabilities=stt.STTCapabilities(streaming=True, interim_results=True))
+        self._engine = engine
+        self._vad = vad_model
+        self._options = options or WhisperOptions()
+
+    @property
+    def model(self) -> str:
+        return "whisper"
+
+    @property
+    def provider(self) -> str:
+        return "kaiwa"
+
+    def _options_for(self, language: NotGivenOr[str]) -> WhisperOptions:
+        if isinstance(language, str) and language:
+            return WhisperOptions(**{**self._options.__dict__, "language": language})
+        return self._options
+
+    async def _recognize_impl(
+        self,
+        buffer: utils.AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions,
+    ) -> stt.SpeechEvent:
+        frames = buffer if isinstance(buffer, list) else [buffer]
+        resampler = MonoResampler(SAMPLE_RATE)
+        mono = [f for frame in frames for f in resampler.push(frame)] + resampler.flush()
+        audio = to_float32(mono)
+        options = self._options_for(language)
+        if len(audio) < options.min_speech_s * SAMPLE_RATE:
+            return _event(stt.SpeechEventType.FINAL_TRANSCRIPT, "", "", 0.0, 0.0)
+        result = await self._engine.transcribe_async(audio, options)
+        return _event(
+            stt.SpeechEventType.FINAL_TRANSCRIPT,
+            result.text,
+            result.language,
+            0.0,
+            result.duration_s,
+            confidence=result.confidence,
+        )
+
+    def stream(
+        self,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> WhisperStream:
+        return WhisperStream(
+            stt=self, options=self._options_for(language), conn_options=conn_options
+        )
+
+
+def _event(
+    kind: stt.SpeechEventType,
+    text: str,
+    language: str,
+    start: float,
+    end: float,
+    *,
+    confidence: float = 0.0,
+    request_id: str = "",
+) -> stt.SpeechEvent:
+    alternatives = (
+        [
+            stt.SpeechData(
+                language=LanguageCode(language or "und"),
+                text=text,
+                start_time=start,
+                end_time=end,
+                confidence=confidence,
+            )
+        ]
+        if text
+        else []
+    )
+    return stt.SpeechEvent(type=kind, request_id=request_id, alternatives=alternatives)
+
+
+class WhisperStream(stt.RecognizeStream):
+    def __init__(
+        self, *, stt: WhisperSTT, options: WhisperOptions, conn_options: APIConnectOptions
+    ) -> None:
+        super().__init__(stt=stt, conn_options=conn_options)
+        self._whisper = stt
+        self._options = options
+        self._normalizer = MonoResampler(SAMPLE_RATE)
+
+    def push_frame(self, frame: rtc.AudioFrame) -> None:
+        # Normalise here, not in the base class: it refuses rate changes and assumes mono.
+        self._check_input_not_ended()
+        self._check_not_closed()
+        for mono in self._normalizer.push(frame):
+            self._input_ch.send_nowait(mono)
+
+    def flush(self) -> None:
+        for mono in self._normalizer.flush():
+            self._input_ch.send_nowait(mono)
+        super().flush()
+
+    async def _run(self) -> None:
+        vad_stream = self._whisper._vad.stream()
+        segment = _Segment()
+        interim_task: asyncio.Task[None] | None = None
+        samples_seen = 0
+
+        async def forward_audio() -> None:
+            nonlocal samples_seen
+            async for item in self._input_ch:
+                if isinstance(item, rtc.AudioFrame):
+                    samples_seen += item.samples_per_channel
+                    vad_stream.push_frame(item)
+                    if segment.active:
+                        segment.frames.append(item)
+                else:
+                    vad_stream.flush()
+            vad_stream.end_input()
+
+        async def interim() -> None:
+            audio = to_float32(segment.frames)
+            result = await self._whisper._engine.transcribe_async(audio, self._options)
+            if segment.active and result.text:
+                self._event_ch.send_nowait(
+                    _event(
+                        stt.SpeechEventType.INTERIM_TRANSCRIPT,
+                        result.text,
+                        result.language,
+                        segment.start_s,
+                        segment.start_s + result.duration_s,
+                        confidence=result.confidence,
+                        request_id=segment.id,
+                    )
+                )
+
+        async def finalize(frames: list[rtc.AudioFrame]) -> None:
+            audio = to_float32(frames)
+            start = segment.start_s
+            segment.reset()
+            if len(audio) < self._options.min_speech_s * SAMPLE_RATE:
+                return
+            result = await self._whisper._engine.transcribe_async(audio, self._options)
+            if result.text:
+                self._event_ch.send_nowait(
+                    _event(
+                        stt.SpeechEventType.FINAL_TRANSCRIPT,
+                        result.text,
+                        result.language,
+                        start,
+                        start + result.duration_s,
+                        confidence=result.confidence,
+                    )
+                )
+            self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH))
+
+        forward = asyncio.create_task(forward_audio(), name="whisper-forward")
+        try:
+            async for event in vad_stream:
+                if event.type == vad.VADEventType.START_OF_SPEECH and not segment.active:
+                    # The VAD's frames include the padding before speech started.
+                    segment.begin(event.frames, samples_seen / SAMPLE_RATE - event.speech_duration)
+                    self._event_ch.send_nowait(
+                        stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH)
+                    )
+                elif event.type == vad.VADEventType.INFERENCE_DONE and segment.active:
+                    now = time.monotonic()
+                    if segment.duration_s >= self._options.max_segment_s:
+                        await finalize(list(segment.frames))
+                        segment.begin([], samples_seen / SAMPLE_RATE)
+                    elif now - segment.last_interim >= self._options.interim_interval_s and (
+                        interim_task is None or interim_task.done()
+                    ):
+                        # Bounded rate: at most one interim decode in flight.
+                        segment.last_interim = now
+                        interim_task = asyncio.create_task(interim(), name="whisper-interim")
+                elif event.type == vad.VADEventType.END_OF_SPEECH and segment.active:
+                    if interim_task is not None:
+                        await utils.aio.cancel_and_wait(interim_task)
+                    await finalize(event.frames or list(segment.frames))
+        finally:
+            if interim_task is not None:
+                await utils.aio.cancel_and_wait(interim_task)
+            await utils.aio.cancel_and_wait(forward)
+            await vad_stream.aclose()
+
+
+class _Segment:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.active = False
+        self.frames: list[rtc.AudioFrame] = []
+        self.start_s = 0.0
+        self.last_interim = 0.0
+        self.id = ""
+
+    def begin(self, frames: list[rtc.AudioFrame], start_s: float) -> None:
+        self.active = True
+        self.frames = list(frames)
+        self.start_s = max(0.0, start_s)
+        self.last_interim = time.monotonic()
+        self.id = uuid.uuid4().hex[:12]
+
+    @property
+    def duration_s(self) -> float:
+        return sum(f.samples_per_channel for f in self.frames) / SAMPLE_RATE

@@ -1,0 +1,148 @@
+"""Whisper STT through the livekit-agents STT interface, on real models and real speech."""
+
+from __future__ import annotations
+
+import asyncio
+
+import jiwer
+import numpy as np
+import pytest
+from livekit.agents import stt
+
+from agents import engines
+from agents.stt.whisper import WhisperSTT
+
+from .speech.synth import espeak_wav, frames, read_wav, resample, silence
+
+pytestmark = pytest.mark.models
+
+SENTENCE = "please book a table for four people at seven tonight"
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, int]:
+    pcm, rate, _ = read_wav(espeak_wav(SENTENCE, tmp_path_factory.mktemp("s") / "s.wav"))
+    return pcm, rate
+
+
+def make_stt(model: str = "whisper-tiny.en") -> WhisperSTT:
+    """tiny.en for behaviour (fast); the default whisper-base wherever content is asserted."""
+    return WhisperSTT(engines.whisper(model), engines.vad())
+
+
+async def run_stream(
+    engine: WhisperSTT, audio: list, *, realtime: bool = False, language: str = "en"
+) -> list[stt.SpeechEvent]:
+    stream = engine.stream(language=language)
+    events: list[stt.SpeechEvent] = []
+
+    async def collect() -> None:
+        async for event in stream:
+            events.append(event)
+
+    collector = asyncio.create_task(collect())
+    for frame in audio:
+        stream.push_frame(frame)
+        if realtime:
+            await asyncio.sleep(frame.duration)
+    stream.end_input()
+    await asyncio.wait_for(collector, 60)
+    await stream.aclose()
+    return events
+
+
+def finals(events: list[stt.SpeechEvent]) -> list[str]:
+    return [
+        e.alternatives[0].text
+        for e in events
+        if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT and e.alternatives
+    ]
+
+
+NUMBERS = dict(enumerate("zero one two three four five six seven eight nine ten".split()))
+
+
+def normalize(text: str) -> str:
+    clean = jiwer.Compose(
+        [
+            jiwer.ToLowerCase(),
+            jiwer.RemovePunctuation(),
+            jiwer.RemoveMultipleSpaces(),
+            jiwer.Strip(),
+        ]
+    )
+    words = [NUMBERS.get(int(w), w) if w.isdigit() else w for w in clean(text).split()]
+    return " ".join(words)
+
+
+def wer(hypothesis: str) -> float:
+    return float(jiwer.wer(normalize(SENTENCE), normalize(hypothesis)))
+
+
+@pytest.mark.parametrize("rate,channels", [(16000, 1), (24000, 1), (44100, 2), (48000, 2)])
+async def test_any_rate_and_channel_count_is_transcribed(
+    speech: tuple[np.ndarray, int], rate: int, channels: int
+) -> None:
+    """On the default model; resampling and downmixing must not cost accuracy."""
+    pcm, source_rate = speech
+    audio = np.concatenate(
+        [silence(0.5, rate), resample(pcm, source_rate, rate), silence(1.0, rate)]
+    )
+    events = await run_stream(make_stt("whisper-base"), frames(audio, rate, channels))
+    (text,) = finals(events)
+    assert wer(text) <= 0.2, text
+
+
+async def test_telephone_band_audio_is_transcribed(speech: tuple[np.ndarray, int]) -> None:
+    """8 kHz (SIP) loses the band robotic consonants live in: the content words must survive."""
+    pcm, source_rate = speech
+    audio = np.concatenate(
+        [silence(0.5, 8000), resample(pcm, source_rate, 8000), silence(1.0, 8000)]
+    )
+    (text,) = finals(await run_stream(make_stt("whisper-base"), frames(audio, 8000)))
+    assert {"please", "table", "people"} <= set(normalize(text).split()), text
+
+
+async def test_rate_change_mid_stream_is_not_an_error(speech: tuple[np.ndarray, int]) -> None:
+    pcm, source_rate = speech
+    first = frames(
+        np.concatenate(
+            [silence(0.3, 48000), resample(pcm, source_rate, 48000), silence(1.0, 48000)]
+        ),
+        48000,
+    )
+    second = frames(np.concatenate([resample(pcm, source_rate, 16000), silence(1.0, 16000)]), 16000)
+    texts = finals(await run_stream(make_stt("whisper-base"), first + second))
+    assert len(texts) == 2 and all(wer(t) <= 0.2 for t in texts), texts
+
+
+async def test_interims_arrive_while_speaking_then_one_final(
+    speech: tuple[np.ndarray, int],
+) -> None:
+    pcm, rate = speech
+    audio = np.concatenate([silence(0.3, rate), pcm, silence(1.0, rate)])
+    events = await run_stream(make_stt(), frames(audio, rate), realtime=True)
+    kinds = [e.type for e in events]
+    assert kinds[0] == stt.SpeechEventType.START_OF_SPEECH
+    interims = [e for e in events if e.type == stt.SpeechEventType.INTERIM_TRANSCRIPT]
+    assert len(interims) >= 2, kinds
+    assert kinds.index(stt.SpeechEventType.FINAL_TRANSCRIPT) > kinds.index(interims[-1].type)
+    assert kinds[-1] == stt.SpeechEventType.END_OF_SPEECH
+    assert len(finals(events)) == 1
+
+
+@pytest.mark.parametrize("kind", ["silence", "noise"])
+async def test_silence_and_noise_yield_no_transcript(kind: str) -> None:
+    rate = 16000
+    if kind == "silence":
+        audio = silence(5.0, rate)
+    else:
+        audio = (np.random.default_rng(7).normal(0, 2000, 5 * rate)).astype(np.int16)
+    events = await run_stream(make_stt(), frames(audio, rate))
+    assert finals(events) == []
+
+
+async def test_batch_recognize(speech: tuple[np.ndarray, int]) -> None:
+    pcm, rate = speech
+    event = await make_stt("whisper-base").recognize(frames(pcm, rate), language="en")
+    assert wer(event.alternatives[0].text) <= 0.2
