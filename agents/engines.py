@@ -9,6 +9,7 @@ from livekit.plugins import silero
 
 from .models import ModelStore
 from .stt.whisper import WhisperEngine
+from .tts.voices import EspeakVoice, OpenJTalkVoice, PiperVoice, Voice
 
 
 @functools.cache
@@ -20,3 +21,14 @@ def whisper(model: str = "whisper-base") -> WhisperEngine:
 def vad() -> agents_vad.VAD:
     # 0.4 s of silence ends a segment: shorter splits sentences at commas, longer adds lag.
     return silero.VAD.load(min_silence_duration=0.4, prefix_padding_duration=0.3)
+
+
+@functools.cache
+def voice(language: str) -> Voice:
+    """The best offline voice for a language; UnsupportedLanguage if none speaks it."""
+    base = language.split("-")[0].lower()
+    if base == "en":
+        return PiperVoice(ModelStore().path("piper-en-joe"), "en_US-joe-medium.onnx")
+    if base == "ja":
+        return OpenJTalkVoice()
+    return EspeakVoice(base)

@@ -13,7 +13,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Never
 
 import numpy as np
 from faster_whisper import WhisperModel
@@ -92,7 +92,7 @@ class WhisperEngine:
         return await loop.run_in_executor(self.executor, self.transcribe, audio, options)
 
 
-class WhisperSTT(stt.STT[Literal["none"]]):
+class WhisperSTT(stt.STT[Never]):  # no events beyond the base ones
     def __init__(
         self,
         engine: WhisperEngine,

@@ -1,0 +1,1 @@
+"""Text-to-speech engines as livekit-agents TTS plugins."""
