@@ -40,6 +40,9 @@ class Settings(BaseSettings):
 
     admin_password: str = "admin"
 
+    # The local language model server, checked by /healthz.
+    llm_base_url: str | None = "http://127.0.0.1:8090/v1"
+
     # Callers' tokens are short-lived; LiveKit refreshes a connected client's token itself.
     token_ttl_s: int = Field(default=600, ge=30, le=6 * 3600)
     token_rate_limit: int = Field(default=30, ge=1, description="token requests per window")

@@ -23,10 +23,15 @@ def make_stack_config(state_dir: Path) -> StackConfig:
         livekit_rtc_udp=free_port(udp=True),
         redis=free_port(),
         s3=free_port(),
+        llm=free_port(),
         agent_http=free_port(),
     )
     return StackConfig(
-        state_dir=state_dir, secrets=Secrets.generate(), ports=ports, env_name="test"
+        state_dir=state_dir,
+        secrets=Secrets.generate(),
+        ports=ports,
+        env_name="test",
+        llm_model="qwen2.5-0.5b-instruct",  # the small model: tests check behaviour
     )
 
 

@@ -44,7 +44,7 @@ async def test_healthz_reports_every_component(stack: Stack) -> None:
         response = await client.get("/healthz")
     body = response.json()
     assert response.status_code == 200, body
-    assert set(body["components"]) == {"livekit", "redis", "s3", "database", "agent_worker"}
+    assert set(body["components"]) == {"livekit", "redis", "s3", "database", "llm", "agent_worker"}
     assert all(c["ok"] for c in body["components"].values())
 
 
@@ -208,5 +208,5 @@ def _b64encode(raw: bytes) -> str:
 
 
 def test_stack_logs_are_written_per_service(stack: Stack) -> None:
-    for name in ("redis", "livekit", "s3", "api", "agent"):
+    for name in ("redis", "livekit", "s3", "llm", "api", "agent"):
         assert Path(stack.services[name].log_path).stat().st_size > 0, name

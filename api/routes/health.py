@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 from fastapi import APIRouter, Response, status
 from fastapi.concurrency import run_in_threadpool
 from livekit import api as lkapi
@@ -57,6 +58,16 @@ async def _database(r: Resources) -> str:
     return r.engine.dialect.name
 
 
+async def _llm(r: Resources) -> str:
+    if not r.settings.llm_base_url:
+        return "not configured (cloud engines)"
+    base = r.settings.llm_base_url.removesuffix("/v1")
+    async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_S) as client:
+        response = await client.get(f"{base}/health")
+        response.raise_for_status()
+    return "ready"
+
+
 async def _agent_worker(r: Resources) -> str:
     workers = [key async for key in r.redis.scan_iter(match=f"{KEY_PREFIX}*", count=100)]
     if not workers:
@@ -69,6 +80,7 @@ CHECKS: dict[str, Callable[[Resources], Awaitable[str]]] = {
     "redis": _redis,
     "s3": _s3,
     "database": _database,
+    "llm": _llm,
     "agent_worker": _agent_worker,
 }
 

@@ -18,6 +18,7 @@ class Ports:
     livekit_rtc_udp: int = 7882
     redis: int = 6379
     s3: int = 7070
+    llm: int = 8090
     agent_http: int = 8081
 
     @classmethod
@@ -89,6 +90,8 @@ class StackConfig:
     database_url: str | None = None
     s3_bucket: str = "kaiwa-recordings"
     env_name: str = "dev"
+    # The catalogue model the LLM server loads (agents/models/catalog.py).
+    llm_model: str = "qwen2.5-1.5b-instruct"
 
     @property
     def api_url(self) -> str:
@@ -105,6 +108,10 @@ class StackConfig:
     @property
     def s3_endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.s3}"
+
+    @property
+    def llm_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.llm}/v1"
 
     @property
     def logs_dir(self) -> Path:
@@ -129,5 +136,7 @@ class StackConfig:
             "S3_BUCKET": self.s3_bucket,
             "API_PUBLIC_URL": self.api_url,
             "AGENT_HTTP_PORT": str(self.ports.agent_http),
+            "LLM_BASE_URL": self.llm_base_url,
+            "LLM_MODEL": self.llm_model,
             **self.secrets.as_env(),
         }

@@ -151,6 +151,25 @@ def ensure_bucket(cfg: StackConfig) -> None:
         client.create_bucket(Bucket=cfg.s3_bucket)
 
 
+def llm_service(cfg: StackConfig) -> ManagedProcess:
+    return ManagedProcess(
+        name="llm",
+        argv=[
+            sys.executable,
+            "-m",
+            "agents.llm.server",
+            "--model",
+            cfg.llm_model,
+            "--port",
+            str(cfg.ports.llm),
+        ],
+        cwd=REPO_ROOT,
+        log_path=cfg.logs_dir / "llm.log",
+        ready=lambda: http_ok(f"http://127.0.0.1:{cfg.ports.llm}/health"),
+        ready_timeout_s=120,  # loading 1 GB of weights from a cold page cache
+    )
+
+
 def api_service(cfg: StackConfig) -> ManagedProcess:
     return ManagedProcess(
         name="api",
@@ -212,13 +231,14 @@ class Stack:
         check_port_free(p.livekit_rtc_tcp, "livekit_rtc_tcp")
         check_port_free(p.livekit_rtc_udp, "livekit_rtc_udp", udp=True)
         check_port_free(p.s3, "s3")
+        check_port_free(p.llm, "llm")
         check_port_free(p.api, "api")
         if self.with_agent:
             check_port_free(p.agent_http, "agent_http")
 
     def start(self, on_ready: Callable[[ManagedProcess], None] | None = None) -> None:
         self.check_ports()
-        builders = [redis_service, livekit_service, s3_service, api_service]
+        builders = [redis_service, livekit_service, s3_service, llm_service, api_service]
         if self.with_agent:
             builders.append(agent_service)
         for build in builders:
@@ -247,5 +267,6 @@ class Stack:
             "livekit": self.cfg.livekit_url,
             "redis": self.cfg.redis_url,
             "s3": self.cfg.s3_endpoint_url,
+            "llm": self.cfg.llm_base_url,
             "logs": str(self.cfg.logs_dir),
         }

@@ -1,0 +1,1 @@
+"""The local language model: a llama.cpp server with an OpenAI-compatible API."""

@@ -1,0 +1,77 @@
+"""Run a llama.cpp server (xllamacpp) on a catalogue model: `python -m agents.llm.server`.
+
+It is its own process so that every call on the machine shares one loaded model, and so a
+crash of the model cannot take calls down with it: the agents see a failed request, apologise
+and retry while the stack restarts the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from ..models import ModelError, ModelStore
+
+
+def serve(model: str, host: str, port: int, *, ctx: int, parallel: int, threads: int) -> None:
+    import xllamacpp
+
+    path = ModelStore().path(model) / "model.gguf"  # verified before loading
+    params = xllamacpp.CommonParams()
+    params.model.path = str(path)
+    params.model_alias = {model}
+    params.hostnames = [host]
+    params.port = port
+    # Context is shared by the parallel slots: 2 slots of 2048 tokens fit short dialog turns
+    # and sentence translations.
+    params.n_ctx = ctx * parallel
+    params.n_parallel = parallel
+    params.cont_batching = True
+    params.cache_prompt = True  # one source sentence, several targets: the prefix is reused
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    server = xllamacpp.Server(params)  # blocks until the model is loaded
+    print(f"llm server ready: {server.listening_address} model={model}", flush=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stop.wait()
+    del server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agents.llm.server")
+    parser.add_argument("--model", default="qwen2.5-1.5b-instruct")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--ctx", type=int, default=2048, help="context tokens per slot")
+    parser.add_argument("--parallel", type=int, default=2, help="requests served at once")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    try:
+        serve(
+            args.model,
+            args.host,
+            args.port,
+            ctx=args.ctx,
+            parallel=args.parallel,
+            threads=args.threads,
+        )
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"error: the model {args.model} could not be loaded: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
