@@ -15,6 +15,9 @@ class AgentSettings(BaseSettings):
     livekit_api_secret: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     agent_http_port: int = 8081
+    # Load the offline engines when the worker starts (False for cloud-only workers).
+    agent_prewarm: bool = True
+    stt_model: str = "whisper-base"
     llm_base_url: str = "http://127.0.0.1:8090/v1"
     llm_model: str = "qwen2.5-1.5b-instruct"
     # Idle processes kept warm for the next job; 1 is right for a 2-core machine.

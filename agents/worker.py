@@ -15,9 +15,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from livekit import rtc
-from livekit.agents import AgentServer, AutoSubscribe, JobContext
+from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess
 from livekit.agents.__main__ import main as agents_main
 
+from . import engines
 from .heartbeat import REFRESH_S, TTL_S, worker_key
 from .settings import AGENT_NAME, AgentSettings
 
@@ -27,9 +28,22 @@ logger = logging.getLogger("kaiwa.agents")
 AGENT_STATE_ATTRIBUTE = "lk.agent.state"
 
 settings = AgentSettings()
+
+
+def prewarm(_proc: JobProcess) -> None:
+    if settings.agent_prewarm:
+        engines.warm(settings.stt_model)
+
+
+# Jobs run as threads of this process, not as processes of their own: the models are then
+# loaded once per worker and shared by every call (a process per job would load them per
+# call). Inference runs in native code that releases the GIL.
 server = AgentServer(
     port=settings.agent_http_port,
     num_idle_processes=settings.agent_idle_processes,
+    job_executor_type=JobExecutorType.THREAD,
+    setup_fnc=prewarm,
+    initialize_process_timeout=120,
 )
 
 
@@ -73,15 +87,12 @@ class Heartbeat:
             )
 
     async def _run(self, worker_id: str) -> None:
-        info = json.dumps(
-            {
-                "worker_id": worker_id,
-                "agent_name": AGENT_NAME,
-                "pid": os.getpid(),
-                "registered_at": time.time(),
-            }
-        )
+        registered_at = time.time()
         while True:
+            info = json.dumps({
+                "worker_id": worker_id, "agent_name": AGENT_NAME, "pid": os.getpid(),
+                "registered_at": registered_at, **engines.loaded(),
+            })  # fmt: skip
             try:
                 await self._redis.set(worker_key(worker_id), info, ex=TTL_S)
             except aioredis.RedisError:

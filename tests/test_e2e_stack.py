@@ -10,9 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from livekit import api as lkapi
 from livekit import rtc
 
+from agents.heartbeat import REFRESH_S, registered_workers
 from api.webhooks import sign_webhook
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.config import StackConfig
@@ -210,3 +212,29 @@ def _b64encode(raw: bytes) -> str:
 def test_stack_logs_are_written_per_service(stack: Stack) -> None:
     for name in ("redis", "livekit", "s3", "llm", "api", "agent"):
         assert Path(stack.services[name].log_path).stat().st_size > 0, name
+
+
+async def test_engines_load_once_per_worker_process(stack: Stack) -> None:
+    """Two calls in a row: the worker that served them loaded each engine once, at start."""
+    cfg = stack.cfg
+    client = redis.Redis.from_url(cfg.redis_url)
+    agent = stack.services["agent"].proc
+    assert agent is not None
+    expected = {"stt:whisper-base", "vad:silero", "tts:en", "tts:ja"}
+
+    def worker() -> dict[str, object]:
+        (info,) = [w for w in registered_workers(client) if w["pid"] == agent.pid]
+        return info
+
+    loads = []
+    for call in range(2):
+        caller = SyntheticCaller(cfg.api_url, name=f"Caller {call}", mode="dialog")
+        await caller.join()
+        try:
+            await caller.wait_for_agent(timeout_s=30)
+        finally:
+            await caller.leave()
+        await wait_until(lambda: expected <= set(worker()["engines"]), timeout_s=60)  # type: ignore[arg-type]
+        await asyncio.sleep(REFRESH_S + 1)  # let the presence record catch up
+        loads.append(worker()["loads"])
+    assert loads == [len(expected), len(expected)], loads
