@@ -111,6 +111,39 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+    import tempfile
+    from dataclasses import replace
+    from pathlib import Path
+
+    from .eval import speech
+    from .stack.process import free_port
+    from .stack.services import llm_service
+
+    llm = None
+    url = args.llm_url
+    if url is None:
+        with tempfile.TemporaryDirectory() as state:
+            cfg = replace(local_config(), state_dir=Path(state), llm_model=args.llm_model)
+            cfg = replace(cfg, ports=replace(cfg.ports, llm=free_port()))
+            llm = llm_service(cfg)
+            print(f"==> starting the LLM server ({args.llm_model})", file=sys.stderr)
+            llm.start()
+            try:
+                llm.wait_ready()
+                figures = asyncio.run(
+                    speech.evaluate(cfg.llm_base_url, args.llm_model, args.stt_model)
+                )
+            finally:
+                llm.stop()
+    else:
+        figures = asyncio.run(speech.evaluate(url, args.llm_model, args.stt_model))
+    print(json.dumps(figures, ensure_ascii=False, indent=1) if args.json else speech.table(figures))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kaiwa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     p_models.add_argument("names", nargs="*", help="model names (default: the profile's)")
     p_models.add_argument("--profile", choices=["default", "test", "all"], default="default")
     p_models.set_defaults(func=cmd_models)
+
+    p_eval = sub.add_parser("eval", help="measure the engines on the project's evaluation set")
+    p_eval.add_argument("suite", choices=["speech"])
+    p_eval.add_argument("--json", action="store_true", help="print one JSON object")
+    p_eval.add_argument("--llm-url", help="an OpenAI-compatible endpoint (default: start one)")
+    p_eval.add_argument("--llm-model", default="qwen2.5-1.5b-instruct")
+    p_eval.add_argument("--stt-model", default="whisper-base")
+    p_eval.set_defaults(func=cmd_eval)
 
     args = parser.parse_args(argv)
     try:

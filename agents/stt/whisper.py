@@ -37,6 +37,9 @@ class WhisperOptions:
     # Segments Whisper itself rates as probably not speech are dropped (hallucination guard).
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
+    # Start decoding the final result this far into a pause, while VAD still waits to confirm
+    # that speech ended (its min_silence_duration): the decode overlaps the wait.
+    early_final_after_s: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -203,16 +206,11 @@ class WhisperStream(stt.RecognizeStream):
         vad_stream = self._whisper._vad.stream()
         segment = _Segment()
         interim_task: asyncio.Task[None] | None = None
-        samples_seen = 0
 
         async def forward_audio() -> None:
-            nonlocal samples_seen
             async for item in self._input_ch:
                 if isinstance(item, rtc.AudioFrame):
-                    samples_seen += item.samples_per_channel
                     vad_stream.push_frame(item)
-                    if segment.active:
-                        segment.frames.append(item)
                 else:
                     vad_stream.flush()
             vad_stream.end_input()
@@ -233,13 +231,27 @@ class WhisperStream(stt.RecognizeStream):
                     )
                 )
 
-        async def finalize(frames: list[rtc.AudioFrame]) -> None:
+        early: asyncio.Task[Transcript] | None = None
+
+        def decode(frames: list[rtc.AudioFrame]) -> asyncio.Task[Transcript]:
             audio = to_float32(frames)
+            return asyncio.create_task(
+                self._whisper._engine.transcribe_async(audio, self._options), name="whisper-final"
+            )
+
+        async def finalize(
+            frames: list[rtc.AudioFrame], pending: asyncio.Task[Transcript] | None = None
+        ) -> None:
             start = segment.start_s
             segment.reset()
-            if len(audio) < self._options.min_speech_s * SAMPLE_RATE:
+            if (
+                sum(f.samples_per_channel for f in frames)
+                < self._options.min_speech_s * SAMPLE_RATE
+            ):
+                if pending is not None:
+                    await utils.aio.cancel_and_wait(pending)
                 return
-            result = await self._whisper._engine.transcribe_async(audio, self._options)
+            result = await (pending or decode(frames))
             if result.text:
                 self._event_ch.send_nowait(
                     _event(
@@ -258,15 +270,26 @@ class WhisperStream(stt.RecognizeStream):
             async for event in vad_stream:
                 if event.type == vad.VADEventType.START_OF_SPEECH and not segment.active:
                     # The VAD's frames include the padding before speech started.
-                    segment.begin(event.frames, samples_seen / SAMPLE_RATE - event.speech_duration)
+                    segment.begin(event.frames, event.timestamp - event.speech_duration)
                     self._event_ch.send_nowait(
                         stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH)
                     )
                 elif event.type == vad.VADEventType.INFERENCE_DONE and segment.active:
+                    # The segment is built from what the VAD has seen, window by window, so
+                    # it stays aligned with its events however fast audio arrives.
+                    segment.frames.extend(event.frames)
                     now = time.monotonic()
+                    pausing = event.raw_accumulated_silence >= self._options.early_final_after_s
+                    if pausing:
+                        if early is None:
+                            early = decode(list(segment.frames))
+                        continue  # no interims during a pause: the decode thread is the final's
+                    if early is not None:  # speech resumed: that decode is stale
+                        early.cancel()
+                        early = None
                     if segment.duration_s >= self._options.max_segment_s:
                         await finalize(list(segment.frames))
-                        segment.begin([], samples_seen / SAMPLE_RATE)
+                        segment.begin([], event.timestamp)
                     elif now - segment.last_interim >= self._options.interim_interval_s and (
                         interim_task is None or interim_task.done()
                     ):
@@ -276,10 +299,13 @@ class WhisperStream(stt.RecognizeStream):
                 elif event.type == vad.VADEventType.END_OF_SPEECH and segment.active:
                     if interim_task is not None:
                         await utils.aio.cancel_and_wait(interim_task)
-                    await finalize(event.frames or list(segment.frames))
+                    # The early decode covers all the speech: only silence came after it.
+                    await finalize(list(segment.frames), early)
+                    early = None
         finally:
-            if interim_task is not None:
-                await utils.aio.cancel_and_wait(interim_task)
+            for task in (interim_task, early):
+                if task is not None:
+                    await utils.aio.cancel_and_wait(task)
             await utils.aio.cancel_and_wait(forward)
             await vad_stream.aclose()
 

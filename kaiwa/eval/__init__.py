@@ -1,0 +1,1 @@
+"""Evaluations that measure the engines on the project's own data (`kaiwa eval ...`)."""

@@ -1,0 +1,237 @@
+"""`kaiwa eval speech`: STT accuracy and speed, MT chrF, TTS speed, on the project's own set.
+
+Speech is synthesized from the reference texts by the project's voices (piper en, Open JTalk
+ja) and by espeak-ng (en, vi), so every figure is reproducible on a machine with no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import numpy as np
+import sacrebleu
+from livekit import rtc
+from openai import AsyncOpenAI
+
+from agents import engines
+from agents.stt.whisper import SAMPLE_RATE, WhisperOptions, WhisperSTT
+from agents.translate import Translator
+from agents.tts.local import LocalTTS, resample
+from agents.tts.voices import EspeakVoice, Voice
+
+from .text import normalize
+
+SENTENCES = Path(__file__).with_name("sentences.json")
+LANGUAGES = ("en", "ja", "vi")
+
+
+@dataclass
+class Utterance:
+    language: str
+    voice: str
+    text: str
+    pcm16k: np.ndarray  # int16 mono at 16 kHz
+
+
+def load_sentences() -> list[dict[str, str]]:
+    sentences: list[dict[str, str]] = json.loads(SENTENCES.read_text())["sentences"]
+    return sentences
+
+
+def to_16k(pcm: np.ndarray, rate: int) -> np.ndarray:
+    frames = resample(pcm, rate, SAMPLE_RATE)
+    return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
+
+
+def voices() -> dict[str, list[Voice]]:
+    return {
+        "en": [engines.voice("en"), EspeakVoice("en-us")],
+        "ja": [engines.voice("ja")],  # espeak-ng reads only kana in Japanese
+        "vi": [engines.voice("vi")],
+    }
+
+
+def synthesize_set(sentences: list[dict[str, str]]) -> tuple[list[Utterance], dict[str, Any]]:
+    """The speech to recognise, and TTS real-time factor per voice."""
+    utterances, tts = [], {}
+    for language, language_voices in voices().items():
+        for voice in language_voices:
+            synth_s = audio_s = 0.0
+            for sentence in sentences:
+                started = time.perf_counter()
+                pcm = voice.synthesize(sentence[language])
+                synth_s += time.perf_counter() - started
+                audio_s += len(pcm) / voice.sample_rate
+                utterances.append(
+                    Utterance(
+                        language, voice.name, sentence[language], to_16k(pcm, voice.sample_rate)
+                    )
+                )
+            tts[voice.name] = {"rtf": round(synth_s / audio_s, 3)}
+    return utterances, tts
+
+
+async def first_audio_s(language: str, text: str, repeats: int = 5) -> float:
+    """Median time from handing a sentence to the TTS plugin to its first audio frame."""
+    tts = LocalTTS(engines.voice(language))
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        stream = tts.synthesize(text)
+        async for _event in stream:
+            times.append(time.perf_counter() - started)
+            break
+        await stream.aclose()
+    return statistics.median(times)
+
+
+def score_stt(utterances: list[Utterance], stt_model: str) -> dict[str, Any]:
+    engine = engines.whisper(stt_model)
+    results: dict[str, Any] = {}
+    for key in sorted({(u.language, u.voice) for u in utterances}):
+        language, voice = key
+        refs, hyps = [], []
+        decode_s = audio_s = 0.0
+        for u in utterances:
+            if (u.language, u.voice) != key:
+                continue
+            audio = u.pcm16k.astype(np.float32) / 32768.0
+            started = time.perf_counter()
+            result = engine.transcribe(audio, WhisperOptions(language=language))
+            decode_s += time.perf_counter() - started
+            audio_s += len(audio) / SAMPLE_RATE
+            refs.append(normalize(u.text, language))
+            hyps.append(normalize(result.text, language))
+        metric = "cer" if language == "ja" else "wer"
+        error = jiwer.cer(refs, hyps) if metric == "cer" else jiwer.wer(refs, hyps)
+        results[f"{language}/{voice}"] = {
+            metric: round(float(error), 4),
+            "rtf": round(decode_s / audio_s, 3),
+        }
+    return results
+
+
+async def final_latency(utterances: list[Utterance], stt_model: str) -> dict[str, float]:
+    """End of a spoken utterance to its final transcript, streamed in real time (VAD wait
+    included), over the set's utterances of 2-4 s."""
+    recognizer = WhisperSTT(engines.whisper(stt_model), engines.vad())
+    own_voices = ("piper", "openjtalk")
+    chosen = [
+        u
+        for u in utterances
+        if 2.0 <= len(u.pcm16k) / SAMPLE_RATE <= 4.0 and u.voice.startswith(own_voices)
+    ]
+    latencies = []
+    for u in chosen[:8]:
+        stream = recognizer.stream(language=u.language)
+        audio = np.concatenate(
+            [np.zeros(SAMPLE_RATE // 2, np.int16), u.pcm16k, np.zeros(SAMPLE_RATE * 2, np.int16)]
+        )
+        speech_end_sample = SAMPLE_RATE // 2 + last_voiced_sample(u.pcm16k)
+        ended_at: list[float] = []
+        finals: list[float] = []
+
+        async def feed(
+            stream: Any = stream,
+            audio: np.ndarray = audio,
+            speech_end_sample: int = speech_end_sample,
+            ended_at: list[float] = ended_at,
+        ) -> None:
+            per = SAMPLE_RATE // 50
+            start = time.perf_counter()
+            for i in range(0, len(audio), per):
+                chunk = np.pad(audio[i : i + per], (0, max(0, i + per - len(audio))))
+                stream.push_frame(rtc.AudioFrame(chunk.tobytes(), SAMPLE_RATE, 1, per))
+                if not ended_at and i + per >= speech_end_sample:
+                    ended_at.append(time.perf_counter())
+                due = start + (i + per) / SAMPLE_RATE
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            stream.end_input()
+
+        async def collect(stream: Any = stream, finals: list[float] = finals) -> None:
+            async for event in stream:
+                if event.type.value == "final_transcript" and not finals:
+                    finals.append(time.perf_counter())
+
+        await asyncio.gather(feed(), collect())
+        await stream.aclose()
+        if finals and ended_at:
+            latencies.append(finals[0] - ended_at[0])
+    return {
+        "median_s": round(statistics.median(latencies), 3),
+        "p95_s": round(float(np.percentile(latencies, 95)), 3),
+        "n": len(latencies),
+    }
+
+
+def last_voiced_sample(pcm: np.ndarray, threshold: int = 300) -> int:
+    voiced = np.nonzero(np.abs(pcm) > threshold)[0]
+    return int(voiced[-1]) if len(voiced) else len(pcm)
+
+
+async def score_mt(sentences: list[dict[str, str]], llm_url: str, model: str) -> dict[str, Any]:
+    translator = Translator(AsyncOpenAI(base_url=llm_url, api_key="local"), model)
+    results: dict[str, Any] = {}
+    for source in LANGUAGES:
+        for target in LANGUAGES:
+            if source == target:
+                continue
+            started = time.perf_counter()
+            hyps = [await translator.translate_one(s[source], source, target) for s in sentences]
+            elapsed = time.perf_counter() - started
+            refs = [s[target] for s in sentences]
+            chrf = sacrebleu.corpus_chrf(hyps, [refs]).score
+            results[f"{source}->{target}"] = {
+                "chrf": round(float(chrf), 1),
+                "seconds_per_sentence": round(elapsed / len(sentences), 2),
+            }
+    return results
+
+
+async def evaluate(llm_url: str, llm_model: str, stt_model: str = "whisper-base") -> dict[str, Any]:
+    sentences = load_sentences()
+    utterances, tts = synthesize_set(sentences)
+    for language, probe in (("en", sentences[1]["en"]), ("ja", sentences[1]["ja"])):
+        name = engines.voice(language).name
+        tts[name]["first_audio_s"] = round(await first_audio_s(language, probe), 3)
+        tts[name]["first_audio_text"] = probe
+    return {
+        "stt_model": stt_model,
+        "llm_model": llm_model,
+        "sentences": len(sentences),
+        "stt": score_stt(utterances, stt_model),
+        "stt_final_latency": await final_latency(utterances, stt_model),
+        "tts": tts,
+        "mt": await score_mt(sentences, llm_url, llm_model),
+    }
+
+
+def table(figures: dict[str, Any]) -> str:
+    lines = [f"STT ({figures['stt_model']})", f"  {'language/voice':<28}{'error':>10}{'RTF':>8}"]
+    for key, value in figures["stt"].items():
+        metric = "cer" if "cer" in value else "wer"
+        lines.append(f"  {key:<28}{metric.upper()} {value[metric] * 100:5.1f}%{value['rtf']:>8.3f}")
+    latency = figures["stt_final_latency"]
+    lines.append(
+        f"  final transcript after end of speech: median {latency['median_s']:.2f} s, "
+        f"p95 {latency['p95_s']:.2f} s (n={latency['n']})"
+    )
+    lines += [
+        "",
+        f"MT ({figures['llm_model']})",
+        f"  {'direction':<12}{'chrF':>8}{'s/sentence':>12}",
+    ]
+    for key, value in figures["mt"].items():
+        lines.append(f"  {key:<12}{value['chrf']:>8.1f}{value['seconds_per_sentence']:>12.2f}")
+    lines += ["", "TTS", f"  {'voice':<28}{'RTF':>8}{'first audio':>14}"]
+    for key, value in figures["tts"].items():
+        first = f"{value['first_audio_s']:.3f} s" if "first_audio_s" in value else "-"
+        lines.append(f"  {key:<28}{value['rtf']:>8.3f}{first:>14}")
+    return "\n".join(lines)
