@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 AGENT_NAME = "kaiwa"
@@ -18,6 +20,11 @@ class AgentSettings(BaseSettings):
     # Load the offline engines when the worker starts (False for cloud-only workers).
     agent_prewarm: bool = True
     stt_model: str = "whisper-base"
+    # Which engine serves each role: the offline one, or Google's (needs credentials).
+    stt_engine: Literal["local", "google"] = "local"
+    llm_engine: Literal["local", "google"] = "local"
+    tts_engine: Literal["local", "google"] = "local"
+    google_llm_model: str = "gemini-2.5-flash"
     llm_base_url: str = "http://127.0.0.1:8090/v1"
     llm_model: str = "qwen2.5-1.5b-instruct"
     # Idle processes kept warm for the next job; 1 is right for a 2-core machine.

@@ -89,10 +89,15 @@ class Heartbeat:
     async def _run(self, worker_id: str) -> None:
         registered_at = time.time()
         while True:
-            info = json.dumps({
-                "worker_id": worker_id, "agent_name": AGENT_NAME, "pid": os.getpid(),
-                "registered_at": registered_at, **engines.loaded(),
-            })  # fmt: skip
+            info = json.dumps(
+                {
+                    "worker_id": worker_id,
+                    "agent_name": AGENT_NAME,
+                    "pid": os.getpid(),
+                    "registered_at": registered_at,
+                    **engines.loaded(),
+                }
+            )
             try:
                 await self._redis.set(worker_key(worker_id), info, ex=TTL_S)
             except aioredis.RedisError:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_EN_NUMBERS = dict(enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve".split()))  # fmt: skip
+_EN_NUMBERS = dict(
+    enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())
+)
 _JA_DIGITS = str.maketrans("0123456789", "〇一二三四五六七八九")
 
 
@@ -19,6 +20,8 @@ def normalize(text: str, language: str) -> str:
         text = "".join(chr(ord(c) + 0x60) if "ぁ" <= c <= "ゖ" else c for c in text)
         return re.sub(r"[\s\W_]+", "", text)  # CER: characters only
     text = re.sub(r"[^\w\s']", " ", text)
-    words = [_EN_NUMBERS.get(int(w), w) if w.isdigit() and int(w) in _EN_NUMBERS else w
-             for w in text.split()]  # fmt: skip
+    words = [
+        _EN_NUMBERS.get(int(w), w) if w.isdigit() and int(w) in _EN_NUMBERS else w
+        for w in text.split()
+    ]
     return " ".join(words)
