@@ -20,6 +20,7 @@ from livekit.agents.__main__ import main as agents_main
 
 from . import engines
 from .heartbeat import REFRESH_S, TTL_S, worker_key
+from .models import ModelError
 from .settings import AGENT_NAME, AgentSettings
 
 logger = logging.getLogger("kaiwa.agents")
@@ -106,6 +107,14 @@ class Heartbeat:
 
 
 def main() -> None:
+    if settings.agent_prewarm:
+        # Before registering: a missing or corrupt model stops the worker here, naming the
+        # file, instead of failing the first call that needs it.
+        try:
+            engines.warm(settings.stt_model)
+        except ModelError as exc:
+            logger.error("cannot start: %s", exc)
+            raise SystemExit(f"error: {exc}") from None
     heartbeat = Heartbeat(settings.redis_url)
     server.on("worker_registered", heartbeat.start)
     agents_main(["start", __file__, "--log-format", "json"])

@@ -146,3 +146,17 @@ async def test_batch_recognize(speech: tuple[np.ndarray, int]) -> None:
     pcm, rate = speech
     event = await make_stt("whisper-base").recognize(frames(pcm, rate), language="en")
     assert wer(event.alternatives[0].text) <= 0.2
+
+
+async def test_a_language_without_a_model_is_an_error_event_and_recognition_goes_on(
+    speech: tuple[np.ndarray, int],
+) -> None:
+    engine = make_stt("whisper-base")
+    errors: list[stt.STTError] = []
+    engine.on("error", errors.append)
+    pcm, rate = speech
+    audio = np.concatenate([silence(0.3, rate), pcm, silence(1.0, rate)])
+    texts = finals(await run_stream(engine, frames(audio, rate), language="tlh"))
+    (error,) = errors
+    assert error.recoverable and "'tlh'" in str(error.error)
+    assert len(texts) == 1 and wer(texts[0]) <= 0.2, texts

@@ -30,7 +30,8 @@ class ModelSpec:
     role: Role
     languages: tuple[str, ...]  # ("*",): multilingual
     files: tuple[ModelFile, ...]
-    # The usual id on a model hub, for machines that have one (KAIWA_MODEL_SOURCE=hub).
+    # The usual id on a model hub, for operators who fetch weights themselves. Kaiwa never
+    # downloads from a hub: point KAIWA_MODELS_DIR at a folder laid out like the cache.
     hub_id: str
     license: str
     description: str

@@ -17,6 +17,7 @@ from typing import Never
 
 import numpy as np
 from faster_whisper import WhisperModel
+from faster_whisper.tokenizer import _LANGUAGE_CODES
 from livekit import rtc
 from livekit.agents import APIConnectOptions, stt, utils, vad
 from livekit.agents.language import LanguageCode
@@ -25,6 +26,11 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGive
 from ..audio import MonoResampler, to_float32
 
 SAMPLE_RATE = 16000
+WHISPER_LANGUAGES = frozenset(_LANGUAGE_CODES)
+
+
+class UnsupportedLanguageError(ValueError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -116,9 +122,19 @@ class WhisperSTT(stt.STT[Never]):  # no events beyond the base ones
         return "kaiwa"
 
     def _options_for(self, language: NotGivenOr[str]) -> WhisperOptions:
-        if isinstance(language, str) and language:
-            return WhisperOptions(**{**self._options.__dict__, "language": language})
-        return self._options
+        if not (isinstance(language, str) and language):
+            return self._options
+        base = language.split("-")[0].lower()
+        if base not in WHISPER_LANGUAGES:
+            # Say so, and keep transcribing with language detection: the call goes on.
+            self._emit_error(
+                UnsupportedLanguageError(
+                    f"no speech model for language {language!r}; detecting the language instead"
+                ),
+                recoverable=True,
+            )
+            return WhisperOptions(**{**self._options.__dict__, "language": None})
+        return WhisperOptions(**{**self._options.__dict__, "language": base})
 
     async def _recognize_impl(
         self,
