@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -181,7 +180,3 @@ def install(profile: str = "up") -> None:
     elapsed = time.monotonic() - started
     if elapsed > 1:
         say(f"install ({profile}): everything in place after {elapsed:.0f} s")
-
-
-if __name__ == "__main__":
-    install(sys.argv[1] if len(sys.argv) > 1 else "up")

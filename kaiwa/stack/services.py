@@ -249,12 +249,6 @@ class Stack:
             if on_ready is not None:
                 on_ready(service)
 
-    def restart(self, name: str) -> None:
-        service = self.services[name]
-        service.stop()
-        service.start()
-        service.wait_ready()
-
     def stop(self, on_stop: Callable[[ManagedProcess], None] | None = None) -> None:
         for service in reversed(list(self.services.values())):
             if on_stop is not None and service.running():
