@@ -254,13 +254,3 @@ class Stack:
             if on_stop is not None and service.running():
                 on_stop(service)
             service.stop()
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "api": self.cfg.api_url,
-            "livekit": self.cfg.livekit_url,
-            "redis": self.cfg.redis_url,
-            "s3": self.cfg.s3_endpoint_url,
-            "llm": self.cfg.llm_base_url,
-            "logs": str(self.cfg.logs_dir),
-        }
