@@ -41,6 +41,9 @@ class TokenRequest(BaseModel):
         default=None, description="Reuse to rejoin as the same participant after a reload."
     )
     scenario: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")] | None = None
+    record: bool = Field(
+        default=True, description="Record the call (applies when this request creates the room)."
+    )
 
 
 class TokenResponse(BaseModel):
@@ -87,7 +90,7 @@ def mint_caller_token(settings: Settings, request: TokenRequest) -> TokenRespons
     # brings the agent; later callers join what is there.
     room_config = lkapi.RoomConfiguration(
         name=room,
-        metadata=json.dumps({"mode": request.mode}),
+        metadata=json.dumps({"mode": request.mode, "record": request.record}),
         agents=[lkapi.RoomAgentDispatch(agent_name=AGENT_NAME, metadata=json.dumps(session))],
     )
     token = (

@@ -25,6 +25,7 @@ def make_stack_config(state_dir: Path) -> StackConfig:
         s3=free_port(),
         llm=free_port(),
         agent_http=free_port(),
+        recorder=free_port(),
     )
     return StackConfig(
         state_dir=state_dir,

@@ -20,6 +20,7 @@ class Ports:
     s3: int = 7070
     llm: int = 8090
     agent_http: int = 8081
+    recorder: int = 8082
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -114,6 +115,10 @@ class StackConfig:
         return f"http://127.0.0.1:{self.ports.llm}/v1"
 
     @property
+    def recorder_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.recorder}"
+
+    @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
 
@@ -138,5 +143,8 @@ class StackConfig:
             "AGENT_HTTP_PORT": str(self.ports.agent_http),
             "LLM_BASE_URL": self.llm_base_url,
             "LLM_MODEL": self.llm_model,
+            "RECORDER_HTTP_PORT": str(self.ports.recorder),
+            "RECORDER_WEBHOOK_URL": f"{self.api_url}/livekit/webhook",
+            "RECORDER_SPOOL_DIR": str(self.state_dir / "recorder"),
             **self.secrets.as_env(),
         }

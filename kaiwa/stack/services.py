@@ -53,7 +53,8 @@ def livekit_config(cfg: StackConfig) -> dict[str, Any]:
     base["keys"] = {cfg.secrets.livekit_api_key: cfg.secrets.livekit_api_secret}
     base.setdefault("webhook", {}).update(
         api_key=cfg.secrets.livekit_api_key,
-        urls=[f"{cfg.api_url}/livekit/webhook"],
+        # The API keeps history; the recorder starts recording when a room starts.
+        urls=[f"{cfg.api_url}/livekit/webhook", f"{cfg.recorder_url}/livekit/webhook"],
     )
     return base
 
@@ -216,6 +217,19 @@ def agent_service(cfg: StackConfig) -> ManagedProcess:
     return process
 
 
+def recorder_service(cfg: StackConfig) -> ManagedProcess:
+    return ManagedProcess(
+        name="recorder",
+        argv=[sys.executable, "-m", "agents.recorder"],
+        env=cfg.service_env(),
+        cwd=REPO_ROOT,
+        log_path=cfg.logs_dir / "recorder.log",
+        ready=lambda: http_ok(f"{cfg.recorder_url}/healthz"),
+        # It finishes its recordings on SIGTERM: closes the files, uploads and verifies them.
+        stop_timeout_s=30,
+    )
+
+
 class Stack:
     """Starts the services in dependency order and stops them in reverse."""
 
@@ -233,12 +247,20 @@ class Stack:
         check_port_free(p.s3, "s3")
         check_port_free(p.llm, "llm")
         check_port_free(p.api, "api")
+        check_port_free(p.recorder, "recorder")
         if self.with_agent:
             check_port_free(p.agent_http, "agent_http")
 
     def start(self, on_ready: Callable[[ManagedProcess], None] | None = None) -> None:
         self.check_ports()
-        builders = [redis_service, livekit_service, s3_service, llm_service, api_service]
+        builders = [
+            redis_service,
+            livekit_service,
+            s3_service,
+            llm_service,
+            api_service,
+            recorder_service,
+        ]
         if self.with_agent:
             builders.append(agent_service)
         for build in builders:

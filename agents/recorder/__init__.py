@@ -1,0 +1,1 @@
+"""The recorder: LiveKit room egress, done by a hidden participant, stored in S3."""

@@ -1,0 +1,3 @@
+from agents.recorder.service import main
+
+main()

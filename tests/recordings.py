@@ -1,0 +1,106 @@
+"""Helpers for recording tests and the recorder bench: tones to speak, objects to inspect."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from kaiwa.stack.config import StackConfig
+from kaiwa.stack.services import s3_client
+
+RATE = 48_000
+
+
+def write_tone(path: Path, *, freq: float, seconds: float, amplitude: int = 8000) -> Path:
+    t = np.arange(int(RATE * seconds)) / RATE
+    pcm = (np.sin(2 * np.pi * freq * t) * amplitude).astype(np.int16)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(RATE)
+        wav.writeframes(pcm.tobytes())
+    return path
+
+
+def decode_ogg(data: bytes) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Mono float samples at 48 kHz."""
+    chunks = []
+    with av.open(io.BytesIO(data)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+        for frame in container.decode(audio=0):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+def rms(samples: np.ndarray[Any, np.dtype[np.float32]], start_s: float, end_s: float) -> float:
+    window = samples[int(start_s * RATE) : int(end_s * RATE)]
+    return float(np.sqrt(np.mean(window.astype(np.float64) ** 2))) if len(window) else 0.0
+
+
+@dataclass
+class StoredRecording:
+    """One egress as its manifest in the S3 server describes it, plus its audio."""
+
+    manifest: dict[str, Any]
+    data: bytes
+
+    @property
+    def kind(self) -> str:
+        return "room" if "roomComposite" in self.manifest else "participant"
+
+    @property
+    def identity(self) -> str | None:
+        participant = self.manifest.get("participant")
+        return participant.get("identity") if participant else None
+
+    @property
+    def status(self) -> str:
+        return str(self.manifest["status"])
+
+    @property
+    def started_ns(self) -> int:
+        return int(self.manifest["startedAt"])
+
+    @property
+    def file(self) -> dict[str, Any]:
+        files: list[dict[str, Any]] = self.manifest.get("fileResults", [])
+        return files[0]
+
+
+def stored_recordings(cfg: StackConfig, room_sid: str) -> list[StoredRecording]:
+    client = s3_client(cfg)
+    listed = client.list_objects_v2(Bucket=cfg.s3_bucket, Prefix=f"recordings/{room_sid}/")
+    out = []
+    for item in listed.get("Contents", []):
+        key = item["Key"]
+        if not key.endswith(".json"):
+            continue
+        manifest = json.loads(client.get_object(Bucket=cfg.s3_bucket, Key=key)["Body"].read())
+        audio_key = key.removesuffix(".json")
+        data = client.get_object(Bucket=cfg.s3_bucket, Key=audio_key)["Body"].read()
+        out.append(StoredRecording(manifest, data))
+    return out
+
+
+async def wait_for_recordings(
+    cfg: StackConfig, room_sid: str, count: int, timeout_s: float = 60.0
+) -> list[StoredRecording]:
+    """Manifests are written when a recording ends: wait until `count` of them exist."""
+    deadline = time.monotonic() + timeout_s
+    found: list[StoredRecording] = []
+    while time.monotonic() < deadline:
+        found = await asyncio.to_thread(stored_recordings, cfg, room_sid)
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{len(found)} of {count} recordings stored for {room_sid}")
