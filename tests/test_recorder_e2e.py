@@ -76,3 +76,101 @@ async def test_call_is_recorded_whole_with_each_speaker_in_place(
         assert rms(samples, own_at - offset + 0.5, own_at - offset + 5.5) > VOICED
         if other_at - offset > 0:
             assert rms(samples, other_at - offset + 0.5, other_at - offset + 5.5) < SILENT
+
+
+async def _start_call(stack: Stack) -> tuple[SyntheticCaller, SyntheticCaller, str]:
+    alice = SyntheticCaller(stack.cfg.api_url, name="Alice", mode="interpret", language="en")
+    await alice.join()
+    bob = SyntheticCaller(
+        stack.cfg.api_url, name="Bob", mode="interpret", language="ja", room_name=alice.room_name
+    )
+    await bob.join()
+    return alice, bob, await alice.room.sid
+
+
+async def test_storage_outage_at_the_end_of_a_call_loses_nothing(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """S3 is away for 20 s, covering the call's end: the recording is finished when it returns."""
+    s3 = stack.services["s3"]
+    tone = write_tone(tmp_path / "tone.wav", freq=440, seconds=4)
+    alice, bob, room_sid = await _start_call(stack)
+    try:
+        await asyncio.sleep(3)
+        s3.stop()
+        outage_began = time.monotonic()
+        said = time.time()
+        await alice.speak_wav(tone)  # spoken while storage is away
+        await asyncio.sleep(2)
+    finally:
+        await bob.leave()
+        await alice.leave()
+    await asyncio.sleep(max(0.0, 20 - (time.monotonic() - outage_began)))
+    s3.start()
+    s3.wait_ready()
+
+    # The mix and Alice's own (Bob published no track).
+    recordings = await wait_for_recordings(stack.cfg, room_sid, count=2, timeout_s=90)
+    mix = next(r for r in recordings if r.kind == "room")
+    assert mix.status == "EGRESS_COMPLETE"
+    assert int(mix.file["size"]) == len(mix.data)
+    audio = decode_ogg(mix.data)
+    at = said - mix.started_ns / 1e9
+    assert rms(audio, at + 0.5, at + 3.5) > VOICED
+
+
+async def test_killed_recorder_leaves_a_partial_recording_and_a_new_one_continues(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """SIGKILL mid-call: what was recorded is finished as partial; the call is recorded on."""
+    recorder = stack.services["recorder"]
+    before = write_tone(tmp_path / "before.wav", freq=330, seconds=3)
+    after = write_tone(tmp_path / "after.wav", freq=660, seconds=3)
+    alice, bob, room_sid = await _start_call(stack)
+    try:
+        await asyncio.sleep(2)
+        said_before = time.time()
+        await alice.speak_wav(before)
+        await asyncio.sleep(2)
+        assert recorder.proc is not None
+        recorder.proc.kill()
+        recorder.proc.wait()
+        recorder.start()
+        recorder.wait_ready()
+        await asyncio.sleep(8)  # the restarted recorder finds the live room and rejoins
+        said_after = time.time()
+        await alice.speak_wav(after)
+        await asyncio.sleep(2)
+    finally:
+        await bob.leave()
+        await alice.leave()
+
+    # Interrupted: mix + Alice's own. Continued: mix + Alice's own (Bob never spoke).
+    recordings = await wait_for_recordings(stack.cfg, room_sid, count=4, timeout_s=90)
+    mixes = sorted((r for r in recordings if r.kind == "room"), key=lambda r: r.started_ns)
+    assert [m.status for m in mixes] == ["EGRESS_FAILED", "EGRESS_COMPLETE"]
+    partial, continued = mixes
+    assert "ends early" in partial.manifest["error"]
+    assert int(partial.file["size"]) == len(partial.data)
+    first = decode_ogg(partial.data)
+    at = said_before - partial.started_ns / 1e9
+    assert rms(first, at + 0.5, at + 2.5) > VOICED
+    second = decode_ogg(continued.data)
+    at = said_after - continued.started_ns / 1e9
+    assert rms(second, at + 0.5, at + 2.5) > VOICED
+    # Nothing is left half-done in the spool.
+    spool = stack.cfg.state_dir / "recorder"
+    await _wait_for_empty(spool)
+
+
+def _spooled(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.is_dir()]
+
+
+async def _wait_for_empty(folder: Path, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not await asyncio.to_thread(_spooled, folder):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"spool not empty: {_spooled(folder)}")
