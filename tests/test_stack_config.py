@@ -44,12 +44,16 @@ def test_dev_secrets_are_generated_once_and_private(tmp_path: Path) -> None:
     assert Secrets.load_or_create(tmp_path / "other") != first
 
 
-def test_effective_livekit_config_signs_webhooks_to_this_api(tmp_path: Path) -> None:
-    cfg = StackConfig(state_dir=tmp_path, secrets=Secrets.generate(), ports=Ports(api=8555))
+def test_effective_livekit_config_signs_webhooks_to_this_api_and_recorder(tmp_path: Path) -> None:
+    ports = Ports(api=8555, recorder=8556)
+    cfg = StackConfig(state_dir=tmp_path, secrets=Secrets.generate(), ports=ports)
     config = livekit_config(cfg)
     key = cfg.secrets.livekit_api_key
     assert config["keys"] == {key: cfg.secrets.livekit_api_secret}
     assert config["webhook"]["api_key"] == key
-    assert config["webhook"]["urls"] == ["http://127.0.0.1:8555/livekit/webhook"]
+    assert config["webhook"]["urls"] == [
+        "http://127.0.0.1:8555/livekit/webhook",
+        "http://127.0.0.1:8556/livekit/webhook",
+    ]
     assert config["bind_addresses"] == ["127.0.0.1"]
     assert config["rtc"]["node_ip"] == "127.0.0.1"

@@ -10,6 +10,8 @@ import shutil
 import sys
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -19,9 +21,9 @@ from botocore.config import Config as BotoConfig
 
 from agents.heartbeat import registered_workers
 
-from .config import StackConfig
+from .config import Ports, Secrets, StackConfig
 from .paths import BIN_DIR, REPO_ROOT
-from .process import ManagedProcess, StackError, check_port_free, tcp_open
+from .process import ManagedProcess, StackError, check_port_free, free_port, tcp_open
 
 LIVEKIT_BINARY = "livekit-server"
 S3_BINARY = "versitygw"
@@ -57,6 +59,16 @@ def livekit_config(cfg: StackConfig) -> dict[str, Any]:
         urls=[f"{cfg.api_url}/livekit/webhook", f"{cfg.recorder_url}/livekit/webhook"],
     )
     return base
+
+
+def ephemeral_config(state_dir: Path, **overrides: Any) -> StackConfig:
+    """A throwaway stack (tests, benches): free ports, fresh secrets, its own state folder."""
+    ports = Ports(
+        **{name: free_port(udp=name == "livekit_rtc_udp") for name in Ports.__dataclass_fields__}
+    )
+    return replace(
+        StackConfig(state_dir=state_dir, secrets=Secrets.generate(), ports=ports), **overrides
+    )
 
 
 def redis_service(cfg: StackConfig) -> ManagedProcess:
