@@ -144,6 +144,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .bench import recorder
+
+    figures = asyncio.run(recorder.run(args.rooms, args.seconds))
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            print(f"{key:34} {value}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kaiwa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--llm-model", default="qwen2.5-1.5b-instruct")
     p_eval.add_argument("--stt-model", default="whisper-base")
     p_eval.set_defaults(func=cmd_eval)
+
+    p_bench = sub.add_parser("bench", help="measure a capability on a stack of its own")
+    bench = p_bench.add_subparsers(dest="bench", required=True)
+    p_recorder = bench.add_parser("recorder", help="recordings per core, completeness, gaps")
+    p_recorder.add_argument("--rooms", type=int, default=20, help="concurrent calls")
+    p_recorder.add_argument("--seconds", type=float, default=60, help="length of each call")
+    p_recorder.add_argument("--json", action="store_true", help="print one JSON object")
+    p_recorder.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
     try:

@@ -34,7 +34,7 @@ def write_tone(path: Path, *, freq: float, seconds: float, amplitude: int = 8000
 def decode_ogg(data: bytes) -> np.ndarray[Any, np.dtype[np.float32]]:
     """Mono float samples at 48 kHz."""
     chunks = []
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
         for frame in container.decode(audio=0):
             for out in resampler.resample(frame):

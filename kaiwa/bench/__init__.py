@@ -1,0 +1,1 @@
+"""Benchmarks: `kaiwa bench <name>` runs the real stack and prints measured figures."""
