@@ -15,7 +15,9 @@ import numpy as np
 import numpy.typing as npt
 
 SAMPLE_RATE = 48_000
-TICK_MS = 20
+# Long ticks keep the per-room cost low: each tick is one wake-up of the event loop and one
+# hand-off to the encoding pool, whatever its length. Latency does not matter to a recording.
+TICK_MS = 100
 TICK_SAMPLES = SAMPLE_RATE * TICK_MS // 1000
 
 Samples = npt.NDArray[np.int16]
@@ -23,20 +25,21 @@ Samples = npt.NDArray[np.int16]
 
 @dataclass
 class TrackStats:
-    underrun_ticks: int = 0
-    # Runs of consecutive underrun ticks longer than 100 ms: audible gaps in this track.
+    # Samples filled with silence because the track had not delivered them in time.
+    underrun_samples: int = 0
+    # Silences of over 100 ms filled in while the track was playing: audible gaps.
     gaps_over_100ms: int = 0
     dropped_samples: int = 0
-    _run: int = 0
+    _missing: int = 0
 
-    def tick(self, underrun: bool) -> None:
-        if underrun:
-            self.underrun_ticks += 1
-            self._run += 1
-            if self._run == 100 // TICK_MS + 1:
-                self.gaps_over_100ms += 1
+    def tick(self, missing_samples: int) -> None:
+        if missing_samples:
+            self.underrun_samples += missing_samples
+            self._missing += missing_samples
         else:
-            self._run = 0
+            if self._missing > SAMPLE_RATE // 10:
+                self.gaps_over_100ms += 1
+            self._missing = 0
 
 
 @dataclass
@@ -48,9 +51,9 @@ class JitterBuffer:
     `rearm_ms` goes back to priming, as a speaker who stopped sending has nothing to align.
     """
 
-    prime_ms: int = 60
-    max_ms: int = 500
-    rearm_ms: int = 200
+    prime_ms: int = 200
+    max_ms: int = 2000
+    rearm_ms: int = 500
     stats: TrackStats = field(default_factory=TrackStats)
     _chunks: list[Samples] = field(default_factory=list)
     _size: int = 0
@@ -100,8 +103,7 @@ class JitterBuffer:
             else:
                 self._chunks[0] = head[take:]
         self._size -= filled
-        underrun = filled < TICK_SAMPLES
-        self.stats.tick(underrun)
+        self.stats.tick(TICK_SAMPLES - filled)
         if filled == 0:
             self._dry_ticks += 1
             if self._dry_ticks * TICK_MS >= self.rearm_ms:

@@ -37,8 +37,10 @@ logger = logging.getLogger("kaiwa.recorder")
 
 TICK_S = TICK_MS / 1000
 TICK_NS = TICK_MS * 1_000_000
-# Frames an AudioStream holds for a slow reader before dropping the oldest (10 ms each).
-STREAM_CAPACITY = 50
+# Each AudioStream event carries this much audio: fewer, larger frames cost less per track.
+STREAM_FRAME_MS = 50
+# Frames an AudioStream holds for a slow reader before dropping the oldest (1 s).
+STREAM_CAPACITY = 20
 CALLER_KINDS = (
     rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
     rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
@@ -104,10 +106,14 @@ class Speaker:
     recording: Recording | None = None
     left: bool = False
 
+    @property
+    def drained(self) -> bool:
+        return all(b.buffered_samples == 0 for b in self.buffers.values())
+
     def stats(self) -> TrackStats:
         total = TrackStats()
         for buffer in self.buffers.values():
-            total.underrun_ticks += buffer.stats.underrun_ticks
+            total.underrun_samples += buffer.stats.underrun_samples
             total.gaps_over_100ms += buffer.stats.gaps_over_100ms
             total.dropped_samples += buffer.stats.dropped_samples
         return total
@@ -205,7 +211,11 @@ class RoomRecorder:
         buffer = JitterBuffer()
         speaker.buffers[publication.sid] = buffer
         stream = rtc.AudioStream.from_track(
-            track=track, sample_rate=48_000, num_channels=1, capacity=STREAM_CAPACITY
+            track=track,
+            sample_rate=48_000,
+            num_channels=1,
+            capacity=STREAM_CAPACITY,
+            frame_size_ms=STREAM_FRAME_MS,
         )
         self._spawn(self._read(stream, buffer), f"recorder-read-{publication.sid}")
 
@@ -243,7 +253,8 @@ class RoomRecorder:
         while not self._stop.is_set():
             await asyncio.sleep(max(0.0, start + (self.tick + 1) * TICK_S - loop.time()))
             due = int((loop.time() - start) / TICK_S)
-            present = self._callers_present()
+            # A caller who just left still has audio in flight: not gone until it is written.
+            present = self._callers_present() or any(s.left for s in self.speakers.values())
             if not present and callers_gone is None:
                 callers_gone = (loop.time(), self.tick)
             batch: list[tuple[Recording, Samples]] = []
@@ -266,8 +277,6 @@ class RoomRecorder:
         out: list[tuple[Recording, Samples]] = []
         voices: list[Samples] = []
         for speaker in self.speakers.values():
-            if speaker.left and speaker.recording is not None:
-                continue
             parts = [s for b in speaker.buffers.values() if (s := b.pop_tick()) is not None]
             voice = mix(parts) if parts else None
             if voice is not None:
@@ -314,8 +323,9 @@ class RoomRecorder:
         return recording
 
     async def _end_departed_speakers(self) -> None:
+        """A speaker who left is ended once the audio still buffered for them is written."""
         for sid, speaker in list(self.speakers.items()):
-            if speaker.left:
+            if speaker.left and speaker.drained:
                 del self.speakers[sid]
                 if speaker.recording is not None:
                     await self._end(speaker.recording, speaker.stats(), error=None)
@@ -343,7 +353,7 @@ class RoomRecorder:
         if stats is not None:
             record.info.details = json.dumps(
                 {
-                    "underrun_ms": stats.underrun_ticks * TICK_MS,
+                    "underrun_ms": stats.underrun_samples // 48,
                     "gaps_over_100ms": stats.gaps_over_100ms,
                     "dropped_ms": stats.dropped_samples // 48,
                 }

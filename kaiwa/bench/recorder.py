@@ -8,8 +8,8 @@ any gap in a recording is the recorder's (or the network's) and not a pause in s
 Measured from outside the recorder:
 - CPU: the recorder process's CPU seconds per second of calls (from /proc), turned into
   recordings per core;
-- completeness: voiced audio in each speaker's file ÷ the time that speaker published, and
-  the room mix's duration ÷ the call's duration (first join to last leave);
+- completeness: the room mix's duration ÷ the call's duration (first join to last leave),
+  and the tone found in each speaker's own file ÷ the tone that speaker sent;
 - gaps: silences over 100 ms inside a speaker's file;
 - dropped and late audio as the recorder itself counted it (EgressInfo details);
 - uploads keeping up: time from the end of the calls until every file is stored and verified.
@@ -97,7 +97,6 @@ def _gaps_over_100ms(voiced: np.ndarray[Any, np.dtype[np.bool_]]) -> int:
 @dataclass
 class Speaker:
     caller: SyntheticCaller
-    published_s: float = 0.0
 
 
 @dataclass
@@ -115,12 +114,7 @@ async def _hold_call(room: Room, wavs: list[Path], seconds: float) -> None:
             room.joined = time.time()
     room.sid = await room.speakers[0].caller.room.sid
 
-    async def speak(speaker: Speaker, wav: Path) -> None:
-        began = time.monotonic()
-        await speaker.caller.speak_wav(wav)
-        speaker.published_s = time.monotonic() - began
-
-    await asyncio.gather(*(speak(s, w) for s, w in zip(room.speakers, wavs, strict=True)))
+    await asyncio.gather(*(s.caller.speak_wav(w) for s, w in zip(room.speakers, wavs, strict=True)))
     for speaker in room.speakers:
         await speaker.caller.leave()
     room.left = time.time()
@@ -191,7 +185,6 @@ async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> d
     stored_after_s = time.monotonic() - calls_ended
 
     by_room = {r.sid: r for r in rooms}
-    published = {s.caller.identity: s.published_s for r in rooms for s in r.speakers}
     speaker_ratio, mix_ratio, start_lag, gaps, dropped_ms, underrun_ms = [], [], [], 0, 0, 0
     for manifest in manifests:
         file = manifest["fileResults"][0]
@@ -204,8 +197,8 @@ async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> d
             start_lag.append(int(manifest["startedAt"]) / 1e9 - room.joined)
             continue
         voiced = _voiced(audio)
-        identity = manifest["participant"]["identity"]
-        speaker_ratio.append(float(np.sum(voiced)) * FRAME_S / published[identity])
+        # Each speaker sent exactly `seconds` of tone.
+        speaker_ratio.append(float(np.sum(voiced)) * FRAME_S / seconds)
         gaps += _gaps_over_100ms(voiced)
         details = json.loads(manifest.get("details") or "{}")
         dropped_ms += details.get("dropped_ms", 0)
@@ -220,8 +213,8 @@ async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> d
         "recordings_stored": len(manifests),
         "recorder_cpu_cores": round(cores_used, 3),
         "recordings_per_core": round(n / cores_used, 1) if cores_used else None,
-        "speaker_completeness_median": round(statistics.median(speaker_ratio), 4),
-        "speaker_completeness_min": round(min(speaker_ratio), 4),
+        "speaker_audio_kept_median": round(statistics.median(speaker_ratio), 4),
+        "speaker_audio_kept_min": round(min(speaker_ratio), 4),
         "mix_duration_ratio_median": round(statistics.median(mix_ratio), 4),
         "mix_duration_ratio_min": round(min(mix_ratio), 4),
         "recording_start_lag_s_median": round(statistics.median(start_lag), 3),
