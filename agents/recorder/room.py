@@ -31,7 +31,7 @@ from .egress import ACTIVE, COMPLETE, ENDING, FAILED, STARTING, EgressRecord, ne
 from .encoder import OggOpusEncoder
 from .mixer import TICK_MS, JitterBuffer, Samples, TrackStats, mix
 from .settings import RecorderSettings
-from .upload import SpooledObject, StorageError, Uploader
+from .upload import SpooledObject, StorageError, Uploader, VerificationError
 
 logger = logging.getLogger("kaiwa.recorder")
 
@@ -361,7 +361,12 @@ class RoomRecorder:
         record.publish("egress_updated")
         self.on_event()
         await loop.run_in_executor(self.pool, recording.close_encoder)
-        await finish_upload(self.uploader, recording.obj, recording.upload_lock)
+        try:
+            await finish_upload(self.uploader, recording.obj, recording.upload_lock)
+        except VerificationError as exc:
+            # The spool copy is kept (it is never dropped unverified) for an operator.
+            logger.error("stored recording failed verification", extra={"key": recording.obj.key})
+            error = f"the stored file failed verification: {exc}"
         duration_ns = (recording.end_tick - recording.start_tick) * TICK_NS
         record.info.file_results.append(
             lkegress.FileInfo(
