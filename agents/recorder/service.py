@@ -328,7 +328,9 @@ class RecorderService:
         app.router.add_get("/healthz", self._on_health)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.settings.recorder_http_port).start()
+        await web.TCPSite(
+            runner, self.settings.recorder_http_host, self.settings.recorder_http_port
+        ).start()
         try:
             self._spawn(self.recover(), "recover")
             self._spawn(self._send_outbox(), "outbox")

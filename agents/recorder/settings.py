@@ -37,6 +37,7 @@ class RecorderSettings(BaseSettings):
     # Where egress webhooks go: the API's LiveKit webhook endpoint.
     recorder_webhook_url: str = "http://127.0.0.1:8000/livekit/webhook"
     # The recorder's own endpoint for LiveKit's room webhooks (room_started starts a recording).
+    recorder_http_host: str = "127.0.0.1"
     recorder_http_port: int = 8082
     # Rooms are also listed this often, to catch any start a webhook did not announce.
     recorder_poll_s: float = 5.0
