@@ -6,12 +6,13 @@ import asyncio
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 
-from .recordings import RATE, decode_ogg, rms, wait_for_recordings, write_tone
+from .recordings import RATE, decode_ogg, rms, stored_recordings, wait_for_recordings, write_tone
 
 pytestmark = pytest.mark.e2e
 
@@ -174,3 +175,25 @@ async def _wait_for_empty(folder: Path, timeout_s: float = 30.0) -> None:
             return
         await asyncio.sleep(0.5)
     raise AssertionError(f"spool not empty: {_spooled(folder)}")
+
+
+async def test_a_room_created_with_record_false_is_not_recorded(
+    stack: Stack, tmp_path: Path
+) -> None:
+    tone = write_tone(tmp_path / "tone.wav", freq=440, seconds=2)
+    private = SyntheticCaller(stack.cfg.api_url, name="Private", mode="interpret")
+    await private.join(record=False)
+    room_sid = await private.room.sid
+    await private.speak_wav(tone)
+    await private.leave()
+    # A recorded room's files are stored within a few seconds of its end (see above); the
+    # listing runs every 5 s, so two rounds have passed when nothing is there.
+    await asyncio.sleep(12)
+    assert await asyncio.to_thread(stored_recordings, stack.cfg, room_sid) == []
+    assert room_sid not in await _recorder_rooms(stack)
+
+
+async def _recorder_rooms(stack: Stack) -> list[str]:
+    async with httpx.AsyncClient(base_url=stack.cfg.recorder_url) as client:
+        rooms: list[str] = (await client.get("/healthz")).json()["recording"]
+    return rooms
