@@ -51,7 +51,7 @@ class JitterBuffer:
     `rearm_ms` goes back to priming, as a speaker who stopped sending has nothing to align.
     """
 
-    prime_ms: int = 200
+    prime_ms: int = 300
     max_ms: int = 2000
     rearm_ms: int = 500
     stats: TrackStats = field(default_factory=TrackStats)

@@ -38,8 +38,8 @@ logger = logging.getLogger("kaiwa.recorder")
 TICK_S = TICK_MS / 1000
 TICK_NS = TICK_MS * 1_000_000
 # Each AudioStream event carries this much audio: fewer, larger frames cost less per track.
-STREAM_FRAME_MS = 50
-# Frames an AudioStream holds for a slow reader before dropping the oldest (1 s).
+STREAM_FRAME_MS = 100
+# Frames an AudioStream holds for a slow reader before dropping the oldest (2 s).
 STREAM_CAPACITY = 20
 CALLER_KINDS = (
     rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
