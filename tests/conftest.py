@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from kaiwa.stack.config import StackConfig
+from kaiwa.stack.postgres import fresh_postgres_database, postgres_server
 from kaiwa.stack.services import Stack
 
-from .servers import fresh_postgres_database, make_stack_config, postgres_server
+from .servers import make_stack_config
 
 
 @pytest.fixture(scope="session")
