@@ -66,7 +66,7 @@ def egress_info(
         egress_id=egress_id,
         room_id=room_id,
         room_name="dialog-abc",
-        status=egress.EgressStatus.Value(f"EGRESS_{status.upper()}"),
+        status=f"EGRESS_{status.upper()}",
         started_at=int(started_s * SECOND_NS),
         ended_at=int(ended_s * SECOND_NS),
         updated_at=int(updated_s * SECOND_NS),

@@ -503,7 +503,7 @@ def test_index_sees_exactly_the_stored_terms(history: History, database_url: str
     engine = make_engine(database_url)
     try:
         with engine.connect() as connection:
-            stored = dict(
+            stored: dict[str, str] = dict(
                 connection.execute(
                     text("SELECT id, search_terms FROM segments WHERE id LIKE 'z-%'")
                 ).all()

@@ -43,7 +43,7 @@ class Recorded:
     object_key: str
     manifest_key: str
 
-    def get(self, path: str, **headers: str) -> httpx.Response:
+    def get(self, path: str, **headers: str) -> Any:
         return self.client.get(path, headers={**admin_headers(self.settings), **headers})
 
 

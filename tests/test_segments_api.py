@@ -78,7 +78,7 @@ def test_concurrent_retries_store_each_segment_once(client: TestClient, settings
     assert sum(r["stored"] for r in results) == 20
     segments = transcript_of(client, settings, "RM_a")
     assert len(segments) == 20
-    assert all(s["translations"] == {"ja": f"行 {s['id'][2:]}"} for s in segments)
+    assert all(s["translations"] == {"ja": f"行 {str(s['id'])[2:]}"} for s in segments)
 
 
 def test_segment_id_of_another_conversation_is_a_conflict(

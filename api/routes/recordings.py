@@ -32,6 +32,7 @@ router = APIRouter(
 )
 
 RecordingId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+BINARY = {"type": "string", "format": "binary"}
 
 
 def _object_key(deps: Deps, recording_id: str) -> str:
@@ -60,8 +61,11 @@ async def play(recording_id: RecordingId, deps: Deps) -> PlaybackUrl:
     "/api/recordings/{recording_id}/audio",
     response_class=StreamingResponse,
     responses={
-        200: {"description": "The whole file", "content": {"audio/ogg": {}}},
-        206: {"description": "The requested byte range", "content": {"audio/ogg": {}}},
+        200: {"description": "The whole file", "content": {"audio/ogg": {"schema": BINARY}}},
+        206: {
+            "description": "The requested byte range",
+            "content": {"audio/ogg": {"schema": BINARY}},
+        },
         416: {"description": "A range outside the file, or not one range of bytes"},
     },
 )
