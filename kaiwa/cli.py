@@ -144,6 +144,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    # Imported here: the bench pulls in the API and SQLAlchemy, which `kaiwa up` does not need.
+    from .bench import search
+
+    return search.main(args.options)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kaiwa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--llm-model", default="qwen2.5-1.5b-instruct")
     p_eval.add_argument("--stt-model", default="whisper-base")
     p_eval.set_defaults(func=cmd_eval)
+
+    p_bench = sub.add_parser("bench", help="measure Kaiwa's own components at scale")
+    p_bench.add_argument("suite", choices=["search"], help="search: the history search")
+    p_bench.add_argument(
+        "options", nargs=argparse.REMAINDER, help="the suite's options (see its --help)"
+    )
+    p_bench.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
     try:

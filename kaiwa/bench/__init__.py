@@ -1,0 +1,1 @@
+"""Benchmarks of Kaiwa's own components, run by `kaiwa bench <name>`."""
