@@ -1,1 +1,1 @@
-"""Benchmarks: `kaiwa bench <name>` runs the real stack and prints measured figures."""
+"""Benchmarks: `kaiwa bench <name>` measures a capability and prints its figures."""
