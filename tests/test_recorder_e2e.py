@@ -12,7 +12,15 @@ import pytest
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 
-from .recordings import RATE, decode_ogg, rms, stored_recordings, wait_for_recordings, write_tone
+from .recordings import (
+    RATE,
+    StoredRecording,
+    decode_ogg,
+    rms,
+    stored_recordings,
+    wait_for_recordings,
+    write_tone,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -65,6 +73,8 @@ async def test_call_is_recorded_whole_with_each_speaker_in_place(
     assert rms(audio, b + 0.5, b + 5.5) > VOICED
     assert rms(audio, a + 7, b - 1) < SILENT
     assert rms(audio, b + 7, duration) < SILENT
+
+    await _check_the_api_serves_the_recordings(stack, room_sid, recordings)
 
     alice_rec = by_kind[("participant", alice.identity)]
     bob_rec = by_kind[("participant", bob.identity)]
@@ -197,3 +207,34 @@ async def _recorder_rooms(stack: Stack) -> list[str]:
     async with httpx.AsyncClient(base_url=stack.cfg.recorder_url) as client:
         rooms: list[str] = (await client.get("/healthz")).json()["recording"]
     return rooms
+
+
+async def _check_the_api_serves_the_recordings(
+    stack: Stack, room_sid: str, stored: list[StoredRecording]
+) -> None:
+    """The history API lists the call with its recordings; play URLs give the same bytes."""
+    cfg = stack.cfg
+    async with httpx.AsyncClient(base_url=cfg.api_url, timeout=10) as api:
+        login = await api.post("/api/admin/session", json={"password": cfg.secrets.admin_password})
+        assert login.status_code == 200, login.text
+        auth = {"Authorization": f"Bearer {login.json()['token']}"}
+        deadline = time.monotonic() + 30
+        while True:  # the egress webhooks arrive shortly after the files are stored
+            listed = (await api.get("/api/conversations", headers=auth)).json()["items"]
+            mine = [c for c in listed if c["room_sid"] == room_sid]
+            if mine:
+                detail = (await api.get(f"/api/conversations/{mine[0]['id']}", headers=auth)).json()
+                if len(detail["recordings"]) == len(stored) and all(
+                    r["status"] == "complete" for r in detail["recordings"]
+                ):
+                    break
+            assert time.monotonic() < deadline, "recordings did not reach the API"
+            await asyncio.sleep(0.5)
+        assert mine[0]["has_recording"]
+        by_size = {int(r.file["size"]): r.data for r in stored}
+        async with httpx.AsyncClient(timeout=10) as storage:
+            for recording in detail["recordings"]:
+                play = await api.get(f"/api/recordings/{recording['id']}/play", headers=auth)
+                assert play.status_code == 200, play.text
+                body = (await storage.get(play.json()["url"])).content
+                assert body == by_size[recording["size"]]

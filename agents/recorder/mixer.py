@@ -20,6 +20,10 @@ SAMPLE_RATE = 48_000
 TICK_MS = 100
 TICK_SAMPLES = SAMPLE_RATE * TICK_MS // 1000
 
+# Each track plays this much behind its arrival: the allowance for jitter. The room clock's
+# timestamps are shifted back by it, so they say when the audio was heard, not written.
+PRIME_MS = 300
+
 Samples = npt.NDArray[np.int16]
 
 
@@ -51,7 +55,7 @@ class JitterBuffer:
     `rearm_ms` goes back to priming, as a speaker who stopped sending has nothing to align.
     """
 
-    prime_ms: int = 300
+    prime_ms: int = PRIME_MS
     max_ms: int = 2000
     rearm_ms: int = 500
     stats: TrackStats = field(default_factory=TrackStats)

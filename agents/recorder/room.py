@@ -29,7 +29,7 @@ from livekit.protocol import egress as lkegress
 
 from .egress import ACTIVE, COMPLETE, ENDING, FAILED, STARTING, EgressRecord, new_id, now_ns
 from .encoder import OggOpusEncoder
-from .mixer import TICK_MS, JitterBuffer, Samples, TrackStats, mix
+from .mixer import PRIME_MS, TICK_MS, JitterBuffer, Samples, TrackStats, mix
 from .settings import RecorderSettings
 from .upload import SpooledObject, StorageError, Uploader, VerificationError
 
@@ -238,7 +238,7 @@ class RoomRecorder:
     async def _run_clock(self) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        self.t0_ns = now_ns()
+        self.t0_ns = now_ns() - PRIME_MS * 1_000_000
         assert self.mix is not None
         self.mix.record.info.started_at = self.t0_ns
         self.mix.record.info.status = ACTIVE
