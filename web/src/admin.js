@@ -176,7 +176,8 @@ $("logout").addEventListener("click", async () => {
 
 // ---- the list ------------------------------------------------------------------------------
 
-const list = { params: null, cursor: null, loading: false };
+// `notice` is said once above the next list shown (after a deletion, say).
+const list = { params: null, cursor: null, loading: false, notice: "" };
 
 function filtersFromForm(form) {
   const params = new URLSearchParams();
@@ -285,6 +286,10 @@ async function loadPage(mine) {
   } else {
     const more = page.next_cursor ? " so far" : "";
     setListStatus(`${shown} conversation${shown === 1 ? "" : "s"}${more}.`);
+  }
+  if (list.notice) {
+    setListStatus(`${list.notice} ${$("list-status").textContent}`);
+    list.notice = "";
   }
 }
 
@@ -440,9 +445,8 @@ function renderDetail(c) {
   if (!usage.length) $("usage").append(el("dd", { class: "note", text: "No usage recorded." }));
 
   $("recordings").replaceChildren(...c.recordings.map((r) => recordingItem(r, names)));
-  if (!c.recordings.length) {
-    $("recordings").append(el("li", { class: "note", text: "This call was not recorded." }));
-  }
+  // With none, the player's card already says the call was not recorded.
+  $("recordings").closest("section").hidden = !c.recordings.length;
 
   const base = `/api/conversations/${encodeURIComponent(c.id)}/export?format=`;
   for (const format of ["json", "vtt", "txt"]) {
@@ -452,6 +456,7 @@ function renderDetail(c) {
 
   timeline.load(c, names);
   $("transcript-empty").hidden = c.transcript.length > 0;
+  $("transcript-help").hidden = !c.transcript.length || !timeline.sources.length;
   $("detail-body").hidden = false;
 }
 
@@ -485,6 +490,7 @@ $("delete").addEventListener("click", async () => {
   $("delete").disabled = true;
   try {
     await api(`/api/conversations/${encodeURIComponent(current.id)}`, { method: "DELETE" });
+    list.notice = `Deleted the conversation in ${current.room_name}.`;
     timeline.unload();
     location.hash = "#/";
   } catch (err) {

@@ -116,27 +116,33 @@ export class Timeline {
     this.note.textContent = "";
   }
 
-  /** Recordings with a file, the room mix first: a mix holds every speaker. */
+  /**
+   * Recordings with a file, room mixes first (a mix holds every speaker), each kind in the
+   * order they began. A call has several mixes when its recording was interrupted and
+   * resumed: the first holds the call's beginning.
+   */
   playableSources(conversation, names) {
-    const files = conversation.recordings.filter(playable);
+    const byStart = (a, b) => Date.parse(a.started_at ?? "") - Date.parse(b.started_at ?? "");
+    const files = conversation.recordings.filter(playable).sort(byStart);
     const mixes = files.filter((r) => r.kind === "room");
-    const order = { complete: 0 };
-    mixes.sort((a, b) => (order[a.status] ?? 1) - (order[b.status] ?? 1));
     const others = files.filter((r) => r.kind !== "room");
     return [...mixes, ...others].map((recording) => {
       let label;
       if (recording.kind === "room") {
-        label = "Room mix, every speaker";
-        if (mixes.length > 1) label += `, from ${new Date(recording.started_at).toLocaleTimeString()}`;
+        label = mixes.length > 1
+          ? `Room mix from ${new Date(recording.started_at).toLocaleTimeString()}`
+          : "Room mix (all speakers)";
       } else {
         const who = names.get(recording.participant_identity) ?? recording.participant_identity;
         label = `${who} only`;
       }
-      if (recording.partial) label += " (partial)";
+      if (recording.partial) label += " · partial";
+      const offset = recordingOffset(conversation, recording);
       return {
         recording,
         label,
-        offset: recordingOffset(conversation, recording),
+        offset,
+        end: recording.duration_s == null ? Infinity : offset + recording.duration_s,
         url: `/api/recordings/${encodeURIComponent(recording.id)}/audio`,
       };
     });
@@ -206,11 +212,29 @@ export class Timeline {
       this.mark(index, true);
       return;
     }
+    // A line outside this file (an interrupted recording resumed in another) plays from
+    // the file of the same kind and speaker that holds it.
+    const holder = this.sourceHolding(segment.start_s);
+    if (holder !== this.current) {
+      this.use(holder, segment.start_s, andPlay);
+      this.mark(index, true);
+      return;
+    }
     const position = Math.max(0, segment.start_s - this.offset);
     if (this.audio.readyState === HTMLMediaElement.HAVE_NOTHING) this.pendingSeek = position;
     else this.audio.currentTime = position;
     this.mark(index, true);
     if (andPlay) this.audio.play().catch(() => {});
+  }
+
+  sourceHolding(t) {
+    const inFile = (s) => s.offset <= t && t < s.end;
+    if (inFile(this.current)) return this.current;
+    const { kind, participant_identity: who } = this.current.recording;
+    const sibling = this.sources.find(
+      (s) => s.recording.kind === kind && s.recording.participant_identity === who && inFile(s),
+    );
+    return sibling ?? this.current;
   }
 
   /** Cue a segment by id (a search hit): in view and ready to play, not playing. */
