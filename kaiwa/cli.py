@@ -59,6 +59,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"\nKaiwa is up{' and healthy' if healthy else ''} after "
             f"{time.monotonic() - started:.1f} s.\n"
             f"  Open the app:      {cfg.api_url}/\n"
+            f"  Admin console:     {cfg.api_url}/admin.html\n"
             f"  API docs:          {cfg.api_url}/docs\n"
             f"  Health:            {cfg.api_url}/healthz\n"
             f"  LiveKit:           {cfg.livekit_url}\n"
