@@ -6,7 +6,13 @@
 //   #/conversations/{id}?segment=ID   the same, cued at a segment (from a search snippet)
 // Every text from the API goes into the DOM through textContent, never as HTML.
 
-import { describeRecording, formatClock, formatDuration, highlightTerms, playable } from "./admin/format.js";
+import {
+  describeRecording,
+  formatClock,
+  formatDuration,
+  highlightTerms,
+  playable,
+} from "./admin/format.js";
 import { Timeline } from "./admin/timeline.js";
 
 const $ = (id) => document.getElementById(id);
@@ -78,7 +84,13 @@ function localTime(iso, timeStyle = "medium") {
 }
 
 // LiveKit's participant kinds, in an admin's words.
-const KINDS = { standard: "caller", agent: "AI agent", egress: "recorder", sip: "phone", ingress: "stream" };
+const KINDS = {
+  standard: "caller",
+  agent: "AI agent",
+  egress: "recorder",
+  sip: "phone",
+  ingress: "stream",
+};
 
 const languageNames = (() => {
   try {
@@ -231,7 +243,8 @@ for (const name of ["from", "to", "mode", "has_recording"]) {
 async function showList(params) {
   const mine = ++view;
   show("list");
-  document.title = params.get("q") ? `“${params.get("q")}” · Kaiwa admin` : "Conversations · Kaiwa admin";
+  const q = params.get("q");
+  document.title = q ? `“${q}” · Kaiwa admin` : "Conversations · Kaiwa admin";
   fillForm($("filters"), params);
   list.params = params;
   list.cursor = null;
@@ -259,7 +272,8 @@ async function loadPage(mine) {
     if (mine !== view) return;
     if (err instanceof Unauthorized) return signedOut();
     // 422 is the server saying what is wrong with the search or a filter, in words.
-    const reason = err instanceof ApiError && err.status === 422 ? err.message.replace(/^422 /, "") : err.message;
+    const invalid = err instanceof ApiError && err.status === 422;
+    const reason = invalid ? err.message.replace(/^422 /, "") : err.message;
     setListStatus(`Could not load conversations: ${reason}`, true);
     $("load-more").disabled = false;
     return;
@@ -415,7 +429,9 @@ function renderDetail(c) {
     ["Languages", c.languages.map(languageName).join(", ") || "—"],
     ["Segments", String(c.segment_count ?? c.transcript.length)],
   ];
-  $("meta").replaceChildren(...meta.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+  $("meta").replaceChildren(
+    ...meta.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]),
+  );
 
   // The recorder is a hidden participant; its work is listed under Recordings.
   const people = c.participants.filter((p) => p.kind !== "egress");
@@ -425,7 +441,9 @@ function renderDetail(c) {
         "li",
         {},
         el("strong", { text: p.name || p.identity }),
-        p.name && p.name !== p.identity ? el("span", { class: "mono note", text: ` ${p.identity}` }) : null,
+        p.name && p.name !== p.identity
+          ? el("span", { class: "mono note", text: ` ${p.identity}` })
+          : null,
         el("span", { class: "note", text: ` · ${KINDS[p.kind] ?? p.kind}` }),
         p.language ? el("span", { class: "note", text: ` · ${languageName(p.language)}` }) : null,
       ),
@@ -461,7 +479,10 @@ function renderDetail(c) {
 }
 
 function recordingItem(r, names) {
-  const who = r.kind === "room" ? "Room mix" : `${names.get(r.participant_identity) ?? r.participant_identity ?? "Track"}`;
+  const who =
+    r.kind === "room"
+      ? "Room mix"
+      : (names.get(r.participant_identity) ?? r.participant_identity ?? "Track");
   const facts = [];
   if (r.duration_s != null) facts.push(formatDuration(r.duration_s));
   if (r.size != null) facts.push(`${(r.size / 1024).toFixed(0)} KiB`);
@@ -484,7 +505,8 @@ function recordingItem(r, names) {
 $("delete").addEventListener("click", async () => {
   if (!current) return;
   const sure = window.confirm(
-    `Delete the conversation in ${current.room_name}, with its transcript and recordings? This cannot be undone.`,
+    `Delete the conversation in ${current.room_name}, with its transcript and recordings? ` +
+      "This cannot be undone.",
   );
   if (!sure) return;
   $("delete").disabled = true;

@@ -29,6 +29,7 @@ export class Timeline {
     this.segments = [];
     this.items = [];
     this.sources = [];
+    this.current = null;
     this.offset = 0;
     this.active = -1;
     this.pendingSeek = null;
@@ -111,6 +112,8 @@ export class Timeline {
     this.segments = [];
     this.items = [];
     this.sources = [];
+    this.current = null;
+    this.offset = 0;
     this.active = -1;
     this.pendingSeek = null;
     this.note.textContent = "";
@@ -291,6 +294,7 @@ export class Timeline {
     const bottom = top + item.offsetHeight;
     if (top >= box.scrollTop && bottom <= box.scrollTop + box.clientHeight) return;
     const smooth = !window.matchMedia("(prefers-reduced-motion: reduce)").matches;
-    box.scrollTo({ top: Math.max(0, top - box.clientHeight / 3), behavior: smooth ? "smooth" : "auto" });
+    const behavior = smooth ? "smooth" : "auto";
+    box.scrollTo({ top: Math.max(0, top - box.clientHeight / 3), behavior });
   }
 }
