@@ -8,14 +8,16 @@ from typing import Annotated, Any
 import boto3
 import redis.asyncio as aioredis
 from botocore.config import Config as BotoConfig
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from livekit import api as lkapi
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from .admin_auth import COOKIE_NAME, AdminTokenInvalid, verify_admin_token
 from .db import make_engine, make_sessionmaker, migrate
 from .ratelimit import RateLimiter
+from .service_auth import ServiceTokenForbidden, ServiceTokenInvalid, verify_service_token
 from .settings import Settings
 
 
@@ -27,7 +29,10 @@ class Resources:
     redis: aioredis.Redis
     livekit: lkapi.LiveKitAPI
     s3: Any
+    # Signs the recording URLs browsers fetch, with the S3 address browsers use.
+    s3_presign: Any
     token_limiter: RateLimiter
+    admin_login_limiter: RateLimiter
 
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
@@ -43,11 +48,18 @@ class Resources:
                 settings.livekit_http_url, settings.livekit_api_key, settings.livekit_api_secret
             ),
             s3=make_s3_client(settings),
+            s3_presign=make_s3_client(settings, public=True),
             token_limiter=RateLimiter(
                 client,
                 name="token",
                 limit=settings.token_rate_limit,
                 window_s=settings.token_rate_window_s,
+            ),
+            admin_login_limiter=RateLimiter(
+                client,
+                name="admin-login",
+                limit=settings.admin_login_rate_limit,
+                window_s=settings.admin_login_rate_window_s,
             ),
         )
 
@@ -57,14 +69,20 @@ class Resources:
         self.engine.dispose()
 
 
-def make_s3_client(settings: Settings) -> Any:
+def make_s3_client(settings: Settings, *, public: bool = False) -> Any:
+    endpoint = settings.s3_endpoint_url
+    if public and settings.s3_public_endpoint_url:
+        endpoint = settings.s3_public_endpoint_url
     return boto3.client(
         "s3",
-        endpoint_url=settings.s3_endpoint_url,
+        endpoint_url=endpoint,
         aws_access_key_id=settings.s3_access_key or None,
         aws_secret_access_key=settings.s3_secret_key or None,
         region_name=settings.s3_region,
         config=BotoConfig(
+            # SigV4 for presigned URLs too: boto3 signs them with the deprecated SigV2 for
+            # a custom endpoint otherwise, whose expiry is a timestamp, not a lifetime.
+            signature_version="s3v4",
             s3={"addressing_style": "path"},
             retries={"max_attempts": 3, "mode": "standard"},
             connect_timeout=2,
@@ -82,3 +100,48 @@ def get_resources(request: Request) -> Resources:
 
 
 Deps = Annotated[Resources, Depends(get_resources)]
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+async def require_admin(request: Request, deps: Deps) -> dict[str, Any]:
+    """An admin session from `Authorization: Bearer` or, for <audio> elements and the
+    console's own requests, the session cookie."""
+    token = _bearer(request) or request.cookies.get(COOKIE_NAME)
+    if not token:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "sign in", headers=_UNAUTHORIZED)
+    try:
+        return verify_admin_token(
+            token, deps.settings.livekit_api_secret, deps.settings.admin_password
+        )
+    except AdminTokenInvalid as exc:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "invalid or expired session", headers=_UNAUTHORIZED
+        ) from exc
+
+
+async def require_agent(request: Request, deps: Deps) -> dict[str, Any]:
+    """A service token minted by an agent worker (api/service_auth.py)."""
+    token = _bearer(request)
+    if not token:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing token", headers=_UNAUTHORIZED)
+    try:
+        return verify_service_token(
+            token, deps.settings.livekit_api_key, deps.settings.livekit_api_secret
+        )
+    except ServiceTokenInvalid as exc:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "invalid or expired token", headers=_UNAUTHORIZED
+        ) from exc
+    except ServiceTokenForbidden as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "not a service token") from exc
+
+
+AdminDep = Annotated[dict[str, Any], Depends(require_admin)]
+AgentDep = Annotated[dict[str, Any], Depends(require_agent)]

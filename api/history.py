@@ -7,13 +7,14 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from livekit.protocol import egress as lkegress
 from livekit.protocol import models as lkmodels
 from livekit.protocol.webhook import WebhookEvent as WebhookEventProto
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Conversation, Participant, WebhookEvent
+from .models import Conversation, Participant, Recording, WebhookEvent, new_id
 
 logger = logging.getLogger("kaiwa.api")
 
@@ -26,6 +27,10 @@ def _from_millis(value: int) -> datetime | None:
     return datetime.fromtimestamp(value / 1000, UTC) if value > 0 else None
 
 
+def _from_nanos(value: int) -> datetime | None:
+    return datetime.fromtimestamp(value / 1e9, UTC) if value > 0 else None
+
+
 def _room_mode(metadata: str) -> str | None:
     try:
         mode = json.loads(metadata or "{}").get("mode")
@@ -34,16 +39,35 @@ def _room_mode(metadata: str) -> str | None:
     return str(mode) if mode else None
 
 
-def _conversation(session: Session, room: lkmodels.Room) -> Conversation:
-    """Find or make the conversation for a room: events can arrive in any order."""
-    found = session.scalar(select(Conversation).where(Conversation.room_sid == room.sid))
+def conversation_for_room(
+    session: Session, room_sid: str, *, room_name: str = "", started_at: datetime | None = None
+) -> Conversation:
+    """Find or make the conversation for a room sid: room events, recordings and transcripts
+    can each be the first to arrive. The time is a stand-in until the room's own arrives."""
+    found = session.scalar(select(Conversation).where(Conversation.room_sid == room_sid))
     if found is None:
-        found = Conversation(room_sid=room.sid, room_name=room.name)
+        found = Conversation(
+            id=new_id(),
+            room_sid=room_sid,
+            room_name=room_name,
+            started_at=started_at or datetime.now(UTC),
+        )
         session.add(found)
+    elif room_name and not found.room_name:
+        found.room_name = room_name
+    return found
+
+
+def _conversation(session: Session, room: lkmodels.Room) -> Conversation:
+    created = _from_millis(room.creation_time_ms) or _from_seconds(room.creation_time)
+    found = conversation_for_room(session, room.sid, room_name=room.name, started_at=created)
+    # The room's own creation time and name win over what a recording or an agent said.
+    if created is not None:
+        found.started_at = created
+    if room.name:
+        found.room_name = room.name
     if found.mode is None:
         found.mode = _room_mode(room.metadata)
-    if found.started_at is None:
-        found.started_at = _from_seconds(room.creation_time)
     return found
 
 
@@ -84,13 +108,116 @@ def _on_participant_left(session: Session, event: WebhookEventProto) -> None:
     participant.left_at = _from_seconds(event.created_at) or datetime.now(UTC)
 
 
+# Reports about one egress may arrive late or out of order: a report never moves a
+# recording back to an earlier stage, and within a stage the newest (updated_at) wins.
+_STAGE = {
+    "starting": 0,
+    "active": 1,
+    "ending": 2,
+    "complete": 3,
+    "failed": 3,
+    "aborted": 3,
+    "limit_reached": 3,
+}
+_KIND = {
+    "room_composite": "room",
+    "web": "room",
+    "participant": "participant",
+    "track_composite": "track",
+    "track": "track",
+}
+
+
+def egress_status(info: lkegress.EgressInfo) -> str:
+    try:
+        return str(lkegress.EgressStatus.Name(info.status)).removeprefix("EGRESS_").lower()
+    except ValueError:  # a status newer than our protocol package
+        return "unknown"
+
+
+def _is_stale(recording: Recording, status: str, updated_at: datetime | None) -> bool:
+    stage, known = _STAGE.get(status, 0), _STAGE.get(recording.status, 0)
+    if stage != known:
+        return stage < known
+    return (
+        updated_at is not None
+        and recording.updated_at is not None
+        and updated_at < recording.updated_at
+    )
+
+
+def _file(info: lkegress.EgressInfo) -> lkegress.FileInfo | None:
+    if info.file_results:
+        return info.file_results[0]
+    if info.WhichOneof("result") == "file":
+        return info.file
+    return None
+
+
+def _on_egress(session: Session, event: WebhookEventProto) -> None:
+    info = event.egress_info
+    if not info.room_id:
+        logger.warning("egress without a room ignored", extra={"egress_id": info.egress_id})
+        return
+    status = egress_status(info)
+    updated_at = _from_nanos(info.updated_at)
+    recording = session.scalar(select(Recording).where(Recording.egress_id == info.egress_id))
+    if recording is None:
+        conversation = conversation_for_room(
+            session, info.room_id, room_name=info.room_name, started_at=_from_nanos(info.started_at)
+        )
+        request = info.WhichOneof("request") or ""
+        recording = Recording(
+            egress_id=info.egress_id,
+            conversation_id=conversation.id,
+            kind=_KIND.get(request, "room"),
+            participant_identity=info.participant.identity or None
+            if request == "participant"
+            else None,
+            status=status,
+        )
+        session.add(recording)
+    elif _is_stale(recording, status, updated_at):
+        logger.info(
+            "stale egress report ignored",
+            extra={"egress_id": info.egress_id, "status": status, "known": recording.status},
+        )
+        return
+    recording.status = status
+    recording.updated_at = updated_at or recording.updated_at
+    recording.error = info.error or recording.error
+    recording.started_at = _from_nanos(info.started_at) or recording.started_at
+    recording.ended_at = _from_nanos(info.ended_at) or recording.ended_at
+    recording.manifest_key = info.manifest_location or recording.manifest_key
+    # A report without file details (an early one) keeps what an earlier report said.
+    file = _file(info)
+    if file is not None:
+        recording.object_key = file.filename or recording.object_key
+        recording.location = file.location or recording.location
+        recording.size = file.size or recording.size
+        recording.duration_s = file.duration / 1e9 if file.duration else recording.duration_s
+    recording.partial = (
+        status in ("failed", "aborted") and recording.object_key is not None and recording.size != 0
+    )
+
+
 HANDLERS: dict[str, Callable[[Session, WebhookEventProto], None]] = {
     "room_started": _on_room_started,
     "room_finished": _on_room_finished,
     "participant_joined": _on_participant_joined,
     "participant_left": _on_participant_left,
     "participant_connection_aborted": _on_participant_left,
+    "egress_started": _on_egress,
+    "egress_updated": _on_egress,
+    "egress_ended": _on_egress,
 }
+
+
+def _has_subject(event: WebhookEventProto) -> bool:
+    # LiveKit's egress events carry egress_info and usually no room; the others a room.
+    if event.event.startswith("egress_"):
+        return bool(event.egress_info.egress_id)
+    return bool(event.room.sid)
 
 
 def apply_event(sessions: sessionmaker[Session], event: WebhookEventProto) -> bool:
@@ -108,13 +235,13 @@ def apply_event(sessions: sessionmaker[Session], event: WebhookEventProto) -> bo
                     WebhookEvent(
                         id=event.id,
                         event=event.event,
-                        room_sid=event.room.sid or None,
+                        room_sid=event.room.sid or event.egress_info.room_id or None,
                         created_at=_from_seconds(event.created_at) or datetime.now(UTC),
                     )
                 )
                 session.flush()
                 handler = HANDLERS.get(event.event)
-                if handler is not None and event.room.sid:
+                if handler is not None and _has_subject(event):
                     handler(session, event)
             return True
         except IntegrityError:

@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .deps import Resources
 from .logs import setup_logging
-from .routes import health, token, webhook
+from .routes import admin, health, history, recordings, segments, token, webhook
 from .settings import Settings, get_settings
 
 
@@ -31,6 +31,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(token.router)
     app.include_router(webhook.router)
+    app.include_router(segments.router)
+    app.include_router(admin.router)
+    app.include_router(history.router)
+    app.include_router(recordings.router)
     if settings.web_dir.is_dir():
         app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web")
     return app

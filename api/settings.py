@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
 
     admin_password: str = "admin"
+    # An admin console session; the console signs in again after this.
+    admin_session_ttl_s: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
+    admin_login_rate_limit: int = Field(default=10, ge=1, description="sign-in attempts per window")
+    admin_login_rate_window_s: int = Field(default=300, ge=1)
+
+    # Presigned recording URLs: long enough to start playing, short enough that a copied
+    # link soon stops working. S3 allows up to 7 days; we allow 15 minutes.
+    recording_url_ttl_s: int = Field(default=300, ge=1, le=900)
+    # The S3 address browsers use for presigned URLs, when it differs from S3_ENDPOINT_URL.
+    s3_public_endpoint_url: str | None = None
 
     # The local language model server, checked by /healthz.
     llm_base_url: str | None = "http://127.0.0.1:8090/v1"

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from kaiwa.stack.config import StackConfig
-from kaiwa.stack.services import Stack
+from kaiwa.stack.postgres import fresh_postgres_database, postgres_server
+from kaiwa.stack.services import Stack, redis_service, s3_service
 
-from .servers import fresh_postgres_database, make_stack_config, postgres_server
+from .servers import make_stack_config
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +44,33 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'kaiwa.db'}"
     server: str = request.getfixturevalue("postgres_server_url")
     return fresh_postgres_database(server, f"kaiwa_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def services_config(tmp_path_factory: pytest.TempPathFactory) -> StackConfig:
+    """Ports and secrets for single services (Redis, S3) started without the whole stack;
+    apart from `stack_config`, so both can run in one session."""
+    return make_stack_config(tmp_path_factory.mktemp("services"))
+
+
+@pytest.fixture(scope="session")
+def redis_url(services_config: StackConfig) -> Iterator[str]:
+    server = redis_service(services_config)
+    server.start()
+    try:
+        server.wait_ready()
+        yield services_config.redis_url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(services_config: StackConfig) -> Iterator[StackConfig]:
+    """versitygw over a temporary folder, with the recordings bucket made."""
+    server = s3_service(services_config)
+    server.start()
+    try:
+        server.wait_ready()
+        yield services_config
+    finally:
+        server.stop()

@@ -1,103 +1,13 @@
-"""Real servers for tests, on free ports: the stack's own services plus PostgreSQL."""
+"""Real servers for tests, on free ports (PostgreSQL: kaiwa.stack.postgres)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
-
 from kaiwa.stack.config import StackConfig
-from kaiwa.stack.process import ManagedProcess, StackError, free_port
 from kaiwa.stack.services import ephemeral_config
 
 
 def make_stack_config(state_dir: Path) -> StackConfig:
     # The small model: tests check behaviour.
     return ephemeral_config(state_dir, env_name="test", llm_model="qwen2.5-0.5b-instruct")
-
-
-def _postgres_bindir() -> Path:
-    root = Path("/usr/lib/postgresql")
-    versions = sorted(root.glob("*/bin/postgres"), key=lambda p: int(p.parts[-3]))
-    if not versions:
-        raise StackError("PostgreSQL is not installed; run `make install`")
-    return versions[-1].parent
-
-
-@contextmanager
-def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster; yields its URL. PostgreSQL refuses to run as root."""
-    bindir = _postgres_bindir()
-    as_root = os.geteuid() == 0
-    user = "postgres" if as_root else None
-    # Not under pytest's tmp folder: that one is private to root, and the server runs as
-    # the postgres user.
-    data = Path(tempfile.mkdtemp(prefix="kaiwa-pg-"))
-    if as_root:
-        shutil.chown(data, "postgres", "postgres")
-    port = free_port()
-    init = ManagedProcess(
-        name="initdb",
-        argv=[
-            str(bindir / "initdb"),
-            "-D",
-            str(data / "db"),
-            "-U",
-            "kaiwa",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ],
-        log_path=data / "initdb.log",
-        ready=lambda: True,
-        user=user,
-    )
-    init.start()
-    assert init.proc is not None
-    if init.proc.wait() != 0:
-        raise StackError(f"initdb failed:\n{init.log_tail()}")
-    url = f"postgresql://kaiwa@127.0.0.1:{port}/postgres"
-
-    def ready() -> bool:
-        with psycopg.connect(url, connect_timeout=1):
-            return True
-
-    server = ManagedProcess(
-        name="postgres",
-        argv=[
-            str(bindir / "postgres"),
-            "-D",
-            str(data / "db"),
-            "-p",
-            str(port),
-            "-k",
-            str(data),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-        ],
-        log_path=data / "postgres.log",
-        ready=ready,
-        user=user,
-    )
-    server.start()
-    try:
-        server.wait_ready()
-        yield url
-    finally:
-        server.stop()
-        shutil.rmtree(data, ignore_errors=True)
-
-
-def fresh_postgres_database(server_url: str, name: str) -> str:
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return server_url.rsplit("/", 1)[0] + f"/{name}"

@@ -96,7 +96,7 @@ async def test_caller_joins_agent_is_dispatched_and_webhooks_land_once(stack: St
         "SELECT event, COUNT(*) FROM webhook_events WHERE room_sid = ? GROUP BY event",
         room_sid,
     )
-    by_event = dict(counted)
+    by_event = {row[0]: row[1] for row in counted}
     assert by_event.get("room_started") == 1
     assert by_event.get("participant_joined") == 2
     assert by_event.get("room_finished") == 1
@@ -234,7 +234,7 @@ async def test_engines_load_once_per_worker_process(stack: Stack) -> None:
             await caller.wait_for_agent(timeout_s=30)
         finally:
             await caller.leave()
-        await wait_until(lambda: expected <= set(worker()["engines"]), timeout_s=60)  # type: ignore[arg-type]
+        await wait_until(lambda: expected <= set(worker()["engines"]), timeout_s=60)  # type: ignore[call-overload]
         await asyncio.sleep(REFRESH_S + 1)  # let the presence record catch up
         loads.append(worker()["loads"])
     assert loads == [len(expected), len(expected)], loads

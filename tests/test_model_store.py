@@ -118,7 +118,12 @@ def test_unchanged_files_are_not_rehashed_but_full_verify_rehashes(
     import agents.models.store as store_module
 
     real = store_module._sha256
-    monkeypatch.setattr(store_module, "_sha256", lambda p: calls.append(p) or real(p))
+
+    def counting(path: Path) -> str:
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(store_module, "_sha256", counting)
     store.verify(spec())
     assert calls == []
     store.verify(spec(), full=True)

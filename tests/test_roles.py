@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,12 @@ def test_local_engines_by_default() -> None:
 @pytest.mark.parametrize("role", ["stt_engine", "tts_engine", "llm_engine"])
 def test_google_without_credentials_is_a_clear_error(role: str) -> None:
     settings = AgentSettings(**{role: "google"})  # type: ignore[arg-type]
-    maker = {
+    makers: dict[str, Callable[[], object]] = {
         "stt_engine": lambda: make_stt(settings, "en"),
         "tts_engine": lambda: make_tts(settings, "en"),
         "llm_engine": lambda: make_llm(settings),
-    }[role]
+    }
+    maker = makers[role]
     with pytest.raises(EngineNotConfigured, match=f"{role.upper()}=google needs"):
         maker()
 

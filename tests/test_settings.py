@@ -23,7 +23,7 @@ def test_dev_mode_accepts_the_livekit_dev_keys() -> None:
 )
 def test_weak_secrets_are_refused_outside_dev(env: str, secret: str, password: str) -> None:
     with pytest.raises(ValidationError, match="refusing to start"):
-        Settings(kaiwa_env=env, livekit_api_secret=secret, admin_password=password)  # type: ignore[arg-type]
+        Settings(kaiwa_env=env, livekit_api_secret=secret, admin_password=password)
 
 
 def test_strong_secrets_are_accepted_in_prod() -> None:

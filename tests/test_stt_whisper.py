@@ -7,6 +7,7 @@ import asyncio
 import jiwer
 import numpy as np
 import pytest
+from livekit import rtc
 from livekit.agents import stt
 
 from agents import engines
@@ -31,7 +32,7 @@ def make_stt(model: str = "whisper-tiny.en") -> WhisperSTT:
 
 
 async def run_stream(
-    engine: WhisperSTT, audio: list, *, realtime: bool = False, language: str = "en"
+    engine: WhisperSTT, audio: list[rtc.AudioFrame], *, realtime: bool = False, language: str = "en"
 ) -> list[stt.SpeechEvent]:
     stream = engine.stream(language=language)
     events: list[stt.SpeechEvent] = []
@@ -66,7 +67,7 @@ def normalize(text: str) -> str:
     clean = jiwer.Compose(
         [
             jiwer.ToLowerCase(),
-            jiwer.RemovePunctuation(),
+            jiwer.RemovePunctuation(),  # type: ignore[no-untyped-call]
             jiwer.RemoveMultipleSpaces(),
             jiwer.Strip(),
         ]

@@ -1,0 +1,77 @@
+"""POST/DELETE /api/admin/session: the admin console signs in and out."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from redis.exceptions import RedisError
+
+from ..admin_auth import COOKIE_NAME, mint_admin_token, password_matches
+from ..deps import Deps
+from ..schemas import AdminLogin, AdminSession
+
+logger = logging.getLogger("kaiwa.api")
+router = APIRouter(tags=["admin"])
+
+
+@router.post(
+    "/api/admin/session",
+    responses={
+        401: {"description": "Wrong password"},
+        429: {"description": "Too many sign-in attempts from this address"},
+        503: {"description": "The rate limiter (Redis) is unavailable"},
+    },
+)
+async def sign_in(
+    body: AdminLogin, request: Request, response: Response, deps: Deps
+) -> AdminSession:
+    """Exchange the admin password for a session token, also set as an HttpOnly cookie."""
+    client = request.client.host if request.client else "unknown"
+    try:
+        retry_after = await deps.admin_login_limiter.hit(client)
+    except RedisError as exc:
+        # Fail closed: unlimited guessing is worse than no console for a while.
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "rate limiter unavailable"
+        ) from exc
+    if retry_after is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "too many sign-in attempts; try again later",
+            headers={"Retry-After": str(retry_after)},
+        )
+    settings = deps.settings
+    if not password_matches(body.password, settings.admin_password):
+        logger.warning("admin sign-in refused", extra={"client": client})
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong password")
+    token, expires_at = mint_admin_token(
+        settings.livekit_api_secret, settings.admin_password, settings.admin_session_ttl_s
+    )
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=settings.admin_session_ttl_s,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        # Plain HTTP only on a development machine.
+        secure=settings.kaiwa_env != "dev",
+    )
+    response.headers["Cache-Control"] = "no-store"
+    logger.info("admin signed in", extra={"client": client})
+    return AdminSession(token=token, expires_at=expires_at)
+
+
+@router.delete("/api/admin/session", status_code=status.HTTP_204_NO_CONTENT)
+async def sign_out(deps: Deps) -> Response:
+    """Clear the session cookie. The token itself stays valid until it expires."""
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    response.delete_cookie(
+        COOKIE_NAME,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=deps.settings.kaiwa_env != "dev",
+    )
+    return response

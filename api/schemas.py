@@ -1,0 +1,155 @@
+"""Request and response bodies of the history API, as they appear in /docs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, StringConstraints, model_validator
+
+from .tokens import Language
+
+# Server-side ids (uuid4 hex): the only form a conversation or recording id takes.
+ServerId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+SegmentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-:.]{1,64}$")]
+RoomSid = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# Any LiveKit identity our platform makes (callers, agent-AJ_..., sip_+1555...), and
+# nothing that would need escaping in a WebVTT voice tag.
+ParticipantIdentity = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:+@=-]{1,128}$")]
+SegmentText = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+
+MAX_SEGMENTS_PER_BATCH = 100
+MAX_TRANSLATIONS_PER_SEGMENT = 8
+
+
+class Match(BaseModel):
+    """A segment (or one of its translations) that matched the search."""
+
+    segment_id: str
+    language: str = Field(description="The language of `text`: the source or a translation.")
+    text: str
+    start_s: float
+
+
+class ConversationFields(BaseModel):
+    id: str
+    room_name: str
+    room_sid: str
+    mode: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    duration_s: float | None
+    languages: list[str] = Field(description="Participants' and segments' languages.")
+    has_recording: bool = Field(description="Some recording of it has a stored file.")
+    recording_status: str | None = Field(
+        description="The room recording's status, else the latest recording's."
+    )
+    segment_count: int
+
+
+class ConversationSummary(ConversationFields):
+    participants: list[str] = Field(description="Identities, in order of joining.")
+    matches: list[Match] | None = Field(
+        default=None, description="Up to 3 matching segments; only when `q` was given."
+    )
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class ParticipantOut(BaseModel):
+    identity: str
+    name: str | None
+    kind: str
+    language: str | None
+    joined_at: datetime | None
+    left_at: datetime | None
+
+
+class SegmentOut(BaseModel):
+    id: str
+    participant_identity: str
+    language: str
+    text: str
+    start_s: float
+    end_s: float
+    translations: dict[str, str]
+
+
+class RecordingOut(BaseModel):
+    id: str
+    kind: str = Field(description="room, participant or track")
+    participant_identity: str | None
+    status: str = Field(
+        description="starting, active, ending, complete, failed, aborted or limit_reached"
+    )
+    partial: bool = Field(description="Failed or aborted, but a file was stored.")
+    error: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    offset_s: float | None = Field(
+        description="Seconds after the room recording started (0 for the room mix itself)."
+    )
+    duration_s: float | None
+    size: int | None
+
+
+class ConversationDetail(ConversationFields):
+    participants: list[ParticipantOut]
+    transcript: list[SegmentOut]
+    summary: str | None
+    usage: dict[str, Any] | None
+    recordings: list[RecordingOut]
+
+
+class Transcript(BaseModel):
+    conversation_id: str
+    segments: list[SegmentOut]
+
+
+class SegmentIn(BaseModel):
+    id: SegmentId = Field(description="Chosen by the agent; posting it again is a no-op.")
+    participant_identity: ParticipantIdentity
+    participant_sid: RoomSid | None = None
+    language: Language
+    text: SegmentText
+    start_s: float = Field(ge=0, le=7 * 24 * 3600, description="Seconds from the call's start.")
+    end_s: float = Field(ge=0, le=7 * 24 * 3600)
+    translations: dict[Language, SegmentText] = Field(
+        default_factory=dict, max_length=MAX_TRANSLATIONS_PER_SEGMENT
+    )
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> SegmentIn:
+        if self.end_s < self.start_s:
+            raise ValueError("end_s is before start_s")
+        return self
+
+
+class SegmentBatch(BaseModel):
+    room_sid: RoomSid
+    room_name: str | None = Field(
+        default=None, max_length=128, description="Shown until LiveKit's room event arrives."
+    )
+    segments: list[SegmentIn] = Field(min_length=1, max_length=MAX_SEGMENTS_PER_BATCH)
+
+
+class SegmentsStored(BaseModel):
+    stored: int = Field(description="Segments new to the store.")
+    duplicates: int = Field(description="Segments it already had (their new translations kept).")
+
+
+class AdminLogin(BaseModel):
+    password: str = Field(max_length=1024)
+
+
+class AdminSession(BaseModel):
+    token: str
+    expires_at: datetime
+
+
+class PlaybackUrl(BaseModel):
+    url: str
+    expires_at: datetime

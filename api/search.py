@@ -1,0 +1,429 @@
+"""Full-text search over transcripts and translations, on SQLite and PostgreSQL alike.
+
+Both databases index *search terms* (`search_terms`), which this module derives from the text
+when a segment or translation is stored: NFKC-normalised, case-folded words; and, for
+Chinese and Japanese, which put no spaces between words, overlapping character bigrams.
+Trigram indexes were the first idea and do not work for Japanese: most Japanese words are
+two characters (予約, 東京, 天気), which no trigram index can find, and PostgreSQL's pg_trgm
+sees no letters in CJK text at all under some locales. A bigram index finds words of any
+length: 東京駅 is the phrase "東京 京駅"; a one-character word is a prefix.
+
+Matching, in both databases: every query word must occur in the same segment (or the same
+translation), English and other spaced scripts as whole words, CJK as substrings.
+
+- SQLite: an FTS5 table over `search_terms` (`unicode61`, which only has to split on spaces),
+  kept in sync by triggers (migration 0002).
+- PostgreSQL: a GIN index on `to_tsvector('simple', search_terms)`; 'simple' only lowercases,
+  so each lexeme is exactly one of our terms.
+
+`find_conversations` is the one entry point for the history list (the API and the search
+bench both call it); the dialects differ only in `_index_match` and `_count_matches`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    table,
+    text,
+    tuple_,
+    union,
+    union_all,
+)
+from sqlalchemy import column as sql_column
+from sqlalchemy.orm import Session
+
+from .models import Conversation, Participant, Recording, Segment, Translation
+
+# A term longer than this is cut; no real word is, and PostgreSQL limits lexemes to 2 KB.
+MAX_TERM_CHARS = 64
+MAX_QUERY_CHARS = 200
+MAX_QUERY_PHRASES = 16
+
+# Up to this many matching rows, the search collects the matching conversations from the
+# index and sorts them; past it, the word is common, and walking the newest conversations
+# and checking each for a match finds a page sooner. Measured with `kaiwa bench search`:
+# docs/history-search.md.
+COMMON_MATCHES = 2000
+
+# Scripts written without spaces between words.
+_CJK_RANGES = (
+    (0x3005, 0x3007),  # 々 〆 〇
+    (0x3040, 0x30FF),  # hiragana, katakana
+    (0x31F0, 0x31FF),  # katakana phonetic extensions
+    (0x3400, 0x4DBF),  # CJK extension A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0x20000, 0x323AF),  # CJK extensions B-H
+)
+_CJK_SPLIT = re.compile(
+    "([" + "".join(f"{chr(low)}-{chr(high)}" for low, high in _CJK_RANGES) + "]+)"
+)
+# Runs of letters and digits (Unicode categories L and N), nothing else: the only
+# characters SQLite's unicode61 tokenizer and PostgreSQL's parser both keep inside a word.
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _runs(text: str) -> list[tuple[str, bool]]:
+    """Split text into runs of letters and digits: (run, is_cjk). Regexes: this runs on
+    every stored text, a million of them in the search bench."""
+    runs: list[tuple[str, bool]] = []
+    for word in _WORD.findall(unicodedata.normalize("NFKC", text).casefold()):
+        if word.isascii():
+            runs.append((word, False))
+            continue
+        # re.split with a group alternates: outside CJK, CJK, outside, ...
+        for i, part in enumerate(_CJK_SPLIT.split(word)):
+            if part:
+                runs.append((part, i % 2 == 1))
+    return runs
+
+
+def _bigrams(run: str) -> list[str]:
+    return [run[i : i + 2] for i in range(len(run) - 1)]
+
+
+def search_terms(text: str) -> str:
+    """What the index stores for a text: its terms, space-separated, with a space each end.
+
+    A CJK run is its bigrams followed by its last character alone, so that a one-character
+    query (a prefix) finds every occurrence, the last one of a run included. The spaces at
+    both ends let `_scan_match` find a whole term as " term ".
+    """
+    terms: list[str] = []
+    for run, cjk in _runs(text):
+        if not cjk:
+            terms.append(run[:MAX_TERM_CHARS])
+        elif len(run) == 1:
+            terms.append(run)
+        else:
+            terms.extend(_bigrams(run))
+            terms.append(run[-1])
+    return f" {' '.join(terms)} "
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """Terms that must follow each other; a prefix phrase is one term's beginning."""
+
+    terms: tuple[str, ...]
+    prefix: bool = False
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A parsed query: every phrase must occur in the same segment or translation."""
+
+    phrases: tuple[Phrase, ...]
+
+    def fts5(self) -> str:
+        # Terms hold letters and digits only, so quoting them needs no escaping.
+        return " AND ".join(
+            f'"{p.terms[0]}" *' if p.prefix else '"' + " ".join(p.terms) + '"' for p in self.phrases
+        )
+
+    def tsquery(self) -> str:
+        """Every term, in any order: the GIN index answers this exactly, without reading
+        rows back. Phrase order is then checked on the rows (`_scan_match`), which costs
+        far less than PostgreSQL's own phrase check (it recomputes each row's tsvector)."""
+        terms: list[str] = []
+        for p in self.phrases:
+            if p.prefix:
+                terms.append(f"'{p.terms[0]}':*")
+            else:
+                terms.extend(f"'{t}'" for t in p.terms if f"'{t}'" not in terms)
+        return " & ".join(terms)
+
+    def patterns(self) -> list[str]:
+        """Substrings of `search_terms` that mean the same as the phrases."""
+        return [
+            f" {p.terms[0]}" if p.prefix else " " + " ".join(p.terms) + " " for p in self.phrases
+        ]
+
+
+def parse_query(q: str) -> SearchQuery | None:
+    """The query's phrases, or None if it has no letters or digits to search for."""
+    phrases: list[Phrase] = []
+    for run, cjk in _runs(q[:MAX_QUERY_CHARS]):
+        if not cjk:
+            phrase = Phrase((run[:MAX_TERM_CHARS],))
+        elif len(run) == 1:
+            phrase = Phrase((run,), prefix=True)
+        else:
+            phrase = Phrase(tuple(_bigrams(run)))
+        if phrase not in phrases:
+            phrases.append(phrase)
+    if not phrases:
+        return None
+    return SearchQuery(tuple(phrases[:MAX_QUERY_PHRASES]))
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page of the history list ends: the last row's sort key."""
+
+    started_at: datetime
+    id: str
+
+    def encode(self) -> str:
+        raw = json.dumps([self.started_at.isoformat(), self.id]).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> Cursor:
+        """Raises ValueError for anything this module did not make."""
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+            started_at, id_ = json.loads(raw)
+            when = datetime.fromisoformat(started_at)
+        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError("invalid cursor") from exc
+        if not isinstance(id_, str) or when.tzinfo is None:
+            raise ValueError("invalid cursor")
+        return cls(when, id_)
+
+
+@dataclass(frozen=True)
+class ConversationFilters:
+    started_from: datetime | None = None
+    started_to: datetime | None = None
+    room: str | None = None
+    participant: str | None = None
+    mode: str | None = None
+    language: str | None = None
+    has_recording: bool | None = None
+    query: SearchQuery | None = None
+
+
+_segments_fts = table("segments_fts", sql_column("rowid"), sql_column("segments_fts"))
+_translations_fts = table("translations_fts", sql_column("rowid"), sql_column("translations_fts"))
+
+
+def _tsvector(model: type[Segment] | type[Translation]) -> ColumnElement[object]:
+    # Spelled exactly as in the index definition, or PostgreSQL will not use the index.
+    return func.to_tsvector(literal_column("'simple'::regconfig"), model.search_terms)
+
+
+def _tsquery(query: SearchQuery) -> ColumnElement[object]:
+    return func.to_tsquery(literal_column("'simple'::regconfig"), query.tsquery())
+
+
+def _index_match(
+    dialect: str, model: type[Segment] | type[Translation], query: SearchQuery
+) -> ColumnElement[bool]:
+    """Rows of `model` that match, found through the full-text index."""
+    if dialect == "sqlite":
+        fts = _segments_fts if model is Segment else _translations_fts
+        match_column = fts.c.segments_fts if model is Segment else fts.c.translations_fts
+        matching = select(fts.c.rowid).where(match_column.match(query.fts5()))
+        return model.seq.in_(matching)
+    return and_(_tsvector(model).op("@@")(_tsquery(query)), _scan_match(dialect, model, query))
+
+
+def _planned_rows(session: Session, table: str, query: SearchQuery) -> float:
+    """PostgreSQL's estimate of the rows of `table` that have all the query's terms."""
+    plan = session.execute(
+        text(
+            f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {table} WHERE "
+            "to_tsvector('simple'::regconfig, search_terms) "
+            "@@ to_tsquery('simple'::regconfig, :query)"
+        ),
+        {"query": query.tsquery()},
+    ).scalar_one()
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
+def _many_matches(session: Session, query: SearchQuery, threshold: int) -> bool:
+    """Whether `threshold` or more segments and translations match.
+
+    Counting up to `threshold` is cheap where the index intersects lists of row ids: in
+    SQLite's FTS5 always, in PostgreSQL's GIN index for several terms (the rarest bounds
+    the work). For one term PostgreSQL builds the whole bitmap of its rows before counting
+    any: 7 ms for a word in 4% of 1M rows, 45 ms for one in a quarter. For one term, the
+    planner's statistics on the index are exact enough (within 10% in the search bench).
+    """
+    dialect = session.get_bind().dialect.name
+    single_term = len(query.phrases) == 1 and len(query.phrases[0].terms) == 1
+    total = 0
+    for model in (Segment, Translation):
+        if dialect == "sqlite":
+            fts = _segments_fts if model is Segment else _translations_fts
+            match_column = fts.c.segments_fts if model is Segment else fts.c.translations_fts
+            inner = select(fts.c.rowid).where(match_column.match(query.fts5())).limit(threshold)
+        elif single_term:
+            total += round(_planned_rows(session, model.__tablename__, query))
+            if total >= threshold:
+                return True
+            continue
+        else:
+            inner = select(model.seq).where(_index_match(dialect, model, query)).limit(threshold)
+        total += session.scalar(select(func.count()).select_from(inner.subquery())) or 0
+        if total >= threshold:
+            return True
+    return False
+
+
+def _scan_match(
+    dialect: str, model: type[Segment] | type[Translation], query: SearchQuery
+) -> ColumnElement[bool]:
+    """The same match as `_index_match`, tested on a row's own `search_terms`."""
+    if dialect == "sqlite":
+        return and_(*(func.instr(model.search_terms, p) > 0 for p in query.patterns()))
+    # LIKE rather than strpos(): PostgreSQL estimates how rare a LIKE pattern is, while it
+    # takes strpos() > 0 to keep a third of the rows and plans scans and parallel workers
+    # for that. The patterns hold letters, digits and spaces only: nothing to escape.
+    return and_(*(model.search_terms.like(f"%{p}%") for p in query.patterns()))
+
+
+def text_match(session: Session, query: SearchQuery) -> ColumnElement[bool]:
+    """A condition on Conversation: some segment or translation of it matches `query`."""
+    dialect = session.get_bind().dialect.name
+    if not _many_matches(session, query, COMMON_MATCHES):
+        matching = union(
+            select(Segment.conversation_id).where(_index_match(dialect, Segment, query)),
+            select(Translation.conversation_id).where(_index_match(dialect, Translation, query)),
+        )
+        return Conversation.id.in_(matching)
+    # One EXISTS over both tables: with two, PostgreSQL turns the second into a scan of the
+    # whole translations table (it cannot tell how rare a substring is), hashed once.
+    return union_all(
+        select(literal_column("1")).where(
+            Segment.conversation_id == Conversation.id, _scan_match(dialect, Segment, query)
+        ),
+        select(literal_column("1")).where(
+            Translation.conversation_id == Conversation.id,
+            _scan_match(dialect, Translation, query),
+        ),
+    ).exists()
+
+
+def _filtered(session: Session, filters: ConversationFilters) -> Select[Conversation]:
+    statement = select(Conversation).where(Conversation.deleted_at.is_(None))
+    if filters.started_from is not None:
+        statement = statement.where(Conversation.started_at >= filters.started_from)
+    if filters.started_to is not None:
+        statement = statement.where(Conversation.started_at < filters.started_to)
+    if filters.room is not None:
+        statement = statement.where(Conversation.room_name == filters.room)
+    if filters.mode is not None:
+        statement = statement.where(Conversation.mode == filters.mode)
+    if filters.participant is not None:
+        # IN, not EXISTS: one identity is in few calls, and from its index the database
+        # finds those directly instead of testing every conversation in turn.
+        statement = statement.where(
+            Conversation.id.in_(
+                select(Participant.conversation_id).where(
+                    Participant.identity == filters.participant
+                )
+            )
+        )
+    if filters.language is not None:
+        statement = statement.where(
+            or_(
+                exists().where(
+                    Participant.conversation_id == Conversation.id,
+                    Participant.language == filters.language,
+                ),
+                exists().where(
+                    Segment.conversation_id == Conversation.id,
+                    Segment.language == filters.language,
+                ),
+            )
+        )
+    if filters.has_recording is not None:
+        recorded = exists().where(
+            Recording.conversation_id == Conversation.id, Recording.object_key.is_not(None)
+        )
+        statement = statement.where(recorded if filters.has_recording else ~recorded)
+    if filters.query is not None:
+        statement = statement.where(text_match(session, filters.query))
+    return statement
+
+
+def find_conversations(
+    session: Session, filters: ConversationFilters, *, limit: int, after: Cursor | None = None
+) -> list[Conversation]:
+    """Up to `limit` conversations that pass the filters, newest first, after the cursor."""
+    statement = _filtered(session, filters)
+    if after is not None:
+        statement = statement.where(
+            tuple_(Conversation.started_at, Conversation.id) < (after.started_at, after.id)
+        )
+    statement = statement.order_by(Conversation.started_at.desc(), Conversation.id.desc())
+    return list(session.scalars(statement.limit(limit)))
+
+
+@dataclass(frozen=True)
+class Match:
+    conversation_id: str
+    segment_id: str
+    language: str
+    text: str
+    start_s: float
+
+
+def find_matches(
+    session: Session, conversation_ids: list[str], query: SearchQuery, *, per_conversation: int
+) -> dict[str, list[Match]]:
+    """The first matching segments or translations of each conversation, by time."""
+    if not conversation_ids:
+        return {}
+    dialect = session.get_bind().dialect.name
+    sources = union_all(
+        select(
+            Segment.conversation_id,
+            Segment.id.label("segment_id"),
+            Segment.language,
+            Segment.text,
+            Segment.start_s,
+        ).where(
+            Segment.conversation_id.in_(conversation_ids), _scan_match(dialect, Segment, query)
+        ),
+        select(
+            Translation.conversation_id,
+            Translation.segment_id,
+            Translation.language,
+            Translation.text,
+            Segment.start_s,
+        )
+        .join(Segment, Segment.id == Translation.segment_id)
+        .where(
+            Translation.conversation_id.in_(conversation_ids),
+            _scan_match(dialect, Translation, query),
+        ),
+    ).subquery()
+    ranked = select(
+        sources,
+        func.row_number()
+        .over(
+            partition_by=sources.c.conversation_id,
+            order_by=(sources.c.start_s, sources.c.segment_id, sources.c.language),
+        )
+        .label("rank"),
+    ).subquery()
+    rows = session.execute(
+        select(ranked)
+        .where(ranked.c.rank <= per_conversation)
+        .order_by(ranked.c.conversation_id, ranked.c.rank)
+    )
+    found: dict[str, list[Match]] = {}
+    for row in rows:
+        found.setdefault(row.conversation_id, []).append(
+            Match(row.conversation_id, row.segment_id, row.language, row.text, row.start_s)
+        )
+    return found

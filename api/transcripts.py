@@ -1,0 +1,94 @@
+"""Storing the transcript segments agents post: once each, translations added as they come."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .history import conversation_for_room
+from .models import Segment, Translation
+from .schemas import SegmentBatch, SegmentsStored
+from .search import search_terms
+
+logger = logging.getLogger("kaiwa.api")
+
+
+class SegmentConflict(Exception):
+    """A segment id the store already holds for another conversation."""
+
+
+class ConversationDeleted(Exception):
+    """The conversation was deleted by an admin; its transcript takes no more text."""
+
+
+def _store(session: Session, batch: SegmentBatch) -> SegmentsStored:
+    conversation = conversation_for_room(session, batch.room_sid, room_name=batch.room_name or "")
+    if conversation.deleted_at is not None:
+        raise ConversationDeleted(conversation.id)
+    ids = [s.id for s in batch.segments]
+    known = {
+        s.id: s.conversation_id for s in session.scalars(select(Segment).where(Segment.id.in_(ids)))
+    }
+    for segment_id, owner in known.items():
+        if owner != conversation.id:
+            raise SegmentConflict(segment_id)
+    wanted = [(s.id, lang) for s in batch.segments for lang in s.translations]
+    translated: set[tuple[str, str]] = set()
+    if wanted:
+        rows = session.execute(
+            select(Translation.segment_id, Translation.language).where(
+                tuple_(Translation.segment_id, Translation.language).in_(wanted)
+            )
+        )
+        translated = {(segment_id, language) for segment_id, language in rows}
+    stored = 0
+    seen: set[str] = set()
+    for item in batch.segments:
+        if item.id not in known and item.id not in seen:
+            session.add(
+                Segment(
+                    id=item.id,
+                    conversation_id=conversation.id,
+                    participant_identity=item.participant_identity,
+                    participant_sid=item.participant_sid,
+                    language=item.language,
+                    text=item.text,
+                    start_s=item.start_s,
+                    end_s=item.end_s,
+                    search_terms=search_terms(item.text),
+                )
+            )
+            stored += 1
+        seen.add(item.id)
+        for language, text in item.translations.items():
+            if (item.id, language) in translated:
+                continue
+            translated.add((item.id, language))
+            session.add(
+                Translation(
+                    segment_id=item.id,
+                    conversation_id=conversation.id,
+                    language=language,
+                    text=text,
+                    search_terms=search_terms(text),
+                )
+            )
+    return SegmentsStored(stored=stored, duplicates=len(batch.segments) - stored)
+
+
+def store_segments(sessions: sessionmaker[Session], batch: SegmentBatch) -> SegmentsStored:
+    """Store a batch in one transaction. Raises SegmentConflict or ConversationDeleted.
+
+    An agent retries a post it got no answer to, possibly while the first is still running:
+    the second then fails on a unique key, and a retry sees the first's rows as duplicates.
+    """
+    for attempt in range(3):
+        try:
+            with sessions.begin() as session:
+                return _store(session, batch)
+        except IntegrityError:
+            logger.info("retrying segments after a concurrent insert", extra={"attempt": attempt})
+    raise RuntimeError("segments could not be stored after 3 attempts")

@@ -1,0 +1,218 @@
+"""Agents post transcript segments once each, with a service token and nothing else."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+
+from api.service_auth import mint_service_token
+from api.settings import Settings
+from api.tokens import TokenRequest, mint_caller_token
+from kaiwa.stack.config import StackConfig
+
+from .apiclient import admin_headers, agent_headers, api_settings, client_for, post_segments
+from .apiclient import segment as seg
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(services_config: StackConfig, database_url: str, tmp_path: Path) -> Settings:
+    return api_settings(services_config, database_url, tmp_path)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with client_for(settings) as client:
+        yield client
+
+
+def transcript_of(client: TestClient, settings: Settings, room_sid: str) -> list[dict[str, object]]:
+    listing = client.get("/api/conversations", headers=admin_headers(settings)).json()
+    (conversation,) = [c for c in listing["items"] if c["room_sid"] == room_sid]
+    response = client.get(
+        f"/api/conversations/{conversation['id']}/transcript", headers=admin_headers(settings)
+    )
+    segments: list[dict[str, object]] = response.json()["segments"]
+    return segments
+
+
+def test_posting_twice_stores_once_and_adds_translations(
+    client: TestClient, settings: Settings
+) -> None:
+    first = [seg("s-1", "Hello there", 0.5), seg("s-2", "I need a table", 2.0)]
+    assert post_segments(client, settings, "RM_a", first) == {"stored": 2, "duplicates": 0}
+    again = [
+        seg("s-1", "Hello there", 0.5, translations={"ja": "こんにちは"}),
+        seg("s-2", "I need a table", 2.0),
+        seg("s-3", "For two", 4.0),
+    ]
+    assert post_segments(client, settings, "RM_a", again) == {"stored": 1, "duplicates": 2}
+    # The translation arrives again, and a second language later: one row each.
+    later = [seg("s-1", "Hello there", 0.5, translations={"ja": "こんにちは", "vi": "Xin chào"})]
+    assert post_segments(client, settings, "RM_a", later) == {"stored": 0, "duplicates": 1}
+
+    segments = transcript_of(client, settings, "RM_a")
+    assert [s["id"] for s in segments] == ["s-1", "s-2", "s-3"]
+    assert segments[0]["translations"] == {"ja": "こんにちは", "vi": "Xin chào"}
+
+
+def test_same_id_in_one_batch_counts_once(client: TestClient, settings: Settings) -> None:
+    batch = [seg("s-1", "Hello", 0.0), seg("s-1", "Hello", 0.0)]
+    assert post_segments(client, settings, "RM_a", batch) == {"stored": 1, "duplicates": 1}
+
+
+def test_concurrent_retries_store_each_segment_once(client: TestClient, settings: Settings) -> None:
+    """An agent retries a post that timed out while the first is still being stored."""
+    batch = [
+        seg(f"s-{i}", f"line {i}", float(i), translations={"ja": f"行 {i}"}) for i in range(20)
+    ]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: post_segments(client, settings, "RM_a", batch), range(4)))
+    assert sum(r["stored"] for r in results) == 20
+    segments = transcript_of(client, settings, "RM_a")
+    assert len(segments) == 20
+    assert all(s["translations"] == {"ja": f"行 {str(s['id'])[2:]}"} for s in segments)
+
+
+def test_segment_id_of_another_conversation_is_a_conflict(
+    client: TestClient, settings: Settings
+) -> None:
+    post_segments(client, settings, "RM_a", [seg("s-1", "Hello", 0.0)])
+    response = client.post(
+        "/api/internal/segments",
+        json={"room_sid": "RM_b", "segments": [seg("s-1", "Hello", 0.0)]},
+        headers=agent_headers(settings),
+    )
+    assert response.status_code == 409
+
+
+def test_deleted_conversation_takes_no_more_text(
+    s3_server: StackConfig, client: TestClient, settings: Settings
+) -> None:
+    post_segments(client, settings, "RM_a", [seg("s-1", "Hello", 0.0)])
+    listing = client.get("/api/conversations", headers=admin_headers(settings)).json()
+    conversation_id = listing["items"][0]["id"]
+    deleted = client.delete(
+        f"/api/conversations/{conversation_id}", headers=admin_headers(settings)
+    )
+    assert deleted.status_code == 204
+    response = client.post(
+        "/api/internal/segments",
+        json={"room_sid": "RM_a", "segments": [seg("s-2", "Still here?", 3.0)]},
+        headers=agent_headers(settings),
+    )
+    assert response.status_code == 410
+
+
+def _post(client: TestClient, headers: dict[str, str]) -> int:
+    body = {"room_sid": "RM_a", "segments": [seg("s-1", "Hello", 0.0)]}
+    return client.post("/api/internal/segments", json=body, headers=headers).status_code
+
+
+def test_no_token_is_refused(client: TestClient) -> None:
+    assert _post(client, {}) == 401
+    assert _post(client, {"Authorization": "Bearer"}) == 401
+    assert _post(client, {"Authorization": "Basic YWdlbnQ6c2VjcmV0"}) == 401
+
+
+def test_caller_token_is_forbidden(client: TestClient, settings: Settings) -> None:
+    """Signed with the same secret, but a LiveKit access token: the claim tells them apart."""
+    caller = mint_caller_token(settings, TokenRequest(name="Aiko", room="r1")).token
+    assert _post(client, {"Authorization": f"Bearer {caller}"}) == 403
+
+
+def test_admin_token_is_not_a_service_token(client: TestClient, settings: Settings) -> None:
+    assert _post(client, admin_headers(settings)) == 401
+
+
+def _signed(settings: Settings, claims: dict[str, object]) -> dict[str, str]:
+    token = jwt.encode(claims, settings.livekit_api_secret, algorithm="HS256")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_expired_token_is_refused(client: TestClient, settings: Settings) -> None:
+    now = int(time.time())
+    expired = _signed(
+        settings,
+        {
+            "iss": settings.livekit_api_key,
+            "iat": now - 120,
+            "exp": now - 60,
+            "kaiwa": {"service": "agent"},
+        },
+    )
+    assert _post(client, expired) == 401
+
+
+@pytest.mark.parametrize(
+    "claims,status",
+    [
+        ({"kaiwa": {"service": "recorder"}}, 403),
+        ({"kaiwa": {"role": "admin"}}, 403),
+        ({"kaiwa": "agent"}, 403),
+        ({}, 403),
+        ({"kaiwa": {"service": "agent"}, "video": {"roomJoin": True, "room": "r1"}}, 403),
+        ({"kaiwa": {"service": "agent"}, "iss": "another-key"}, 401),
+        ({"kaiwa": {"service": "agent"}, "exp": None}, 401),
+        # A year-long token would be a standing credential if it leaked.
+        ({"kaiwa": {"service": "agent"}, "exp": int(time.time()) + 365 * 86400}, 401),
+    ],
+)
+def test_wrong_claims_are_refused(
+    client: TestClient, settings: Settings, claims: dict[str, object], status: int
+) -> None:
+    base: dict[str, object] = {
+        "iss": settings.livekit_api_key,
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 60,
+    }
+    merged = {k: v for k, v in {**base, **claims}.items() if v is not None}
+    assert _post(client, _signed(settings, merged)) == status
+
+
+def test_token_signed_with_another_secret_is_refused(
+    client: TestClient, settings: Settings
+) -> None:
+    token = mint_service_token(settings.livekit_api_key, "x" * 48)
+    assert _post(client, {"Authorization": f"Bearer {token}"}) == 401
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"id": "../../etc/passwd"},
+        {"id": "x" * 65},
+        {"id": ""},
+        {"text": "x" * 4001},
+        {"text": ""},
+        {"language": "english"},
+        {"translations": {"Japanese": "こんにちは"}},
+        {"start_s": -1.0},
+        {"start_s": 5.0, "end_s": 4.0},
+        {"participant_identity": "<script>"},
+    ],
+)
+def test_invalid_segments_are_refused(
+    client: TestClient, settings: Settings, change: dict[str, object]
+) -> None:
+    body = {"room_sid": "RM_a", "segments": [{**seg("s-1", "Hello", 0.0), **change}]}
+    response = client.post("/api/internal/segments", json=body, headers=agent_headers(settings))
+    assert response.status_code == 422
+
+
+def test_batch_size_is_limited(client: TestClient, settings: Settings) -> None:
+    too_many = [seg(f"s-{i}", "x", float(i)) for i in range(101)]
+    response = client.post(
+        "/api/internal/segments",
+        json={"room_sid": "RM_a", "segments": too_many},
+        headers=agent_headers(settings),
+    )
+    assert response.status_code == 422
+    assert post_segments(client, settings, "RM_a", too_many[:100])["stored"] == 100
