@@ -357,10 +357,12 @@ function resultRows(item, terms) {
   return rows;
 }
 
-// Identities today; names and kinds if the list ever carries them (the recorder then hidden).
+// The list carries identities. `recorder-` is reserved for the recorder (api/tokens.py), a
+// hidden participant that is no one an admin is looking for. Names and kinds are used if
+// the list ever carries them.
 function participantNames(participants) {
   return participants
-    .filter((p) => typeof p === "string" || p.kind !== "egress")
+    .filter((p) => (typeof p === "string" ? !p.startsWith("recorder-") : p.kind !== "egress"))
     .map((p) => (typeof p === "string" ? p : p.name || p.identity))
     .join(", ");
 }
