@@ -9,6 +9,7 @@ import time
 import urllib.request
 from types import FrameType
 
+from .bench import search as bench_search
 from .stack.config import Ports, Secrets, StackConfig
 from .stack.install import install
 from .stack.paths import STATE_DIR
@@ -144,11 +145,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    # Imported here: the bench pulls in the API and SQLAlchemy, which `kaiwa up` does not need.
-    from .bench import search
-
-    return search.main(args.options)
+def cmd_bench_search(args: argparse.Namespace) -> int:
+    return bench_search.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,12 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--stt-model", default="whisper-base")
     p_eval.set_defaults(func=cmd_eval)
 
-    p_bench = sub.add_parser("bench", help="measure Kaiwa's own components at scale")
-    p_bench.add_argument("suite", choices=["search"], help="search: the history search")
-    p_bench.add_argument(
-        "options", nargs=argparse.REMAINDER, help="the suite's options (see its --help)"
+    p_bench = sub.add_parser("bench", help="measure a capability on a stack of its own")
+    bench = p_bench.add_subparsers(dest="bench", required=True)
+    p_search = bench.add_parser(
+        "search", help="history search at 1M segments, SQLite and PostgreSQL"
     )
-    p_bench.set_defaults(func=cmd_bench)
+    bench_search.add_arguments(p_search)
+    p_search.set_defaults(func=cmd_bench_search)
 
     args = parser.parse_args(argv)
     try:

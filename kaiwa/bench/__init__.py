@@ -1,1 +1,1 @@
-"""Benchmarks of Kaiwa's own components, run by `kaiwa bench <name>`."""
+"""Benchmarks: `kaiwa bench <name>` runs the real stack and prints measured figures."""
