@@ -9,6 +9,7 @@ import time
 import urllib.request
 from types import FrameType
 
+from .bench import search as bench_search
 from .stack.config import Ports, Secrets, StackConfig
 from .stack.install import install
 from .stack.paths import STATE_DIR
@@ -160,6 +161,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_search(args: argparse.Namespace) -> int:
+    return bench_search.run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kaiwa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     p_recorder.add_argument("--seconds", type=float, default=60, help="length of each call")
     p_recorder.add_argument("--json", action="store_true", help="print one JSON object")
     p_recorder.set_defaults(func=cmd_bench)
+    p_search = bench.add_parser(
+        "search", help="history search at 1M segments, SQLite and PostgreSQL"
+    )
+    bench_search.add_arguments(p_search)
+    p_search.set_defaults(func=cmd_bench_search)
 
     args = parser.parse_args(argv)
     try:
