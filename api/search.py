@@ -17,7 +17,8 @@ translation), English and other spaced scripts as whole words, CJK as substrings
   so each lexeme is exactly one of our terms.
 
 `find_conversations` is the one entry point for the history list (the API and the search
-bench both call it); the dialects differ only in `_index_match` and `_count_matches`.
+bench both call it). The dialects differ in `_index_match`, `_scan_match` and
+`_many_matches`, nowhere else. Design and measurements: docs/history-search.md.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -210,8 +212,11 @@ class ConversationFilters:
     query: SearchQuery | None = None
 
 
-_segments_fts = table("segments_fts", sql_column("rowid"), sql_column("segments_fts"))
-_translations_fts = table("translations_fts", sql_column("rowid"), sql_column("translations_fts"))
+def _fts_rowids(model: type[Segment] | type[Translation], query: SearchQuery) -> Select[Any]:
+    """SQLite: the rowids (`seq`) of `model`'s rows that its FTS5 table says match."""
+    name = f"{model.__tablename__}_fts"
+    fts = table(name, sql_column("rowid"), sql_column(name))
+    return select(fts.c.rowid).where(fts.c[name].match(query.fts5()))
 
 
 def _tsvector(model: type[Segment] | type[Translation]) -> ColumnElement[object]:
@@ -228,10 +233,7 @@ def _index_match(
 ) -> ColumnElement[bool]:
     """Rows of `model` that match, found through the full-text index."""
     if dialect == "sqlite":
-        fts = _segments_fts if model is Segment else _translations_fts
-        match_column = fts.c.segments_fts if model is Segment else fts.c.translations_fts
-        matching = select(fts.c.rowid).where(match_column.match(query.fts5()))
-        return model.seq.in_(matching)
+        return model.seq.in_(_fts_rowids(model, query))
     return and_(_tsvector(model).op("@@")(_tsquery(query)), _scan_match(dialect, model, query))
 
 
@@ -261,18 +263,16 @@ def _many_matches(session: Session, query: SearchQuery, threshold: int) -> bool:
     single_term = len(query.phrases) == 1 and len(query.phrases[0].terms) == 1
     total = 0
     for model in (Segment, Translation):
-        if dialect == "sqlite":
-            fts = _segments_fts if model is Segment else _translations_fts
-            match_column = fts.c.segments_fts if model is Segment else fts.c.translations_fts
-            inner = select(fts.c.rowid).where(match_column.match(query.fts5())).limit(threshold)
-        elif single_term:
+        if dialect != "sqlite" and single_term:
             total += round(_planned_rows(session, model.__tablename__, query))
-            if total >= threshold:
-                return True
-            continue
         else:
-            inner = select(model.seq).where(_index_match(dialect, model, query)).limit(threshold)
-        total += session.scalar(select(func.count()).select_from(inner.subquery())) or 0
+            matching = (
+                _fts_rowids(model, query)
+                if dialect == "sqlite"
+                else select(model.seq).where(_index_match(dialect, model, query))
+            )
+            counted = select(func.count()).select_from(matching.limit(threshold).subquery())
+            total += session.scalar(counted) or 0
         if total >= threshold:
             return True
     return False

@@ -9,6 +9,7 @@ import time
 import urllib.request
 from types import FrameType
 
+from .bench import search as bench_search
 from .stack.config import Ports, Secrets, StackConfig
 from .stack.install import install
 from .stack.paths import STATE_DIR
@@ -59,6 +60,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"\nKaiwa is up{' and healthy' if healthy else ''} after "
             f"{time.monotonic() - started:.1f} s.\n"
             f"  Open the app:      {cfg.api_url}/\n"
+            f"  Admin console:     {cfg.api_url}/admin.html\n"
             f"  API docs:          {cfg.api_url}/docs\n"
             f"  Health:            {cfg.api_url}/healthz\n"
             f"  LiveKit:           {cfg.livekit_url}\n"
@@ -148,12 +150,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    # Imported here: the benches pull in the API, SQLAlchemy and livekit, which `kaiwa up`
-    # does not need.
-    if args.suite == "search":
-        from .bench import search
-
-        return search.main(args.options)
+    # Imported here: the recorder bench pulls in livekit, which `kaiwa up` does not need.
     from .bench import recorder
 
     figures = asyncio.run(recorder.run(args.rooms, args.seconds))
@@ -163,6 +160,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for key, value in figures.items():
             print(f"{key:34} {value}")
     return 0
+
+
+def cmd_bench_search(args: argparse.Namespace) -> int:
+    return bench_search.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     p_recorder.add_argument("--seconds", type=float, default=60, help="length of each call")
     p_recorder.add_argument("--json", action="store_true", help="print one JSON object")
     p_recorder.set_defaults(func=cmd_bench)
-    p_search = bench.add_parser("search", help="history search at a million segments")
-    p_search.add_argument(
-        "options", nargs=argparse.REMAINDER, help="the search bench's options (see its --help)"
+    p_search = bench.add_parser(
+        "search", help="history search at 1M segments, SQLite and PostgreSQL"
     )
-    p_search.set_defaults(func=cmd_bench)
+    bench_search.add_arguments(p_search)
+    p_search.set_defaults(func=cmd_bench_search)
 
     args = parser.parse_args(argv)
     try:

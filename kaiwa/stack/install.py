@@ -42,10 +42,14 @@ APT_PACKAGES = {
     "redis-server": "/usr/bin/redis-server",
     "postgresql": "/usr/lib/postgresql",
     "espeak-ng": "/usr/bin/espeak-ng",
+    # The admin console's browser test drives Debian's Chromium through Playwright (no
+    # browser download); the Noto CJK fonts make its Japanese legible in screenshots.
+    "chromium": "/usr/bin/chromium",
+    "fonts-noto-cjk": "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
 }
 PROFILES = {
     "up": ["redis-server", "espeak-ng"],
-    "test": ["redis-server", "postgresql", "espeak-ng"],
+    "test": ["redis-server", "postgresql", "espeak-ng", "chromium", "fonts-noto-cjk"],
 }
 # Which set of offline models each profile installs (agents/models/catalog.py PROFILES).
 MODEL_PROFILES = {"up": "default", "test": "test"}
@@ -152,7 +156,8 @@ def install_web() -> None:
         )
         stamp.touch()
     dist = web / "dist" / "index.html"
-    sources = [p for p in (web / "src").rglob("*") if p.is_file()] + [web / "index.html"]
+    pages = [*web.glob("*.html"), *web.glob("*.css"), web / "package.json"]
+    sources = [p for p in (web / "src").rglob("*") if p.is_file()] + pages
     if not dist.exists() or max(p.stat().st_mtime for p in sources) > dist.stat().st_mtime:
         run_step("build the web app", ["npm", "run", "--silent", "build"], cwd=web)
 
