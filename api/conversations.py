@@ -54,9 +54,10 @@ def _room_recording(recordings: Sequence[Recording]) -> Recording | None:
 
 
 def _recording_status(recordings: Sequence[Recording]) -> str | None:
-    room = _room_recording(recordings)
-    if room is not None:
-        return room.status
+    """The newest room recording's status: after a recorder restart, the continuation's."""
+    rooms = [r for r in recordings if r.kind == "room"]
+    if rooms:
+        return max(rooms, key=lambda r: (r.started_at is not None, r.started_at)).status
     latest = max(recordings, key=lambda r: r.updated_at or r.created_at, default=None)
     return latest.status if latest is not None else None
 
@@ -107,6 +108,7 @@ class _Facts:
             "languages": sorted(self.languages[conversation.id]),
             "has_recording": any(r.object_key is not None for r in recordings),
             "recording_status": _recording_status(recordings),
+            "recording_partial": any(r.partial for r in recordings if r.kind == "room"),
             "segment_count": self.segment_counts[conversation.id],
         }
 

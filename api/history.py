@@ -99,11 +99,22 @@ def _on_room_finished(session: Session, event: WebhookEventProto) -> None:
     conversation.ended_at = _from_seconds(event.created_at) or datetime.now(UTC)
 
 
+def _is_recorder(info: lkmodels.ParticipantInfo) -> bool:
+    # The recorder (like LiveKit Egress) is a hidden participant, not someone in the call.
+    return info.kind == lkmodels.ParticipantInfo.Kind.EGRESS
+
+
 def _on_participant_joined(session: Session, event: WebhookEventProto) -> None:
+    if _is_recorder(event.participant):
+        _conversation(session, event.room)
+        return
     _participant(session, _conversation(session, event.room), event.participant)
 
 
 def _on_participant_left(session: Session, event: WebhookEventProto) -> None:
+    if _is_recorder(event.participant):
+        _conversation(session, event.room)
+        return
     participant = _participant(session, _conversation(session, event.room), event.participant)
     participant.left_at = _from_seconds(event.created_at) or datetime.now(UTC)
 

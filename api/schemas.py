@@ -42,7 +42,10 @@ class ConversationFields(BaseModel):
     languages: list[str] = Field(description="Participants' and segments' languages.")
     has_recording: bool = Field(description="Some recording of it has a stored file.")
     recording_status: str | None = Field(
-        description="The room recording's status, else the latest recording's."
+        description="The newest room recording's status, else the latest recording's."
+    )
+    recording_partial: bool = Field(
+        default=False, description="Part of the call's room recording ends early (a restart)."
     )
     segment_count: int
 

@@ -59,6 +59,19 @@ async def test_caller_joins_agent_is_dispatched_and_webhooks_land_once(stack: St
         await wait_until(lambda: agent.attributes.get("lk.agent.state") == "listening")
         assert agent.attributes.get("kaiwa.mode") == "dialog"
         room_name = caller.room_name
+
+        # Calls are recorded by default: the recorder joins too, hidden from callers.
+        def recording_active() -> bool:
+            return bool(
+                db_rows(
+                    cfg,
+                    "SELECT 1 FROM recordings r JOIN conversations c ON c.id = r.conversation_id "
+                    "WHERE c.room_name = ? AND r.kind = 'room' AND r.status = 'active'",
+                    room_name,
+                )
+            )
+
+        await wait_until(recording_active, timeout_s=30)
     finally:
         await caller.leave()
 
@@ -98,7 +111,8 @@ async def test_caller_joins_agent_is_dispatched_and_webhooks_land_once(stack: St
     )
     by_event = {row[0]: row[1] for row in counted}
     assert by_event.get("room_started") == 1
-    assert by_event.get("participant_joined") == 2
+    # The caller, the agent and the recorder; the recorder is not a participant of the call.
+    assert by_event.get("participant_joined") == 3
     assert by_event.get("room_finished") == 1
     ids = db_rows(cfg, "SELECT id FROM webhook_events WHERE room_sid = ?", room_sid)
     assert len(ids) == len(set(ids))

@@ -52,10 +52,14 @@ def test_room_and_participant_events_build_the_conversation(
 ) -> None:
     room = events.room(mode="interpret")
     agent = events.participant(sid="PA_agent", identity="agent-AJ_1", kind=4, language="")
+    # The recorder: hidden, kind EGRESS (2), not someone in the call.
+    recorder = events.participant(sid="PA_rec", identity="recorder-x", kind=2, language="")
     for evt in [
         events.event("room_started", room=room),
+        events.event("participant_joined", room=room, participant=recorder),
         events.event("participant_joined", room=room, participant=events.participant()),
         events.event("participant_joined", room=room, participant=agent),
+        events.event("participant_left", room=room, participant=recorder),
         events.event("participant_left", room=room, participant=events.participant()),
         events.event("room_finished", room=room),
     ]:

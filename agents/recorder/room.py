@@ -37,6 +37,9 @@ logger = logging.getLogger("kaiwa.recorder")
 
 TICK_S = TICK_MS / 1000
 TICK_NS = TICK_MS * 1_000_000
+# Every track is heard PRIME_MS late (its jitter buffer's depth): the mix's first ticks can
+# only be that wait, so the mix starts after them and its time 0 is when the recorder began.
+PRIME_TICKS = PRIME_MS // TICK_MS
 # Each AudioStream event carries this much audio: fewer, larger frames cost less per track.
 STREAM_FRAME_MS = 100
 # Frames an AudioStream holds for a slow reader before dropping the oldest (2 s).
@@ -238,9 +241,10 @@ class RoomRecorder:
     async def _run_clock(self) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
+        # Tick k mixes what was heard at t0 + k ticks: PRIME_MS before it was written.
         self.t0_ns = now_ns() - PRIME_MS * 1_000_000
         assert self.mix is not None
-        self.mix.record.info.started_at = self.t0_ns
+        self.mix.record.info.started_at = self.t0_ns + self.mix.start_tick * TICK_NS
         self.mix.record.info.status = ACTIVE
         self.mix.record.publish("egress_updated")
         self.on_event()
@@ -286,7 +290,8 @@ class RoomRecorder:
             if speaker.recording is not None:
                 out.append((speaker.recording, voice if voice is not None else _silence()))
         assert self.mix is not None
-        out.append((self.mix, mix(voices)))
+        if self.tick >= self.mix.start_tick:
+            out.append((self.mix, mix(voices)))
         return out
 
     # --- recordings ------------------------------------------------------------------------
@@ -310,6 +315,7 @@ class RoomRecorder:
     def _start_mix(self) -> None:
         request = lkegress.RoomCompositeEgressRequest(room_name=self.room_name, audio_only=True)
         self.mix = self._new_recording(lkegress.EgressInfo(room_composite=request))
+        self.mix.start_tick = self.tick + PRIME_TICKS
 
     def _start_speaker(self, speaker: Speaker) -> Recording:
         request = lkegress.ParticipantEgressRequest(
@@ -367,7 +373,7 @@ class RoomRecorder:
             # The spool copy is kept (it is never dropped unverified) for an operator.
             logger.error("stored recording failed verification", extra={"key": recording.obj.key})
             error = f"the stored file failed verification: {exc}"
-        duration_ns = (recording.end_tick - recording.start_tick) * TICK_NS
+        duration_ns = max(0, recording.end_tick - recording.start_tick) * TICK_NS
         record.info.file_results.append(
             lkegress.FileInfo(
                 filename=recording.obj.key,

@@ -362,14 +362,13 @@ function resultRows(item, terms) {
 // the list ever carries them.
 function participantNames(participants) {
   return participants
-    .filter((p) => (typeof p === "string" ? !p.startsWith("recorder-") : p.kind !== "egress"))
     .map((p) => (typeof p === "string" ? p : p.name || p.identity))
     .join(", ");
 }
 
 function recordingCell(item) {
   if (!item.recording_status) return el("span", { class: "badge none", text: "None" });
-  const badge = statusBadge({ status: item.recording_status, partial: false });
+  const badge = statusBadge({ status: item.recording_status, partial: item.recording_partial });
   if (!item.has_recording && item.recording_status !== "active") {
     return el("span", {}, badge, el("span", { class: "note", text: " no file" }));
   }
