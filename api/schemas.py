@@ -144,6 +144,37 @@ class SegmentsStored(BaseModel):
     duplicates: int = Field(description="Segments it already had (their new translations kept).")
 
 
+# A usage counter: "stt_audio_s", "tts_characters", "llm_input_tokens", ...
+UsageName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+MAX_USAGE_COUNTERS = 32
+
+
+class CallReport(BaseModel):
+    """What an agent says about a call: a summary and the usage it counted."""
+
+    room_sid: RoomSid
+    room_name: str | None = Field(
+        default=None, max_length=128, description="Shown until LiveKit's room event arrives."
+    )
+    summary: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=20_000,
+        description="Replaces the stored summary; left out, the summary stays as it is.",
+    )
+    usage: dict[UsageName, Annotated[float, Field(ge=0, le=1e12)]] = Field(
+        default_factory=dict,
+        max_length=MAX_USAGE_COUNTERS,
+        description="The call's totals so far: each counter named replaces the stored one, "
+        "so a report sent twice counts once.",
+    )
+
+
+class CallReportStored(BaseModel):
+    summary: str | None
+    usage: dict[str, float]
+
+
 class AdminLogin(BaseModel):
     password: str = Field(max_length=1024)
 

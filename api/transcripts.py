@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .history import conversation_for_room
 from .models import Segment, Translation
-from .schemas import SegmentBatch, SegmentsStored
+from .schemas import MAX_USAGE_COUNTERS, CallReport, CallReportStored, SegmentBatch, SegmentsStored
 from .search import search_terms
 
 logger = logging.getLogger("kaiwa.api")
@@ -92,3 +92,25 @@ def store_segments(sessions: sessionmaker[Session], batch: SegmentBatch) -> Segm
         except IntegrityError:
             logger.info("retrying segments after a concurrent insert", extra={"attempt": attempt})
     raise RuntimeError("segments could not be stored after 3 attempts")
+
+
+class TooManyCounters(Exception):
+    """The report would take the call past MAX_USAGE_COUNTERS distinct counters."""
+
+
+def store_report(sessions: sessionmaker[Session], report: CallReport) -> CallReportStored:
+    """Set the call's summary and usage counters. Raises ConversationDeleted, TooManyCounters."""
+    with sessions.begin() as session:
+        conversation = conversation_for_room(
+            session, report.room_sid, room_name=report.room_name or ""
+        )
+        if conversation.deleted_at is not None:
+            raise ConversationDeleted(conversation.id)
+        if report.summary is not None:
+            conversation.summary = report.summary
+        # A new dict, so the JSON column sees the change.
+        usage = {**(conversation.usage or {}), **report.usage}
+        if len(usage) > MAX_USAGE_COUNTERS:
+            raise TooManyCounters(len(usage))
+        conversation.usage = usage
+        return CallReportStored(summary=conversation.summary, usage=usage)

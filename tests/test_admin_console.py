@@ -186,6 +186,16 @@ async def seeded_call(stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
         )
         assert posted.status_code == 200, posted.text
         assert posted.json()["stored"] == len(segments)
+        reported = await client.post(
+            "/api/internal/reports",
+            json={
+                "room_sid": room_sid,
+                "summary": "Alice and Bob agree to meet at the lighthouse.",
+                "usage": {"stt_audio_s": 2 * TONE_S, "tts_characters": 57},
+            },
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert reported.status_code == 200, reported.text
         detail = await client.get(f"/api/conversations/{conversation['id']}")
         detail.raise_for_status()
     return SeededCall(detail.json(), segments)
@@ -292,6 +302,11 @@ async def test_search_open_play_and_follow_the_transcript(
         lines = page.locator("#transcript li.segment")
         await expect(lines).to_have_count(4)
         await expect(lines.nth(0)).to_contain_text("灯台で会いましょうか")  # translation beside
+        await expect(page.locator("#summary")).to_have_text(
+            "Alice and Bob agree to meet at the lighthouse."
+        )
+        await expect(page.locator("#usage")).to_contain_text("tts characters")
+        await expect(page.locator("#usage")).to_contain_text("57")
         exported = await context.request.get(
             stack.cfg.api_url + (await page.locator("#export-vtt").get_attribute("href") or "")
         )

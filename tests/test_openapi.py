@@ -13,6 +13,7 @@ pytestmark = pytest.mark.unit
 
 TYPED = {
     ("post", "/api/internal/segments"): ("SegmentBatch", "SegmentsStored"),
+    ("post", "/api/internal/reports"): ("CallReport", "CallReportStored"),
     ("post", "/api/admin/session"): ("AdminLogin", "AdminSession"),
     ("get", "/api/conversations"): (None, "ConversationPage"),
     ("get", "/api/conversations/{conversation_id}"): (None, "ConversationDetail"),

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from botocore.exceptions import ClientError
 
 from agents.recorder.encoder import OggOpusEncoder
 from agents.recorder.mixer import SAMPLE_RATE, TICK_SAMPLES, JitterBuffer, mix
@@ -137,3 +138,33 @@ def test_verification_catches_an_object_that_differs(s3: StackConfig, tmp_path: 
     client.put_object(Bucket=s3.s3_bucket, Key=obj.key, Body=b"something else")
     with pytest.raises(VerificationError):
         uploader.verify(obj)
+
+
+def test_an_upload_the_store_dropped_starts_again_from_the_spool(
+    s3: StackConfig, tmp_path: Path
+) -> None:
+    """An expired or aborted multipart upload: nothing is lost, the next push starts afresh."""
+    client = s3_client(s3)
+    uploader = Uploader(client, s3.s3_bucket)
+    obj = SpooledObject.create(tmp_path / "obj", "recordings/RM_test/EG_dropped.ogg")
+    first = os.urandom(MIN_PART_SIZE + 10)
+    obj.write(first)
+    uploader.push(obj)
+    client.abort_multipart_upload(Bucket=s3.s3_bucket, Key=obj.key, UploadId=obj.state.upload_id)
+    obj.write(b"tail")
+    obj.close_input()
+    with pytest.raises(ClientError):
+        uploader.push(obj)  # the store says NoSuchUpload: this attempt fails...
+    assert obj.state.upload_id is None and obj.state.parts == []
+    uploader.push(obj)  # ...and the retry uploads everything the spool holds
+    assert obj.state.completed
+    stored = client.get_object(Bucket=s3.s3_bucket, Key=obj.key)["Body"].read()
+    assert stored == first + b"tail"
+
+
+def test_an_empty_object_is_refused_not_retried(s3: StackConfig, tmp_path: Path) -> None:
+    uploader = Uploader(s3_client(s3), s3.s3_bucket)
+    obj = SpooledObject.create(tmp_path / "obj", "recordings/RM_test/EG_empty.ogg")
+    obj.close_input()
+    with pytest.raises(ValueError, match="nothing to upload"):
+        uploader.push(obj)

@@ -216,3 +216,69 @@ def test_batch_size_is_limited(client: TestClient, settings: Settings) -> None:
     )
     assert response.status_code == 422
     assert post_segments(client, settings, "RM_a", too_many[:100])["stored"] == 100
+
+
+def _report(client: TestClient, settings: Settings, **body: object) -> tuple[int, object]:
+    response = client.post(
+        "/api/internal/reports", json={"room_sid": "RM_a", **body}, headers=agent_headers(settings)
+    )
+    return response.status_code, response.json()
+
+
+def _conversation(client: TestClient, settings: Settings) -> dict[str, object]:
+    listing = client.get("/api/conversations", headers=admin_headers(settings)).json()
+    (item,) = [c for c in listing["items"] if c["room_sid"] == "RM_a"]
+    detail: dict[str, object] = client.get(
+        f"/api/conversations/{item['id']}", headers=admin_headers(settings)
+    ).json()
+    return detail
+
+
+def test_report_sets_summary_and_usage_counted_once(client: TestClient, settings: Settings) -> None:
+    first = {"stt_audio_s": 61.5, "tts_characters": 420}
+    assert _report(client, settings, summary="Booked a table.", usage=first)[0] == 200
+    # The same totals again (a retry), then later totals and a new counter: replaced, not added.
+    assert _report(client, settings, usage=first)[0] == 200
+    status, body = _report(client, settings, usage={"stt_audio_s": 90.0, "llm_output_tokens": 12})
+    assert status == 200
+    expected = {"stt_audio_s": 90.0, "tts_characters": 420, "llm_output_tokens": 12}
+    assert body == {"summary": "Booked a table.", "usage": expected}
+    detail = _conversation(client, settings)
+    assert detail["summary"] == "Booked a table."
+    assert detail["usage"] == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"usage": {"stt_audio_s": -1}},
+        {"usage": {"Bad Name": 1}},
+        {"usage": {"x": "lots"}},
+        {"usage": {f"c{i}": 1 for i in range(33)}},
+        {"summary": ""},
+        {"summary": "x" * 20_001},
+        {"room_sid": "../RM_a"},
+    ],
+)
+def test_invalid_reports_are_refused(
+    client: TestClient, settings: Settings, body: dict[str, object]
+) -> None:
+    assert _report(client, settings, **body)[0] == 422
+
+
+def test_counters_are_bounded_per_call(client: TestClient, settings: Settings) -> None:
+    assert _report(client, settings, usage={f"a{i}": 1 for i in range(32)})[0] == 200
+    assert _report(client, settings, usage={"one_more": 1})[0] == 422
+    assert _report(client, settings, usage={"a0": 2})[0] == 200
+
+
+def test_report_needs_a_service_token(client: TestClient, settings: Settings) -> None:
+    caller = mint_caller_token(settings, TokenRequest(name="Aiko", room="r1")).token
+    body = {"room_sid": "RM_a", "summary": "forged"}
+    for headers, expected in [
+        ({}, 401),
+        (admin_headers(settings), 401),
+        ({"Authorization": f"Bearer {caller}"}, 403),
+    ]:
+        response = client.post("/api/internal/reports", json=body, headers=headers)
+        assert response.status_code == expected

@@ -32,6 +32,8 @@ ACTIVE = lkegress.EgressStatus.EGRESS_ACTIVE
 ENDING = lkegress.EgressStatus.EGRESS_ENDING
 COMPLETE = lkegress.EgressStatus.EGRESS_COMPLETE
 FAILED = lkegress.EgressStatus.EGRESS_FAILED
+# As Egress reports a recording that never got its start: no file was made.
+ABORTED = lkegress.EgressStatus.EGRESS_ABORTED
 
 _ALPHABET = string.ascii_letters + string.digits
 

@@ -27,7 +27,17 @@ from livekit import api as lkapi
 from livekit import rtc
 from livekit.protocol import egress as lkegress
 
-from .egress import ACTIVE, COMPLETE, ENDING, FAILED, STARTING, EgressRecord, new_id, now_ns
+from .egress import (
+    ABORTED,
+    ACTIVE,
+    COMPLETE,
+    ENDING,
+    FAILED,
+    STARTING,
+    EgressRecord,
+    new_id,
+    now_ns,
+)
 from .encoder import OggOpusEncoder
 from .mixer import PRIME_MS, TICK_MS, JitterBuffer, Samples, TrackStats, mix
 from .settings import RecorderSettings
@@ -40,6 +50,7 @@ TICK_NS = TICK_MS * 1_000_000
 # Every track is heard PRIME_MS late (its jitter buffer's depth): the mix's first ticks can
 # only be that wait, so the mix starts after them and its time 0 is when the recorder began.
 PRIME_TICKS = PRIME_MS // TICK_MS
+NO_AUDIO_ERROR = "the call ended before any audio was recorded"
 # Each AudioStream event carries this much audio: fewer, larger frames cost less per track.
 STREAM_FRAME_MS = 100
 # Frames an AudioStream holds for a slow reader before dropping the oldest (2 s).
@@ -367,6 +378,9 @@ class RoomRecorder:
         record.publish("egress_updated")
         self.on_event()
         await loop.run_in_executor(self.pool, recording.close_encoder)
+        if recording.obj.size == 0:
+            await self._abort(recording)
+            return
         try:
             await finish_upload(self.uploader, recording.obj, recording.upload_lock)
         except VerificationError as exc:
@@ -398,6 +412,22 @@ class RoomRecorder:
                 "duration_s": duration_ns / 1e9,
                 "size": recording.obj.size,
             },
+        )
+
+    async def _abort(self, recording: Recording) -> None:
+        """The call ended before this recording got any audio (within the jitter buffer's
+        priming): Opus makes no bytes for no audio, and an Ogg file without audio is not one
+        players open, so there is no file, and the egress says why."""
+        record = recording.record
+        await asyncio.to_thread(recording.obj.discard)
+        record.info.status = ABORTED
+        record.info.error = NO_AUDIO_ERROR
+        await store_manifest(self.uploader, record, recording.obj.key)
+        record.publish("egress_ended")
+        self.on_event()
+        logger.info(
+            "recording aborted: no audio",
+            extra={"egress_id": record.egress_id, "room_sid": self.room_sid},
         )
 
     async def _upload_loop(self) -> None:
@@ -440,10 +470,10 @@ async def finish_upload(
             async with lock or contextlib.nullcontext():
                 await asyncio.to_thread(uploader.push, obj)
             return
-        except StorageError:
+        except StorageError as exc:
             logger.warning(
-                "storage unavailable; recording kept on local disk, retrying",
-                extra={"key": obj.key, "retry_in_s": delay},
+                "upload failed; recording kept on local disk, retrying",
+                extra={"key": obj.key, "retry_in_s": delay, "error": str(exc)[:300]},
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)

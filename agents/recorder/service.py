@@ -269,43 +269,50 @@ class RecorderService:
     # --- recovery --------------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """Finish every recording a previous recorder process left unfinished."""
+        """Finish every recording a previous recorder process left unfinished.
+
+        Each on its own: one whose storage keeps failing does not hold up the others.
+        """
         for directory in sorted(p for p in self.spool.iterdir() if p.is_dir()):
             try:
                 record = EgressRecord.load(directory)
             except (OSError, ValueError):
                 logger.exception("unreadable spool folder", extra={"folder": directory.name})
                 continue
-            if record.ended:
-                continue
-            logger.warning("finishing an interrupted recording", extra={"egress": directory.name})
-            info = record.info
-            file_dir = directory / "file"
-            if file_dir.exists():
-                obj = SpooledObject.load(file_dir)
-                if not obj.state.input_closed:
-                    obj.close_input()
-                await finish_upload(self.uploader, obj)
-                duration = await asyncio.to_thread(ogg_duration_ns, obj.data_path)
-                info.ended_at = (info.started_at or info.updated_at) + duration
-                del info.file_results[:]
-                info.file_results.append(
-                    lkegress.FileInfo(
-                        filename=obj.key,
-                        started_at=info.started_at,
-                        ended_at=info.ended_at,
-                        duration=duration,
-                        size=obj.size,
-                        location=f"s3://{self.uploader.bucket}/{obj.key}",
-                    )
+            if not record.ended:
+                self._spawn(self._recover_one(record), f"recover-{directory.name}")
+
+    async def _recover_one(self, record: EgressRecord) -> None:
+        logger.warning("finishing an interrupted recording", extra={"egress": record.egress_id})
+        info = record.info
+        file_dir = record.directory / "file"
+        obj = SpooledObject.load(file_dir) if file_dir.exists() else None
+        if obj is not None and obj.size > 0:
+            if not obj.state.input_closed:
+                obj.close_input()
+            await finish_upload(self.uploader, obj)
+            duration = await asyncio.to_thread(ogg_duration_ns, obj.data_path)
+            info.ended_at = (info.started_at or info.updated_at) + duration
+            del info.file_results[:]
+            info.file_results.append(
+                lkegress.FileInfo(
+                    filename=obj.key,
+                    started_at=info.started_at,
+                    ended_at=info.ended_at,
+                    duration=duration,
+                    size=obj.size,
+                    location=f"s3://{self.uploader.bucket}/{obj.key}",
                 )
-                info.status = FAILED
-                info.error = PARTIAL_ERROR
-                await store_manifest(self.uploader, record, obj.key)
-            else:
-                info.status = FAILED
-                info.error = "the recorder stopped before any audio was written"
-            record.publish("egress_ended")
+            )
+            info.status = FAILED
+            info.error = PARTIAL_ERROR
+            await store_manifest(self.uploader, record, obj.key)
+        else:
+            if obj is not None:
+                await asyncio.to_thread(obj.discard)
+            info.status = FAILED
+            info.error = "the recorder stopped before any audio was written"
+        record.publish("egress_ended")
         self._outbox_wakeup.set()
 
     # --- running ---------------------------------------------------------------------------

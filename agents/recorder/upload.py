@@ -130,6 +130,10 @@ class SpooledObject:
         self.directory.rmdir()
 
 
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 class Uploader:
     """Blocking S3 calls for spooled objects; run them in a thread, never on the event loop."""
 
@@ -143,6 +147,9 @@ class Uploader:
         state = obj.state
         if state.completed:
             return
+        if state.input_closed and obj.size == 0:
+            # S3 completes no multipart upload without parts: the caller decides instead.
+            raise ValueError(f"{state.key}: nothing to upload")
         if state.upload_id is None:
             created = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=state.key, ContentType="audio/ogg"
@@ -159,13 +166,22 @@ class Uploader:
             length = remaining if final and remaining < 2 * self.part_size else self.part_size
             data = obj.read(offset, length)
             number = len(state.parts) + 1
-            response = self.client.upload_part(
-                Bucket=self.bucket,
-                Key=state.key,
-                UploadId=state.upload_id,
-                PartNumber=number,
-                Body=data,
-            )
+            try:
+                response = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=state.key,
+                    UploadId=state.upload_id,
+                    PartNumber=number,
+                    Body=data,
+                )
+            except ClientError as exc:
+                if _error_code(exc) == "NoSuchUpload":
+                    # The store dropped the upload (expired, or aborted by a lifecycle rule):
+                    # the spool still holds every byte, so the next attempt starts afresh.
+                    state.upload_id = None
+                    state.parts.clear()
+                    obj.save()
+                raise
             state.parts.append(
                 Part(number, len(data), hashlib.md5(data).hexdigest(), response["ETag"])
             )
@@ -185,12 +201,27 @@ class Uploader:
                 },
             )
         except ClientError as exc:
-            # Completed by an earlier attempt whose answer was lost: the check below decides.
-            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+            if _error_code(exc) != "NoSuchUpload":
+                raise
+            # Completed by an earlier attempt whose answer was lost (the check below decides),
+            # or dropped by the store: then the next attempt uploads the spool afresh.
+            if not self._exists(state.key):
+                state.upload_id = None
+                state.parts.clear()
+                obj.save()
                 raise
         self.verify(obj)
         state.completed = True
         obj.save()
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
 
     def verify(self, obj: SpooledObject) -> None:
         head = self.client.head_object(Bucket=self.bucket, Key=obj.key)

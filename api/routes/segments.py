@@ -1,4 +1,4 @@
-"""POST /api/internal/segments: agents store final transcript segments and translations."""
+"""Agents' internal routes: final transcript segments and translations; a call's report."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.concurrency import run_in_threadpool
 
 from ..deps import AgentDep, Deps
-from ..schemas import SegmentBatch, SegmentsStored
-from ..transcripts import ConversationDeleted, SegmentConflict, store_segments
+from ..schemas import MAX_USAGE_COUNTERS, CallReport, CallReportStored, SegmentBatch, SegmentsStored
+from ..transcripts import (
+    ConversationDeleted,
+    SegmentConflict,
+    TooManyCounters,
+    store_report,
+    store_segments,
+)
 
 router = APIRouter(tags=["internal"])
 
@@ -31,3 +37,25 @@ async def post_segments(batch: SegmentBatch, deps: Deps, _agent: AgentDep) -> Se
         ) from exc
     except ConversationDeleted as exc:
         raise HTTPException(status.HTTP_410_GONE, "the conversation was deleted") from exc
+
+
+@router.post(
+    "/api/internal/reports",
+    responses={
+        401: {"description": "No token, or not a genuine current one"},
+        403: {"description": "A genuine token that is not a service token"},
+        410: {"description": "The conversation was deleted"},
+        422: {"description": "Malformed, or too many distinct usage counters"},
+    },
+)
+async def post_report(report: CallReport, deps: Deps, _agent: AgentDep) -> CallReportStored:
+    """Set a call's summary and usage counters, as shown on its conversation."""
+    try:
+        return await run_in_threadpool(store_report, deps.sessions, report)
+    except ConversationDeleted as exc:
+        raise HTTPException(status.HTTP_410_GONE, "the conversation was deleted") from exc
+    except TooManyCounters as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"a call has at most {MAX_USAGE_COUNTERS} counters",
+        ) from exc

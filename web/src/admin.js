@@ -458,7 +458,7 @@ function renderDetail(c) {
   $("usage").replaceChildren(
     ...usage.flatMap(([k, v]) => [
       el("dt", { text: k.replaceAll("_", " ") }),
-      el("dd", { text: typeof v === "object" ? JSON.stringify(v) : String(v) }),
+      el("dd", { text: typeof v === "number" ? v.toLocaleString("en") : JSON.stringify(v) }),
     ]),
   );
   if (!usage.length) $("usage").append(el("dd", { class: "note", text: "No usage recorded." }));
