@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -36,8 +37,37 @@ def check_port_free(port: int, service: str, *, udp: bool = False) -> None:
             ) from exc
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(*, udp: bool = False) -> int:
+    """A free port below the kernel's ephemeral range.
+
+    The kernel hands ports from that range to outgoing connections at any moment, so a port
+    found free there can be taken before its server binds it (seen: the recorder's port taken
+    by another service's client connection while the stack started).
+    """
     kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    low = _ephemeral_low()
+    candidates = list(range(20000, low)) if low > 21000 else []
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
