@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 LANGUAGE_NAMES = {
     "en": "English",
@@ -57,9 +58,9 @@ EXAMPLES = (
 )
 
 
-def prompt(text: str, source: str, target: str) -> list[dict[str, str]]:
+def prompt(text: str, source: str, target: str) -> list[ChatCompletionMessageParam]:
     src, tgt = source.split("-")[0].lower(), target.split("-")[0].lower()
-    messages = [
+    messages: list[ChatCompletionMessageParam] = [
         {
             "role": "system",
             "content": SYSTEM_PROMPT.format(
@@ -167,15 +168,7 @@ class Translator:
             temperature=0,
             # A translation is rarely more than 3x the source in tokens; this bounds runaways.
             max_tokens=min(512, 16 + 3 * len(text)),
-            messages=[
-                {
-                    "role": "system",
-                    "content": SYSTEM_PROMPT.format(
-                        source=language_name(source), target=language_name(target)
-                    ),
-                },
-                {"role": "user", "content": text},
-            ],
+            messages=prompt(text, source, target),
             timeout=self._timeout,
         )
         return clean(response.choices[0].message.content or "")
