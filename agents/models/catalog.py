@@ -208,6 +208,12 @@ CATALOG: dict[str, ModelSpec] = {
 # What `kaiwa models install` fetches by default, and the small set the tests use.
 PROFILES: dict[str, tuple[str, ...]] = {
     "default": ("whisper-base", "qwen2.5-1.5b-instruct", "piper-en-joe"),
-    "test": ("whisper-tiny.en", "whisper-base", "qwen2.5-0.5b-instruct", "piper-en-joe"),
+    "test": (
+        "whisper-tiny.en",
+        "whisper-base",
+        "qwen2.5-0.5b-instruct",
+        "qwen2.5-1.5b-instruct",
+        "piper-en-joe",
+    ),
 }
 PROFILES["all"] = tuple(CATALOG)
