@@ -231,9 +231,17 @@ class WhisperStream(stt.RecognizeStream):
                     vad_stream.flush()
             vad_stream.end_input()
 
-        async def interim() -> None:
-            audio = to_float32(segment.frames)
-            result = await self._whisper._engine.transcribe_async(audio, self._options)
+        async def interim(pending: asyncio.Task[Transcript] | None = None) -> None:
+            try:
+                result = await (
+                    pending
+                    or self._whisper._engine.transcribe_async(
+                        to_float32(segment.frames), self._options
+                    )
+                )
+            finally:
+                if pending is not None and not pending.done():
+                    pending.cancel()
             if segment.active and result.text:
                 self._event_ch.send_nowait(
                     _event(
@@ -258,7 +266,7 @@ class WhisperStream(stt.RecognizeStream):
         async def finalize(
             frames: list[rtc.AudioFrame], pending: asyncio.Task[Transcript] | None = None
         ) -> None:
-            start = segment.start_s
+            start, segment_id = segment.start_s, segment.id
             segment.reset()
             if (
                 sum(f.samples_per_channel for f in frames)
@@ -277,6 +285,7 @@ class WhisperStream(stt.RecognizeStream):
                         start,
                         start + result.duration_s,
                         confidence=result.confidence,
+                        request_id=segment_id,  # the interims' id: the final replaces them
                     )
                 )
             self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH))
@@ -300,8 +309,16 @@ class WhisperStream(stt.RecognizeStream):
                         if early is None:
                             early = decode(list(segment.frames))
                         continue  # no interims during a pause: the decode thread is the final's
-                    if early is not None:  # speech resumed: that decode is stale
-                        early.cancel()
+                    if early is not None:
+                        # Speech resumed: that decode is no longer the final, but it is a
+                        # fresh interim (its decode thread cannot be stopped anyway).
+                        if interim_task is None or interim_task.done():
+                            segment.last_interim = now
+                            interim_task = asyncio.create_task(
+                                interim(early), name="whisper-interim"
+                            )
+                        else:
+                            early.cancel()
                         early = None
                     if segment.duration_s >= self._options.max_segment_s:
                         await finalize(list(segment.frames))
