@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 AGENT_NAME = "kaiwa"
@@ -27,5 +28,13 @@ class AgentSettings(BaseSettings):
     google_llm_model: str = "gemini-2.5-flash"
     llm_base_url: str = "http://127.0.0.1:8090/v1"
     llm_model: str = "qwen2.5-1.5b-instruct"
+    # Where agents post transcripts and reports (the API's internal routes).
+    api_internal_url: str = "http://127.0.0.1:8000"
+    # Interpretation: a listener's translated audio never falls further behind than this.
+    interpret_max_lag_s: float = 4.0
+    # Calls one worker serves at once; beyond it LiveKit dispatches to another worker. A
+    # dispatch no worker accepts is not retried (the caller gets no agent), and a room stays
+    # 20 s after its last caller leaves, so this is a guard against overload, set generously.
+    agent_max_sessions: int = Field(default=10, ge=1)
     # Idle processes kept warm for the next job; 1 is right for a 2-core machine.
     agent_idle_processes: int = 1

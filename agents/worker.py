@@ -17,11 +17,16 @@ import redis.asyncio as aioredis
 from livekit import rtc
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess
 from livekit.agents.__main__ import main as agents_main
+from openai import AsyncOpenAI
 
-from . import engines
+from . import engines, roles
 from .heartbeat import REFRESH_S, TTL_S, worker_key
+from .interpret import baseline
+from .interpret.history import SegmentStore
+from .interpret.session import Interpreter
 from .models import ModelError
 from .settings import AGENT_NAME, AgentSettings
+from .translate import Translator
 
 logger = logging.getLogger("kaiwa.agents")
 
@@ -36,6 +41,15 @@ def prewarm(_proc: JobProcess) -> None:
         engines.warm(settings.stt_model)
 
 
+def session_load(server: AgentServer) -> float:
+    """The worker's load as LiveKit sees it: the share of its call slots in use.
+
+    LiveKit's default is the machine's CPU use, which turns the worker away (\"full\") whenever
+    anything else on the machine is busy; counting our own calls keeps dispatch predictable.
+    """
+    return min(1.0, len(server.active_jobs) / settings.agent_max_sessions)
+
+
 # Jobs run as threads of this process, not as processes of their own: the models are then
 # loaded once per worker and shared by every call (a process per job would load them per
 # call). Inference runs in native code that releases the GIL.
@@ -45,15 +59,21 @@ server = AgentServer(
     job_executor_type=JobExecutorType.THREAD,
     setup_fnc=prewarm,
     initialize_process_timeout=120,
+    load_fnc=session_load,
+    load_threshold=1.0,
 )
 
 
-def dispatch_mode(job_metadata: str) -> str:
+def dispatch_metadata(job_metadata: str) -> dict[str, Any]:
     try:
-        mode = json.loads(job_metadata or "{}").get("mode", "dialog")
+        metadata = json.loads(job_metadata or "{}")
     except json.JSONDecodeError:
-        mode = "dialog"
-    return str(mode)
+        return {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def dispatch_mode(job_metadata: str) -> str:
+    return str(dispatch_metadata(job_metadata).get("mode", "dialog"))
 
 
 @server.rtc_session(agent_name=AGENT_NAME)
@@ -71,7 +91,44 @@ async def entrypoint(ctx: JobContext) -> None:
     def _on_disconnected(_: rtc.DisconnectReason) -> None:
         done.set()
 
-    await done.wait()
+    if mode == "interpret" and dispatch_metadata(ctx.job.metadata).get("design") == baseline.DESIGN:
+        await baseline.run(
+            ctx.room,
+            done,
+            make_stt=lambda language: roles.make_stt(settings, language),
+            make_llm=lambda: roles.make_llm(settings),
+            make_tts=lambda language: roles.make_tts(settings, language),
+            vad_model=engines.vad(),
+        )
+    elif mode == "interpret":
+        await interpret(ctx, done)
+    else:
+        await done.wait()
+
+
+async def interpret(ctx: JobContext, done: asyncio.Event) -> None:
+    room = ctx.room
+    store = SegmentStore(
+        settings.api_internal_url,
+        settings.livekit_api_key,
+        settings.livekit_api_secret,
+        room_sid=await room.sid,
+        room_name=room.name,
+    )
+    llm_client = AsyncOpenAI(base_url=settings.llm_base_url, api_key="local")
+    interpreter = Interpreter(
+        room,
+        translator=Translator(llm_client, settings.llm_model),
+        store=store,
+        make_stt=lambda language: roles.make_stt(settings, language),
+        make_tts=lambda language: roles.make_tts(settings, language),
+        call_started_at=room.creation_time.timestamp(),
+        max_lag_s=settings.interpret_max_lag_s,
+    )
+    try:
+        await interpreter.run(done)
+    finally:
+        await llm_client.close()
 
 
 class Heartbeat:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 import wave
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,45 @@ class ReceivedText:
     attributes: dict[str, str]
 
 
+class Microphone:
+    """A published track that sends audio all the time, as a real microphone does: silence
+    between utterances, so the listener's VAD sees a sentence end the way it would live."""
+
+    def __init__(self, source: rtc.AudioSource) -> None:
+        self.source = source
+        self.rate = source.sample_rate
+        self._per_frame = self.rate * FRAME_MS // 1000
+        self._queued: deque[tuple[np.ndarray[Any, np.dtype[np.int16]], asyncio.Future[float]]]
+        self._queued = deque()
+        self._silence = np.zeros(self._per_frame, dtype=np.int16)
+
+    async def run(self) -> None:
+        while True:
+            if self._queued:
+                pcm, done = self._queued.popleft()
+                for start in range(0, len(pcm), self._per_frame):
+                    await self._capture(pcm[start : start + self._per_frame])
+                # The queued audio still ahead of the last frame plays before it is sent.
+                if not done.done():
+                    done.set_result(time.monotonic() + self.source.queued_duration)
+            else:
+                await self._capture(self._silence)
+
+    async def _capture(self, chunk: np.ndarray[Any, np.dtype[np.int16]]) -> None:
+        if len(chunk) < self._per_frame:
+            chunk = np.pad(chunk, (0, self._per_frame - len(chunk)))
+        frame = rtc.AudioFrame(chunk.tobytes(), self.rate, 1, self._per_frame)
+        # capture_frame waits while the source's queue is full: that paces us in real time.
+        await self.source.capture_frame(frame)
+
+    async def say(self, pcm: np.ndarray[Any, np.dtype[np.int16]]) -> float:
+        """Speak `pcm` (mono, at the microphone's rate); returns the monotonic time its last
+        sample left for the network."""
+        done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._queued.append((pcm, done))
+        return await done
+
+
 @dataclass
 class SyntheticCaller:
     api_url: str
@@ -52,11 +92,15 @@ class SyntheticCaller:
     identity: str | None = None
     # Bounded: a caller left listening for a long bench keeps at most this much audio.
     max_heard_frames: int = 100 * 60 * 10
+    # In an interpreted call an app hears the interpreter's track in its own language, not
+    # the other callers' own voices: `translations`. `all` subscribes to every audio track.
+    listen: str = "auto"
 
     room: rtc.Room = field(default_factory=rtc.Room)
     heard: list[HeardAudio] = field(default_factory=list)
     texts: list[ReceivedText] = field(default_factory=list)
     grant: dict[str, Any] = field(default_factory=dict)
+    microphone: Microphone | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def request_token(self, **extra: Any) -> dict[str, Any]:
@@ -77,7 +121,40 @@ class SyntheticCaller:
         self.room_name, self.identity = self.grant["room"], self.grant["identity"]
         self.room.on("track_subscribed", self._on_track_subscribed)
         self.room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._on_text_stream)
-        await self.room.connect(self.grant["url"], self.grant["token"])
+        if self.listens_to_translations:
+            self.room.on("track_published", lambda pub, _p: self._choose(pub))
+        options = rtc.RoomOptions(auto_subscribe=not self.listens_to_translations)
+        await self.room.connect(self.grant["url"], self.grant["token"], options)
+        if self.listens_to_translations:
+            self._choose_all()
+
+    @property
+    def listens_to_translations(self) -> bool:
+        return self.listen == "translations" or (self.listen == "auto" and self.mode == "interpret")
+
+    def _choose(self, publication: rtc.RemoteTrackPublication) -> None:
+        """Subscribed to a translated track (`{source track}-{language}`) in our language only,
+        never one made from our own voice."""
+        own = {p.sid for p in self.room.local_participant.track_publications.values()}
+        source, _, language = publication.name.rpartition("-")
+        wanted = (
+            publication.kind == rtc.TrackKind.KIND_AUDIO
+            and language == self.language
+            and source not in own
+        )
+        publication.set_subscribed(wanted)
+
+    def _choose_all(self) -> None:
+        for participant in self.room.remote_participants.values():
+            if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+                for publication in participant.track_publications.values():
+                    self._choose(publication)
+
+    async def set_language(self, language: str) -> None:
+        """Switch language mid-call, as the app does: the attribute, then the tracks."""
+        self.language = language
+        await self.room.local_participant.set_attributes({"language": language})
+        self._choose_all()
 
     def _on_track_subscribed(
         self,
@@ -147,6 +224,31 @@ class SyntheticCaller:
             await source.capture_frame(frame)
         await source.wait_for_playout()
         return time.monotonic()
+
+    async def say_wav(self, path: Path) -> float:
+        """Speak a mono 16-bit WAV into this caller's always-on microphone (published on first
+        use); returns when its last sample left, as `Microphone.say`."""
+        with wave.open(str(path), "rb") as wav:
+            if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
+                raise ValueError(f"{path}: only mono 16-bit PCM WAV is supported")
+            rate = wav.getframerate()
+            pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+        if self.microphone is None:
+            source = rtc.AudioSource(rate, 1, queue_size_ms=100)
+            track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
+            options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+            await self.room.local_participant.publish_track(track, options)
+            self.microphone = Microphone(source)
+            self._spawn(self.microphone.run())
+        if rate != self.microphone.rate:
+            raise ValueError(f"{path}: {rate} Hz, the microphone runs at {self.microphone.rate}")
+        return await self.microphone.say(pcm)
+
+    @property
+    def microphone_sid(self) -> str:
+        """The sid of the track `say_wav` speaks on."""
+        names = {p.name: p.sid for p in self.room.local_participant.track_publications.values()}
+        return names["microphone"]
 
     def remote(self, kind: int | None = None) -> list[rtc.RemoteParticipant]:
         return [p for p in self.room.remote_participants.values() if kind is None or p.kind == kind]

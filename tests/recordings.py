@@ -93,14 +93,15 @@ def stored_recordings(cfg: StackConfig, room_sid: str) -> list[StoredRecording]:
 
 
 async def wait_for_recordings(
-    cfg: StackConfig, room_sid: str, count: int, timeout_s: float = 60.0
+    cfg: StackConfig, room_sid: str, count: int, timeout_s: float = 60.0, *, mixes: int = 1
 ) -> list[StoredRecording]:
-    """Manifests are written when a recording ends: wait until `count` of them exist."""
+    """Manifests are written when a recording ends: wait until `count` of them exist, `mixes`
+    of them room mixes."""
     deadline = time.monotonic() + timeout_s
     found: list[StoredRecording] = []
     while time.monotonic() < deadline:
         found = await asyncio.to_thread(stored_recordings, cfg, room_sid)
-        if len(found) >= count:
+        if len(found) >= count and sum(r.kind == "room" for r in found) >= mixes:
             return found
         await asyncio.sleep(0.5)
     raise AssertionError(f"{len(found)} of {count} recordings stored for {room_sid}")

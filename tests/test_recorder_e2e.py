@@ -156,8 +156,9 @@ async def test_killed_recorder_leaves_a_partial_recording_and_a_new_one_continue
         await bob.leave()
         await alice.leave()
 
-    # Interrupted: mix + Alice's own. Continued: mix + Alice's own (Bob never spoke).
-    recordings = await wait_for_recordings(stack.cfg, room_sid, count=4, timeout_s=90)
+    # Interrupted: mix + Alice's own (+ the interpreter's silent voice track, published for
+    # Bob). Continued: mix + Alice's own (Bob never spoke).
+    recordings = await wait_for_recordings(stack.cfg, room_sid, count=4, timeout_s=90, mixes=2)
     mixes = sorted((r for r in recordings if r.kind == "room"), key=lambda r: r.started_ns)
     assert [m.status for m in mixes] == ["EGRESS_FAILED", "EGRESS_COMPLETE"]
     partial, continued = mixes

@@ -33,7 +33,10 @@ async def test_listener_hears_the_speakers_wav_in_real_time(stack: Stack, tmp_pa
     write_tone_wav(wav, silence_s=1.0, tone_s=1.0)
     api = stack.cfg.api_url
     speaker = SyntheticCaller(api, name="Speaker", mode="interpret", room_name="harness")
-    listener = SyntheticCaller(api, name="Listener", mode="interpret", room_name="harness")
+    # Every track, not just translations: this listener hears the speaker's own voice.
+    listener = SyntheticCaller(
+        api, name="Listener", mode="interpret", room_name="harness", listen="all"
+    )
     await speaker.join()
     await listener.join()
     try:

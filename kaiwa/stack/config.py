@@ -140,6 +140,7 @@ class StackConfig:
             "S3_ENDPOINT_URL": self.s3_endpoint_url,
             "S3_BUCKET": self.s3_bucket,
             "API_PUBLIC_URL": self.api_url,
+            "API_INTERNAL_URL": self.api_url,
             "AGENT_HTTP_PORT": str(self.ports.agent_http),
             "LLM_BASE_URL": self.llm_base_url,
             "LLM_MODEL": self.llm_model,

@@ -1,0 +1,115 @@
+"""Final segments and their translations, posted to the history API exactly once.
+
+Posts go through a bounded in-memory buffer and are retried with backoff while the API is
+away (a restart, a deploy). The API stores each segment id once, so a retry of a post whose
+answer was lost is harmless. When the call ends, what is buffered is flushed before the
+agent leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+import httpx
+
+from api.service_auth import mint_service_token
+
+logger = logging.getLogger("kaiwa.interpret")
+
+BATCH = 50
+# A call's worth of segments many times over; past it, the oldest are given up, loudly.
+MAX_BUFFERED = 5000
+RETRY_MAX_S = 10.0
+
+
+class SegmentStore:
+    def __init__(
+        self, api_url: str, api_key: str, api_secret: str, *, room_sid: str, room_name: str
+    ) -> None:
+        self._client = httpx.AsyncClient(base_url=api_url, timeout=10)
+        self._key, self._secret = api_key, api_secret
+        self.room_sid, self.room_name = room_sid, room_name
+        self._buffer: deque[dict[str, Any]] = deque()
+        self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.stored = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="segment-store")
+
+    def add(self, segment: dict[str, Any]) -> None:
+        if len(self._buffer) >= MAX_BUFFERED:
+            lost = self._buffer.popleft()
+            logger.error(
+                "history API unreachable too long: segment lost", extra={"segment_id": lost["id"]}
+            )
+        self._buffer.append(segment)
+        self._drained.clear()
+        self._wakeup.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while True:
+            if not self._buffer:
+                self._drained.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            self._drained.clear()
+            if await self._post_batch():
+                delay = 0.5
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _post_batch(self) -> bool:
+        """True when the batch was settled (stored, or refused for good)."""
+        batch = [self._buffer[i] for i in range(min(BATCH, len(self._buffer)))]
+        token = mint_service_token(self._key, self._secret, ttl_s=60)
+        try:
+            response = await self._client.post(
+                "/api/internal/segments",
+                json={"room_sid": self.room_sid, "room_name": self.room_name, "segments": batch},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        except httpx.HTTPError as exc:
+            logger.warning("history API unreachable; segments kept", extra={"error": str(exc)})
+            return False
+        if response.status_code >= 500 or response.status_code == 429:
+            logger.warning(
+                "history API busy; segments kept", extra={"status": response.status_code}
+            )
+            return False
+        for _ in batch:
+            self._buffer.popleft()
+        if response.is_success:
+            self.stored += int(response.json().get("stored", 0))
+        elif response.status_code == 410:
+            logger.info("conversation deleted by an admin: its transcript is not kept")
+        else:
+            logger.error(
+                "history API refused segments",
+                extra={"status": response.status_code, "body": response.text[:500]},
+            )
+        return True
+
+    async def aclose(self, timeout_s: float = 30.0) -> None:
+        """Flush what is buffered (within the timeout), then stop."""
+        if self._buffer:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout_s)
+        if self._buffer:
+            logger.error("history not flushed before leaving", extra={"pending": self.pending})
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._client.aclose()

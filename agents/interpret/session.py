@@ -1,0 +1,393 @@
+"""The interpreter of one room: who speaks, who listens in which language, and the voices."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import stt, tts
+
+from api.tokens import LANGUAGE_ATTRIBUTE
+
+from ..translate import Translator, UnsupportedLanguage, language_name
+from ..tts.voices import UnsupportedLanguage as NoVoice
+from .captions import NOTICE_TOPIC, TOPIC, Caption
+from .history import SegmentStore
+from .speaker import FinalText, SpeakerPipeline
+from .voice import TranslatedVoice
+
+logger = logging.getLogger("kaiwa.interpret")
+
+STATE_ATTRIBUTE = "lk.agent.state"
+DROPPED_ATTRIBUTE = "kaiwa.dropped_sentences"
+PEOPLE = (
+    rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
+    rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
+)
+# Final sentences of one speaker waiting for translation; beyond it they are stored and
+# captioned untranslated, so a stuck translator never grows memory.
+MAX_UNTRANSLATED = 64
+# Shares of the 15 s LiveKit allows a job to end in: finish the last sentences, then store.
+END_DRAIN_S = 8.0
+END_FLUSH_S = 5.0
+
+
+def language_of(participant: rtc.Participant) -> str:
+    return (participant.attributes.get(LANGUAGE_ATTRIBUTE) or "en").strip() or "en"
+
+
+class Interpreter:
+    def __init__(
+        self,
+        room: rtc.Room,
+        *,
+        translator: Translator,
+        store: SegmentStore,
+        make_stt: Callable[[str], stt.STT[Any]],
+        make_tts: Callable[[str], tts.TTS[Any]],
+        call_started_at: float,
+        max_lag_s: float = 4.0,
+    ) -> None:
+        self.room = room
+        self.translator = translator
+        self.store = store
+        self._make_stt = make_stt
+        self._make_tts = make_tts
+        self.call_started_at = call_started_at
+        self.max_lag_s = max_lag_s
+        self.speakers: dict[str, SpeakerPipeline] = {}  # by track sid
+        self.voices: dict[tuple[str, str], TranslatedVoice] = {}  # by (track sid, language)
+        # Each speaker's sentences waiting for translation, and the task translating them.
+        self._queues: dict[SpeakerPipeline, asyncio.Queue[FinalText]] = {}
+        self._loops: dict[SpeakerPipeline, asyncio.Task[None]] = {}
+        self._tts: dict[str, tts.TTS[Any] | None] = {}
+        self._noticed: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._voices_changed = asyncio.Event()
+        self._translating = 0
+        self._speaking = 0
+        self._state = ""
+        self.dropped = 0
+
+    # --- the room ---------------------------------------------------------------------------
+
+    async def run(self, done: asyncio.Event) -> None:
+        room = self.room
+        room.on("track_subscribed", self._on_track_subscribed)
+        room.on("track_unsubscribed", lambda track, pub, p: self._end_speaker(pub.sid))
+        room.on("participant_connected", lambda _p: self._voices_changed.set())
+        room.on("participant_disconnected", lambda _p: self._voices_changed.set())
+        room.on("participant_attributes_changed", self._on_attributes_changed)
+        for participant in room.remote_participants.values():
+            for publication in participant.track_publications.values():
+                if publication.track is not None and publication.subscribed:
+                    self._on_track_subscribed(publication.track, publication, participant)
+        self.store.start()
+        await self._set_state()
+        reconcile = self._spawn(self._reconcile_voices(), "reconcile-voices")
+        try:
+            await done.wait()
+        finally:
+            reconcile.cancel()
+            await self.aclose()
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _people(self) -> list[rtc.RemoteParticipant]:
+        return [p for p in self.room.remote_participants.values() if p.kind in PEOPLE]
+
+    def _on_track_subscribed(
+        self,
+        track: rtc.Track,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        if track.kind != rtc.TrackKind.KIND_AUDIO or participant.kind not in PEOPLE:
+            return
+        if not isinstance(track, rtc.RemoteAudioTrack) or publication.sid in self.speakers:
+            return
+        self._start_speaker(participant, track, publication.sid)
+
+    def _start_speaker(
+        self, participant: rtc.RemoteParticipant, track: rtc.RemoteAudioTrack, track_sid: str
+    ) -> None:
+        language = language_of(participant)
+        speaker = SpeakerPipeline(
+            identity=participant.identity,
+            track=track,
+            track_sid=track_sid,
+            language=language,
+            engine=self._make_stt(language),
+            call_offset_s=max(0.0, time.time() - self.call_started_at),
+            send_caption=self._send_caption,
+            on_final=self._on_final,
+        )
+        self.speakers[track_sid] = speaker
+        queue: asyncio.Queue[FinalText] = asyncio.Queue(MAX_UNTRANSLATED)
+        self._queues[speaker] = queue
+        self._loops[speaker] = self._spawn(
+            self._translate_loop(speaker, queue), f"translate-{track_sid}"
+        )
+        speaker.start()
+        self._voices_changed.set()
+        logger.info(
+            "interpreting speaker",
+            extra={"identity": participant.identity, "track": track_sid, "language": language},
+        )
+
+    def _end_speaker(self, track_sid: str) -> None:
+        speaker = self.speakers.pop(track_sid, None)
+        if speaker is None:
+            return
+        self._voices_changed.set()
+        speaker.end_input()
+
+        async def finish() -> None:
+            # The track's end flushes the open sentence; then its translations drain. (Its
+            # voices close at once: nobody hears a speaker who has left.)
+            try:
+                await speaker.wait_closed()
+                await self._queues[speaker].join()
+            finally:
+                del self._queues[speaker]
+                self._loops.pop(speaker).cancel()
+
+        self._spawn(finish(), f"end-speaker-{track_sid}")
+
+    def _on_attributes_changed(self, changed: dict[str, str], participant: rtc.Participant) -> None:
+        if LANGUAGE_ATTRIBUTE not in changed or not isinstance(participant, rtc.RemoteParticipant):
+            return
+        # A speaker's new language needs a new STT stream: restart their pipelines.
+        for track_sid, speaker in list(self.speakers.items()):
+            if speaker.identity == participant.identity and speaker.language != language_of(
+                participant
+            ):
+                track = speaker.track
+                self._end_speaker(track_sid)
+                self._start_speaker(participant, track, track_sid)
+        self._voices_changed.set()
+
+    # --- voices -----------------------------------------------------------------------------
+
+    def _listening_languages(self, speaker: SpeakerPipeline) -> set[str]:
+        """The languages other people in the room listen in, besides the speaker's own."""
+        return {
+            language
+            for person in self._people()
+            if person.identity != speaker.identity
+            and (language := language_of(person)) != speaker.language
+        }
+
+    def _wanted_voices(self) -> set[tuple[str, str]]:
+        return {
+            (track_sid, language)
+            for track_sid, speaker in self.speakers.items()
+            for language in self._listening_languages(speaker)
+        }
+
+    async def _reconcile_voices(self) -> None:
+        while True:
+            await self._voices_changed.wait()
+            self._voices_changed.clear()
+            wanted = self._wanted_voices()
+            await self._close_voices([key for key in self.voices if key not in wanted])
+            for track_sid, language in sorted(wanted - set(self.voices)):
+                engine = self._voice_engine(language)
+                if engine is None:
+                    continue
+                voice = TranslatedVoice(
+                    self.room,
+                    name=f"{track_sid}-{language}",
+                    language=language,
+                    engine=engine,
+                    max_lag_s=self.max_lag_s,
+                    on_speaking=self._on_speaking,
+                    on_drop=self._on_drop,
+                )
+                self.voices[(track_sid, language)] = voice
+                await voice.start()
+
+    async def _close_voices(self, keys: list[tuple[str, str]]) -> None:
+        for key in keys:
+            voice = self.voices.pop(key)
+            await voice.aclose()
+
+    def _voice_engine(self, language: str) -> tts.TTS[Any] | None:
+        if language not in self._tts:
+            try:
+                self._tts[language] = self._make_tts(language)
+            except NoVoice:
+                self._tts[language] = None
+                self._notice(language, f"No voice speaks {language}: captions only.")
+        return self._tts[language]
+
+    def _notice(self, language: str, text: str) -> None:
+        if (language, text) in self._noticed:
+            return
+        self._noticed.add((language, text))
+        logger.warning("interpretation notice", extra={"language": language, "notice": text})
+        self._spawn(
+            self.room.local_participant.send_text(
+                text, topic=NOTICE_TOPIC, attributes={"language": language}
+            ),
+            "notice",
+        )
+
+    # --- sentences --------------------------------------------------------------------------
+
+    async def _send_caption(self, caption: Caption) -> None:
+        with contextlib.suppress(Exception):  # a caption lost to a closing room is not fatal
+            await self.room.local_participant.send_text(
+                caption.text, topic=TOPIC, attributes=caption.attributes()
+            )
+
+    def _on_final(self, speaker: SpeakerPipeline, final: FinalText) -> None:
+        logger.debug(
+            "final sentence",
+            extra={"segment_id": final.segment_id, "text": final.text, "language": final.language},
+        )
+        self._spawn(self._send_caption(_source_caption(speaker, final)), "caption")
+        queue = self._queues.get(speaker)
+        try:
+            if queue is None:
+                raise asyncio.QueueFull
+            queue.put_nowait(final)
+        except asyncio.QueueFull:
+            logger.warning("translation behind: sentence stored untranslated")
+            self.store.add(_segment(speaker, final, {}))
+
+    async def _translate_loop(
+        self, speaker: SpeakerPipeline, queue: asyncio.Queue[FinalText]
+    ) -> None:
+        """One speaker's sentences, translated and spoken in the order they were said."""
+        while True:
+            final = await queue.get()
+            try:
+                await self._translate(speaker, final)
+            except Exception:
+                logger.exception("translation failed", extra={"segment_id": final.segment_id})
+                self.store.add(_segment(speaker, final, {}))
+            finally:
+                queue.task_done()
+
+    async def _translate(self, speaker: SpeakerPipeline, final: FinalText) -> None:
+        targets = sorted(self._listening_languages(speaker))
+        translations: dict[str, str] = {}
+        self._translating += 1
+        await self._set_state()
+        try:
+            for language in targets:
+                try:
+                    language_name(language)
+                    language_name(final.language)
+                except UnsupportedLanguage:
+                    self._notice(language, f"No translation into or from {language}.")
+                    continue
+                text = await self.translator.translate_one(final.text, final.language, language)
+                if not text:
+                    continue
+                translations[language] = text
+                logger.debug(
+                    "translated",
+                    extra={"segment_id": final.segment_id, "language": language, "text": text},
+                )
+                await self._send_caption(_translated_caption(speaker, final, language, text))
+                voice = self.voices.get((speaker.track_sid, language))
+                if voice is not None:
+                    voice.say(f"{final.segment_id}-{language}", text)
+        finally:
+            self._translating -= 1
+            await self._set_state()
+        self.store.add(_segment(speaker, final, translations))
+
+    # --- state ------------------------------------------------------------------------------
+
+    def _on_speaking(self, speaking: bool) -> None:
+        self._speaking = max(0, self._speaking + (1 if speaking else -1))
+        self._spawn(self._set_state(), "state")
+
+    def _on_drop(self) -> None:
+        self.dropped += 1
+        self._spawn(
+            self.room.local_participant.set_attributes({DROPPED_ATTRIBUTE: str(self.dropped)}),
+            "dropped",
+        )
+
+    async def _set_state(self) -> None:
+        """LiveKit's agent-state convention: what the agent is doing, for clients to show."""
+        if self._speaking:
+            state = "speaking"
+        elif self._translating:
+            state = "translating"
+        else:
+            state = "listening"
+        if state != self._state:
+            self._state = state
+            with contextlib.suppress(Exception):
+                await self.room.local_participant.set_attributes({STATE_ATTRIBUTE: state})
+
+    async def aclose(self) -> None:
+        for track_sid in list(self.speakers):
+            self._end_speaker(track_sid)
+        # LiveKit gives a job 15 s to end once its room closes: the last sentences get most of
+        # it to be transcribed and translated, the store the rest to deliver them.
+        ending = [t for t in self._tasks if t.get_name().startswith("end-speaker-")]
+        if ending:
+            await asyncio.wait(ending, timeout=END_DRAIN_S)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._close_voices(list(self.voices))
+        await self.store.aclose(timeout_s=END_FLUSH_S)
+
+
+def _source_caption(speaker: SpeakerPipeline, final: FinalText) -> Caption:
+    return Caption(
+        segment_id=final.segment_id,
+        track_id=speaker.track_sid,
+        speaker=speaker.identity,
+        language=final.language,
+        text=final.text,
+        final=True,
+        start_s=final.start_s,
+        end_s=final.end_s,
+    )
+
+
+def _translated_caption(
+    speaker: SpeakerPipeline, final: FinalText, language: str, text: str
+) -> Caption:
+    return Caption(
+        segment_id=f"{final.segment_id}-{language}",
+        track_id=speaker.track_sid,
+        speaker=speaker.identity,
+        language=language,
+        text=text,
+        final=True,
+        start_s=final.start_s,
+        end_s=final.end_s,
+        source_segment_id=final.segment_id,
+    )
+
+
+def _segment(
+    speaker: SpeakerPipeline, final: FinalText, translations: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "id": final.segment_id,
+        "participant_identity": speaker.identity,
+        "language": final.language,
+        "text": final.text,
+        "start_s": final.start_s,
+        "end_s": final.end_s,
+        "translations": translations,
+    }

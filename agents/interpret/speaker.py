@@ -1,0 +1,164 @@
+"""One person's audio track: speech-to-text once, captions, and sentences ready to translate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import stt
+
+from .captions import Caption
+from .sentences import SentenceCommitter
+
+logger = logging.getLogger("kaiwa.interpret")
+
+STT_RATE = 16000
+# Frames of this person's audio waiting for speech-to-text (10 ms each): 5 s, then the
+# oldest are dropped by the SDK rather than memory growing.
+AUDIO_QUEUE_FRAMES = 500
+# Silence pushed after a track ends, so the VAD closes a sentence cut off mid-word.
+TRAILING_SILENCE_S = 0.8
+
+
+@dataclass(frozen=True)
+class FinalText:
+    """A finished sentence (or the end of an utterance) of one speaker."""
+
+    segment_id: str
+    text: str
+    language: str
+    start_s: float
+    end_s: float
+    # When the text was known (monotonic): the start of its translation's lag.
+    at: float
+
+
+class SpeakerPipeline:
+    """Runs one STT stream over one track; sends captions; hands final text on in order."""
+
+    def __init__(
+        self,
+        *,
+        identity: str,
+        track: rtc.RemoteAudioTrack,
+        track_sid: str,
+        language: str,
+        engine: stt.STT[Any],
+        call_offset_s: float,
+        send_caption: Callable[[Caption], Awaitable[None]],
+        on_final: Callable[[SpeakerPipeline, FinalText], None],
+    ) -> None:
+        self.identity = identity
+        self.track = track
+        self.track_sid = track_sid
+        self.language = language
+        self.engine = engine
+        # Seconds from the call's start to this stream's start: STT times are the stream's.
+        self.call_offset_s = call_offset_s
+        self._send_caption = send_caption
+        self._on_final = on_final
+        self._task: asyncio.Task[None] | None = None
+        self._audio: rtc.AudioStream | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"speaker-{self.track_sid}")
+
+    async def _run(self) -> None:
+        audio = self._audio = rtc.AudioStream(
+            self.track, sample_rate=STT_RATE, num_channels=1, capacity=AUDIO_QUEUE_FRAMES
+        )
+        stream = self.engine.stream(language=self.language)
+
+        async def feed() -> None:
+            try:
+                async for event in audio:
+                    stream.push_frame(event.frame)
+            finally:
+                # The track ended (the person left, or unpublished): close the open sentence.
+                silence = rtc.AudioFrame.create(STT_RATE, 1, int(STT_RATE * TRAILING_SILENCE_S))
+                with contextlib.suppress(RuntimeError):  # the stream is already closed
+                    stream.push_frame(silence)
+                    stream.end_input()
+
+        feeder = asyncio.create_task(feed(), name=f"speaker-feed-{self.track_sid}")
+        try:
+            await self._read(stream)
+        finally:
+            feeder.cancel()
+            await asyncio.gather(feeder, return_exceptions=True)
+            await stream.aclose()
+            await audio.aclose()
+
+    async def _read(self, stream: stt.SpeechStream) -> None:
+        committer = SentenceCommitter()
+        async for event in stream:
+            if not event.alternatives:
+                continue
+            data = event.alternatives[0]
+            utterance = event.request_id or "u"
+            start, end = self.call_offset_s + data.start_time, self.call_offset_s + data.end_time
+            part = len(committer.committed)
+            if event.type == stt.SpeechEventType.INTERIM_TRANSCRIPT:
+                done, rest = committer.interim(data.text)
+                for index, sentence in enumerate(done, start=part):
+                    self._final(f"{utterance}-{index}", sentence, data, start, end)
+                if rest:
+                    segment_id = f"{utterance}-{len(committer.committed)}"
+                    await self._send_caption(self._caption(segment_id, rest, start, end, False))
+            elif event.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+                rest = committer.final(data.text)
+                if rest:
+                    self._final(f"{utterance}-{part}", rest, data, start, end)
+
+    def _caption(
+        self, segment_id: str, text: str, start: float, end: float, final: bool
+    ) -> Caption:
+        return Caption(
+            segment_id=segment_id,
+            track_id=self.track_sid,
+            speaker=self.identity,
+            language=self.language,
+            text=text,
+            final=final,
+            start_s=round(start, 3),
+            end_s=round(end, 3),
+        )
+
+    def _final(
+        self, segment_id: str, text: str, data: stt.SpeechData, start: float, end: float
+    ) -> None:
+        self._on_final(
+            self,
+            FinalText(
+                segment_id=segment_id,
+                text=text,
+                language=self.language,
+                start_s=round(start, 3),
+                end_s=round(max(end, start), 3),
+                at=time.monotonic(),
+            ),
+        )
+
+    def end_input(self) -> None:
+        """The track is gone (or the call ends): stop reading it. The open sentence is then
+        closed as final, and its translation and storage follow as usual."""
+        if self._audio is not None and self._closing is None:
+            self._closing = asyncio.create_task(
+                self._audio.aclose(), name=f"speaker-end-{self.track_sid}"
+            )
+
+    async def wait_closed(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,136 @@
+"""One translated voice: a published audio track speaking one speaker's words in one language.
+
+Sentences are spoken in order. A sentence that waited longer than `max_lag_s` between its
+translation being ready and its turn to play is dropped unplayed (its caption already went
+out): a listener hears a little less rather than falling further and further behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import tts
+from prometheus_client import Counter
+
+logger = logging.getLogger("kaiwa.interpret")
+
+# Audio handed to the track ahead of real time: enough to ride out a slow synthesis.
+SOURCE_QUEUE_MS = 1000
+# Sentences waiting for their turn; the oldest go first when more come (never unbounded).
+MAX_WAITING = 16
+
+DROPPED = Counter(
+    "kaiwa_interpret_dropped_sentences",
+    "Translated sentences not spoken because the listener's audio was too far behind",
+    ["language"],
+)
+
+
+@dataclass(frozen=True)
+class Sentence:
+    segment_id: str
+    text: str
+    # When the translation was ready (monotonic): the start of its wait to be spoken.
+    ready_at: float
+
+
+class TranslatedVoice:
+    def __init__(
+        self,
+        room: rtc.Room,
+        *,
+        name: str,
+        language: str,
+        engine: tts.TTS[Any],
+        max_lag_s: float,
+        on_speaking: Callable[[bool], None],
+        on_drop: Callable[[], None],
+    ) -> None:
+        self.room = room
+        self.name = name
+        self.language = language
+        self.engine = engine
+        self.max_lag_s = max_lag_s
+        self._on_speaking = on_speaking
+        self._on_drop = on_drop
+        self._source = rtc.AudioSource(engine.sample_rate, 1, queue_size_ms=SOURCE_QUEUE_MS)
+        self._track = rtc.LocalAudioTrack.create_audio_track(name, self._source)
+        self._waiting: deque[Sentence] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._speaking = False
+        self.dropped = 0
+        self.spoken = 0
+
+    async def start(self) -> None:
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await self.room.local_participant.publish_track(self._track, options)
+        self._task = asyncio.create_task(self._run(), name=f"voice-{self.name}")
+
+    def say(self, segment_id: str, text: str) -> None:
+        if len(self._waiting) >= MAX_WAITING:
+            self._drop(self._waiting.popleft())
+        self._waiting.append(Sentence(segment_id, text, time.monotonic()))
+        self._wakeup.set()
+
+    def _drop(self, sentence: Sentence) -> None:
+        self.dropped += 1
+        DROPPED.labels(self.language).inc()
+        self._on_drop()
+        logger.info(
+            "translated sentence dropped: audio too far behind",
+            extra={"track": self.name, "segment_id": sentence.segment_id},
+        )
+
+    async def _run(self) -> None:
+        while True:
+            if not self._waiting:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            sentence = self._waiting.popleft()
+            # What is still queued on the track plays before this sentence could start.
+            behind = time.monotonic() - sentence.ready_at + self._source.queued_duration
+            if behind > self.max_lag_s:
+                self._drop(sentence)
+                continue
+            self._set_speaking(True)
+            try:
+                await self._speak(sentence.text)
+                self.spoken += 1
+            except Exception:  # a failed synthesis costs one sentence, not the voice
+                logger.exception("speech synthesis failed", extra={"track": self.name})
+            finally:
+                if not self._waiting:
+                    await self._source.wait_for_playout()
+                    self._set_speaking(False)
+
+    def _set_speaking(self, speaking: bool) -> None:
+        # Report changes only: the room counts how many voices are speaking.
+        if speaking != self._speaking:
+            self._speaking = speaking
+            self._on_speaking(speaking)
+
+    async def _speak(self, text: str) -> None:
+        async with self.engine.synthesize(text) as stream:
+            async for chunk in stream:
+                # capture_frame waits while the source's queue is full: real-time pacing.
+                await self._source.capture_frame(chunk.frame)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._set_speaking(False)
+        with contextlib.suppress(Exception):  # the room may already be gone
+            await self.room.local_participant.unpublish_track(self._track.sid)
+        await self._source.aclose()
