@@ -57,20 +57,29 @@ class Transcript:
 
 
 class WhisperEngine:
-    """One loaded model and the single thread that runs it (shared by every stream)."""
+    """One loaded model and the threads that run it (shared by every stream)."""
 
-    def __init__(self, model_dir: str, *, cpu_threads: int = 2) -> None:
+    def __init__(self, model_dir: str, *, cpu_threads: int = 2, parallel: int = 2) -> None:
+        # Two decodes at once, so a final never waits behind an interim already running (a
+        # decode cannot be interrupted). Measured on 2 cores, 2 s of speech: one decode
+        # 1.2 s; two at once 1.74 s for both, against 2.4 s one after the other.
         self.model = WhisperModel(
-            model_dir, device="cpu", compute_type="int8", cpu_threads=cpu_threads
+            model_dir,
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=cpu_threads,
+            num_workers=parallel,
         )
-        # One decode at a time: two concurrent decodes on 2 cores only slow both down.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        self.executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="whisper")
 
     def transcribe(self, audio: np.ndarray, options: WhisperOptions) -> Transcript:
         segments, info = self.model.transcribe(
             audio,
             language=options.language,
             beam_size=options.beam_size,
+            # No fallback re-decodes at higher temperatures: each costs a full decode, live
+            # captions cannot wait for them, and the guard below drops what fails anyway.
+            temperature=0.0,
             condition_on_previous_text=False,
             vad_filter=False,
             no_speech_threshold=options.no_speech_threshold,
