@@ -173,6 +173,20 @@ class Translator:
         )
         return clean(response.choices[0].message.content or "")
 
+    async def warm(self, source: str, target: str) -> None:
+        """Have the model server cache this direction's prompt prefix (system prompt and
+        examples), so the first real sentence does not pay for reading it: on 2 cores that
+        is several seconds."""
+        if source.split("-")[0] == target.split("-")[0]:
+            return
+        await self._client.chat.completions.create(
+            model=self._model,
+            temperature=0,
+            max_tokens=1,
+            messages=prompt("Hello.", source, target),
+            timeout=self._timeout,
+        )
+
     def _remember(self, key: tuple[str, str, str], value: str) -> None:
         self._cache[key] = (time.monotonic(), value)
         self._cache.move_to_end(key)

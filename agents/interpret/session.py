@@ -67,6 +67,7 @@ class Interpreter:
         self._loops: dict[SpeakerPipeline, asyncio.Task[None]] = {}
         self._tts: dict[str, tts.TTS[Any] | None] = {}
         self._noticed: set[tuple[str, str]] = set()
+        self._warmed: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._voices_changed = asyncio.Event()
         self._translating = 0
@@ -199,6 +200,7 @@ class Interpreter:
             await self._voices_changed.wait()
             self._voices_changed.clear()
             wanted = self._wanted_voices()
+            self._warm_translations()
             await self._close_voices([key for key in self.voices if key not in wanted])
             for track_sid, language in sorted(wanted - set(self.voices)):
                 engine = self._voice_engine(language)
@@ -215,6 +217,26 @@ class Interpreter:
                 )
                 self.voices[(track_sid, language)] = voice
                 await voice.start()
+
+    def _warm_translations(self) -> None:
+        """Prepare each translation direction the room needs as soon as it appears: when
+        people join, before anyone speaks."""
+        languages = {language_of(person) for person in self._people()}
+        for source in languages:
+            for target in languages - {source}:
+                direction = (source, target)
+                if direction in self._warmed:
+                    continue
+                self._warmed.add(direction)
+                self._spawn(self._warm(*direction), "warm-translation")
+
+    async def _warm(self, source: str, target: str) -> None:
+        try:
+            language_name(source)
+            language_name(target)
+            await self.translator.warm(source, target)
+        except Exception:  # only an optimisation: the first sentence pays instead
+            logger.warning("translation warm-up failed", extra={"source": source, "target": target})
 
     async def _close_voices(self, keys: list[tuple[str, str]]) -> None:
         for key in keys:
