@@ -162,6 +162,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_interpret(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .bench import interpret
+
+    figures = asyncio.run(interpret.run(args.compare))
+    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    return 0
+
+
 def cmd_bench_search(args: argparse.Namespace) -> int:
     return bench_search.run(args)
 
@@ -203,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     p_recorder.add_argument("--seconds", type=float, default=60, help="length of each call")
     p_recorder.add_argument("--json", action="store_true", help="print one JSON object")
     p_recorder.set_defaults(func=cmd_bench)
+    p_interpret = bench.add_parser(
+        "interpret", help="caption and translation lag, interim cadence, CPU (a stack of its own)"
+    )
+    p_interpret.add_argument(
+        "--compare", action="store_true", help="also run LiveKit's multi-user translator design"
+    )
+    p_interpret.add_argument("--json", action="store_true", help="print one JSON object")
+    p_interpret.set_defaults(func=cmd_bench_interpret)
     p_search = bench.add_parser(
         "search", help="history search at 1M segments, SQLite and PostgreSQL"
     )

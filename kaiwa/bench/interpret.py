@@ -1,0 +1,287 @@
+"""`kaiwa bench interpret`: how fast an English and a Japanese caller understand each other.
+
+It starts a stack of its own (as `make up` does, with the default offline engines) and has
+two synthetic callers, Alice (en) and Kenji (ja), hold a scripted exchange in an interpreted
+room. Speech is made by the project's voices and spoken into always-on microphones, so the
+interpreter hears silence between utterances as it would live. Everything is measured at
+the callers, on arrival:
+
+- caption lag: end of a spoken sentence → the listener receives the final source caption
+  that completes it;
+- translation lag: end of a spoken sentence → the first frame of its translated audio
+  received by the other caller (the translated track is cut into sentences at its pauses,
+  and the n-th sentence heard is taken as the translation of the n-th sentence spoken;
+  `sentences_unmatched` counts the turns where the counts differ);
+- interim cadence: the intervals between caption updates while the speaker speaks;
+- CPU per session: CPU seconds of the agent worker and the LLM server per second of call;
+- drops: translated sentences the interpreter did not speak (its own counter).
+
+With `--compare` the same exchange runs again against LiveKit's multi-user translator design
+(agents/interpret/baseline.py), on the same stack and engines, and the ratio of the median
+translation lags is printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from livekit import api as lkapi
+from livekit import rtc
+
+from agents import engines
+from agents.interpret import baseline
+from agents.settings import AGENT_NAME
+from kaiwa.caller import HeardAudio, SyntheticCaller
+from kaiwa.stack.config import StackConfig
+from kaiwa.stack.services import Stack, ephemeral_config
+
+# A café exchange: short and two-sentence turns, so sentences are cut mid-utterance too.
+SCRIPT: list[tuple[str, list[str]]] = [
+    ("en", ["Good morning.", "I would like a cup of coffee, please."]),
+    ("ja", ["おはようございます。", "ホットとアイス、どちらにしますか。"]),
+    ("en", ["Hot, please.", "How much is it?"]),
+    ("ja", ["三百円です。"]),
+    ("en", ["Can I pay by card?"]),
+    ("ja", ["はい、カードで払えます。", "少々お待ちください。"]),
+    ("en", ["Thank you very much.", "Is there a table by the window?"]),
+    ("ja", ["はい、窓のそばの席が空いています。"]),
+    ("en", ["Great, I will sit there.", "What time do you close today?"]),
+    ("ja", ["今日は夜九時に閉まります。", "ごゆっくりどうぞ。"]),
+]
+GAP_S = 0.3  # between the sentences of one turn
+VOICED = 500  # peak sample value of a frame with speech in it
+PAUSE_S = 0.3  # silence that separates two translated sentences on a track
+TERMINALS = ".!?。！？"
+
+
+@dataclass
+class Turn:
+    speaker: SyntheticCaller
+    listener: SyntheticCaller
+    sentences: list[str]
+    started: float = 0.0
+    sentence_ends: list[float] = field(default_factory=list)
+    track_sid: str = ""
+    until: float = 0.0
+
+
+def _speech(language: str, sentences: list[str]) -> tuple[np.ndarray[Any, Any], int, list[int]]:
+    """The turn's audio, its sample rate, and where each sentence ends (in samples)."""
+    voice = engines.voice(language)
+    gap = np.zeros(int(voice.sample_rate * GAP_S), dtype=np.int16)
+    parts: list[np.ndarray[Any, Any]] = []
+    ends: list[int] = []
+    for sentence in sentences:
+        if parts:
+            parts.append(gap)
+        parts.append(voice.synthesize(sentence))
+        ends.append(sum(len(p) for p in parts))
+    return np.concatenate(parts), voice.sample_rate, ends
+
+
+def _write_wav(path: Path, pcm: np.ndarray[Any, Any], rate: int) -> Path:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm.tobytes())
+    return path
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _onsets(frames: list[HeardAudio]) -> list[float]:
+    """Arrival times of the first frame of each stretch of speech on a track."""
+    onsets: list[float] = []
+    last_voiced = -1e9
+    for frame in frames:
+        if int(np.abs(frame.samples).max(initial=0)) < VOICED:
+            continue
+        if frame.at - last_voiced > PAUSE_S:
+            onsets.append(frame.at)
+        last_voiced = frame.at
+    return onsets
+
+
+def _sentences_in(text: str) -> int:
+    return max(1, sum(text.count(t) for t in TERMINALS))
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
+
+
+async def _quiet(listener: SyntheticCaller, track: str, since: float, quiet_s: float) -> None:
+    """Until the listener heard speech on `track` after `since` and then `quiet_s` of none."""
+    deadline = time.monotonic() + 25
+    while time.monotonic() < deadline:
+        voiced = [
+            h.at
+            for h in listener.heard[-1000:]
+            if h.track_name == track and h.at > since and np.abs(h.samples).max() >= VOICED
+        ]
+        if voiced and time.monotonic() - voiced[-1] > quiet_s:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def _create_room(cfg: StackConfig, name: str, design: str) -> None:
+    """A room whose agent dispatch names the design (the token's room config is then unused:
+    it applies only to a join that creates the room)."""
+    async with lkapi.LiveKitAPI(
+        cfg.livekit_url, cfg.secrets.livekit_api_key, cfg.secrets.livekit_api_secret
+    ) as client:
+        await client.room.create_room(
+            lkapi.CreateRoomRequest(
+                name=name,
+                metadata=json.dumps({"mode": "interpret", "record": True}),
+                agents=[
+                    lkapi.RoomAgentDispatch(
+                        agent_name=AGENT_NAME,
+                        metadata=json.dumps({"mode": "interpret", "design": design}),
+                    )
+                ],
+            )
+        )
+
+
+async def _exchange(cfg: StackConfig, stack: Stack, design: str, state: Path) -> dict[str, Any]:
+    room_name = f"bench-{design}-{uuid.uuid4().hex[:6]}"
+    if design != "kaiwa":
+        await _create_room(cfg, room_name, design)
+    alice = SyntheticCaller(cfg.api_url, name="Alice", mode="interpret", language="en")
+    kenji = SyntheticCaller(
+        cfg.api_url, name="Kenji", mode="interpret", language="ja", room_name=room_name
+    )
+    alice.room_name = room_name
+    await alice.join()
+    await kenji.join()
+    callers = {"en": (alice, kenji), "ja": (kenji, alice)}
+    turns: list[Turn] = []
+    agent_pid = stack.services["agent"].proc.pid  # type: ignore[union-attr]
+    llm_pid = stack.services["llm"].proc.pid  # type: ignore[union-attr]
+    try:
+        agent = await alice.wait_for_agent()
+        await asyncio.sleep(2)  # people say hello a moment after joining, not at once
+        cpu_before = _cpu_seconds(agent_pid) + _cpu_seconds(llm_pid)
+        wall_before = time.monotonic()
+        for index, (language, sentences) in enumerate(SCRIPT):
+            speaker, listener = callers[language]
+            pcm, rate, ends = await asyncio.to_thread(_speech, language, sentences)
+            wav = _write_wav(state / f"{design}-{index}.wav", pcm, rate)
+            turn = Turn(speaker, listener, sentences, started=time.monotonic())
+            finished = await speaker.say_wav(wav)
+            turn.sentence_ends = [finished - (len(pcm) - end) / rate for end in ends]
+            turn.track_sid = speaker.microphone_sid
+            track = f"{turn.track_sid}-{listener.language}"
+            await _quiet(listener, track, since=turn.started, quiet_s=1.5)
+            turns.append(turn)
+        wall = time.monotonic() - wall_before
+        cpu = _cpu_seconds(agent_pid) + _cpu_seconds(llm_pid) - cpu_before
+        dropped = int(agent.attributes.get("kaiwa.dropped_sentences", "0"))
+        agents_in_room = len(alice.remote(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT))
+    finally:
+        await kenji.leave()
+        await alice.leave()
+    if agents_in_room != 1:
+        raise RuntimeError(f"{agents_in_room} agents served the {design} room; expected one")
+    for turn, following in zip(turns, turns[1:] + [None], strict=True):
+        turn.until = following.started if following else float("inf")
+    figures = _figures(turns)
+    figures.update(
+        {
+            "call_s": round(wall, 1),
+            "cpu_s_per_call_s": round(cpu / wall, 3),
+            "dropped_sentences": dropped,
+        }
+    )
+    return figures
+
+
+def _figures(turns: list[Turn]) -> dict[str, Any]:
+    caption_lags: list[float] = []
+    translation_lags: list[float] = []
+    intervals: list[float] = []
+    unmatched = 0
+    for turn in turns:
+        track_sid = turn.track_sid
+        window = [t for t in turn.listener.texts if turn.started <= t.at < turn.until]
+        updates = [
+            t
+            for t in window
+            if t.attributes.get("lk.transcribed_track_id") == track_sid
+            and "kaiwa.source_segment_id" not in t.attributes
+            and t.attributes.get("language", turn.speaker.language) == turn.speaker.language
+        ]
+        # Caption lag: each sentence against the final caption that completes it.
+        # (A caption that holds two sentences completes both, the first one late.)
+        covered = 0
+        for caption in (u for u in updates if u.attributes.get("lk.transcription_final") == "true"):
+            now_covered = min(covered + _sentences_in(caption.text), len(turn.sentence_ends))
+            caption_lags += [caption.at - end for end in turn.sentence_ends[covered:now_covered]]
+            covered = now_covered
+        # Interim cadence: updates while the speaker is still speaking.
+        speaking = [u.at for u in updates if u.at <= turn.sentence_ends[-1]]
+        intervals += [b - a for a, b in zip(speaking, speaking[1:], strict=False)]
+        # Translation lag: the n-th sentence heard against the n-th sentence spoken.
+        track = f"{track_sid}-{turn.listener.language}"
+        heard = [h for h in turn.listener.heard if h.track_name == track]
+        onsets = [t for t in _onsets(heard) if turn.started <= t < turn.until]
+        if len(onsets) != len(turn.sentence_ends):
+            unmatched += 1
+        for end, onset in zip(turn.sentence_ends, onsets, strict=False):
+            translation_lags.append(onset - end)
+    return {
+        "sentences": sum(len(t.sentence_ends) for t in turns),
+        "caption_lag_s_median": _median(caption_lags),
+        "caption_lag_s_p95": _percentile(caption_lags, 95),
+        "translation_lag_s_median": _median(translation_lags),
+        "translation_lag_s_p95": _percentile(translation_lags, 95),
+        "translation_lags_measured": len(translation_lags),
+        "sentences_unmatched": unmatched,
+        "interim_interval_s_median": _median(intervals),
+        "interim_interval_s_p95": _percentile(intervals, 95),
+        "interim_interval_s_max": round(max(intervals), 3) if intervals else None,
+    }
+
+
+async def run(compare: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="kaiwa-bench-") as state_dir:
+        state = Path(state_dir)
+        cfg = ephemeral_config(state)
+        stack = Stack(cfg)
+        try:
+            await asyncio.to_thread(stack.start)
+            results: dict[str, Any] = {"kaiwa": await _exchange(cfg, stack, "kaiwa", state)}
+            if compare:
+                example = await _exchange(cfg, stack, baseline.DESIGN, state)
+                results[baseline.DESIGN] = example
+                ours, theirs = (
+                    results["kaiwa"]["translation_lag_s_median"],
+                    example["translation_lag_s_median"],
+                )
+                if ours is not None and theirs:
+                    results["translation_lag_ratio_median"] = round(ours / theirs, 3)
+        finally:
+            await asyncio.to_thread(stack.stop)
+    results["engines"] = {"stt": "whisper-base", "llm": cfg.llm_model, "tts": "piper, Open JTalk"}
+    results["machine_cpus"] = os.cpu_count()
+    return results

@@ -1,0 +1,80 @@
+"""How `kaiwa bench interpret` turns what the callers received into lags and cadences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kaiwa.bench.interpret import Turn, _figures, _onsets
+from kaiwa.caller import HeardAudio, ReceivedText, SyntheticCaller
+
+pytestmark = pytest.mark.unit
+
+SPEECH = np.full(480, 4000, dtype=np.int16)
+SILENCE = np.zeros(480, dtype=np.int16)
+
+
+def frames(track: str, spans: list[tuple[float, float]], until: float) -> list[HeardAudio]:
+    """10 ms frames from 0 to `until`, voiced inside the spans."""
+    out = []
+    for i in range(int(until * 100)):
+        at = i / 100
+        voiced = any(start <= at < end for start, end in spans)
+        out.append(HeardAudio(at, "agent", track, 48000, SPEECH if voiced else SILENCE))
+    return out
+
+
+def caption(at: float, text: str, final: bool, **extra: str) -> ReceivedText:
+    attributes = {
+        "lk.transcribed_track_id": "TR_a",
+        "lk.transcription_final": "true" if final else "false",
+        "language": "en",
+        **extra,
+    }
+    return ReceivedText(at, "agent", "lk.transcription", text, attributes)
+
+
+def test_onsets_are_speech_after_a_pause() -> None:
+    heard = frames("t", [(1.0, 2.0), (2.1, 2.5), (3.0, 4.0)], until=5)
+    assert [round(t, 2) for t in _onsets(heard)] == [1.0, 3.0]
+
+
+async def test_lags_are_measured_per_sentence_at_the_listener() -> None:
+    alice = SyntheticCaller("http://x", name="Alice", language="en")
+    kenji = SyntheticCaller("http://x", name="Kenji", language="ja")
+    turn = Turn(alice, kenji, ["Good morning.", "A coffee, please."], started=0.0)
+    turn.sentence_ends = [2.0, 5.0]
+    turn.track_sid = "TR_a"
+    turn.until = 20.0
+    kenji.texts = [
+        caption(1.0, "Good", False),
+        caption(1.8, "Good morning", False),
+        caption(2.5, "Good morning.", True),
+        caption(3.5, "A coffee", False),
+        caption(6.0, "A coffee, please.", True),
+        # A translation is not a source caption.
+        caption(6.5, "コーヒー", True, language="ja", **{"kaiwa.source_segment_id": "s"}),
+    ]
+    kenji.heard = frames("TR_a-ja", [(4.0, 5.5), (8.0, 9.0)], until=10)
+
+    figures = _figures([turn])
+
+    assert figures["caption_lag_s_median"] == pytest.approx(0.75)  # 0.5 and 1.0
+    assert figures["translation_lag_s_median"] == pytest.approx(2.5)  # 2.0 and 3.0
+    assert figures["sentences_unmatched"] == 0
+    # Updates while Alice spoke (until 5.0): 1.0, 1.8, 2.5, 3.5.
+    assert figures["interim_interval_s_max"] == pytest.approx(1.0)
+
+
+async def test_a_caption_holding_two_sentences_completes_both() -> None:
+    alice = SyntheticCaller("http://x", name="Alice", language="en")
+    kenji = SyntheticCaller("http://x", name="Kenji", language="ja")
+    turn = Turn(alice, kenji, ["One.", "Two."], started=0.0, until=20.0)
+    turn.sentence_ends, turn.track_sid = [1.0, 3.0], "TR_a"
+    kenji.texts = [caption(4.0, "One. Two.", True)]
+    kenji.heard = frames("TR_a-ja", [(6.0, 7.0)], until=8)
+
+    figures = _figures([turn])
+
+    assert figures["caption_lag_s_median"] == pytest.approx(2.0)  # 3.0 and 1.0
+    assert figures["sentences_unmatched"] == 1  # one stretch of speech for two sentences
