@@ -138,7 +138,10 @@ def _object(cfg: Any, key: str) -> bytes:
 
 async def run(rooms: int, seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kaiwa-bench-") as state:
-        cfg = ephemeral_config(Path(state), env_name="test", llm_model="none")
+        # Every synthetic caller asks for its token from this one address: lift the per-address
+        # limit that would otherwise turn the 31st away.
+        limit = {"TOKEN_RATE_LIMIT": str(max(30, 4 * rooms))}
+        cfg = ephemeral_config(Path(state), env_name="test", llm_model="none", extra_env=limit)
         services: list[ManagedProcess] = []
         try:
             for build in (redis_service, livekit_service, s3_service, api_service):

@@ -93,6 +93,8 @@ class StackConfig:
     env_name: str = "dev"
     # The catalogue model the LLM server loads (agents/models/catalog.py).
     llm_model: str = "qwen2.5-1.5b-instruct"
+    # More settings for the services, over the defaults (e.g. a bench's own limits).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
@@ -148,4 +150,5 @@ class StackConfig:
             "RECORDER_WEBHOOK_URL": f"{self.api_url}/livekit/webhook",
             "RECORDER_SPOOL_DIR": str(self.state_dir / "recorder"),
             **self.secrets.as_env(),
+            **self.extra_env,
         }
