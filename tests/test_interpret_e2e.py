@@ -150,7 +150,9 @@ async def test_english_and_japanese_callers_understand_each_other(
     alice, kenji = alice_and_kenji
     # Two sentences in one breath: the first is translated before Alice stops speaking.
     alice_wav = speech_wav(
-        tmp_path / "alice.wav", "en", "Good morning. I would like a cup of coffee, please."
+        tmp_path / "alice.wav",
+        "en",
+        "Good morning. I would like a large cup of hot coffee with milk and two sugars, please.",
     )
     kenji_wav = speech_wav(tmp_path / "kenji.wav", "ja", "明日は雨が降りますか。")
 
@@ -180,9 +182,13 @@ async def test_english_and_japanese_callers_understand_each_other(
     kenji_translated = finals(alice, "en", source=False)
     assert "雨" in text_of(kenji_source), kenji_source
     assert "rain" in text_of(kenji_translated).lower(), kenji_translated
-    # Interim captions came before the finals while Alice spoke.
+    # While Alice spoke her long sentence, interim captions came, replaced by its final.
     interims = [t for t in kenji.texts if t.attributes.get("lk.transcription_final") == "false"]
-    assert interims and interims[0].at < alice_source[0].at
+    assert any(
+        i.attributes["lk.segment_id"] == f.attributes["lk.segment_id"] and i.at < f.at
+        for i in interims
+        for f in alice_source
+    ), (interims, alice_source)
 
     # Voices: each hears the other in their own language, and never their own voice.
     assert {h.track_name for h in kenji.heard} == {f"{alice_track}-ja"}
@@ -242,9 +248,12 @@ async def test_listener_switching_language_gets_the_new_track_and_captions(
         await lee.leave()
         await alice.leave()
     assert len(finals(lee, "ja", source=False)) == 1
+    # Once the Vietnamese voice speaks, nothing more comes in Japanese (frames of the closed
+    # track still buffered at the switch may trail in before it).
     voiced = [h for h in lee.heard[heard_before:] if _voiced(h)]
-    assert {h.track_name for h in voiced} == {f"{track}-vi"}
-    assert len(voiced) > 50, "Lee heard no Vietnamese speech"
+    vietnamese = [i for i, h in enumerate(voiced) if h.track_name == f"{track}-vi"]
+    assert len(vietnamese) > 50, "Lee heard no Vietnamese speech"
+    assert {h.track_name for h in voiced[vietnamese[0] :]} == {f"{track}-vi"}
 
 
 async def test_api_restart_mid_call_loses_no_segment(
