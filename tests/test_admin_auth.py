@@ -99,7 +99,15 @@ def test_missing_password_is_invalid(client: TestClient) -> None:
 def test_sign_in_attempts_are_limited_per_address(
     services_config: StackConfig, redis_url: str, database_url: str, tmp_path: Path
 ) -> None:
-    limited = api_settings(services_config, database_url, tmp_path, admin_login_rate_limit=3)
+    # A long window: the limiter counts in fixed windows, and four attempts straddling a
+    # window's end would rightly start counting again.
+    limited = api_settings(
+        services_config,
+        database_url,
+        tmp_path,
+        admin_login_rate_limit=3,
+        admin_login_rate_window_s=86400,
+    )
     noisy = unique_host()
     with client_for(limited, host=noisy) as client:
         statuses = [
