@@ -72,13 +72,10 @@ def dispatch_metadata(job_metadata: str) -> dict[str, Any]:
     return metadata if isinstance(metadata, dict) else {}
 
 
-def dispatch_mode(job_metadata: str) -> str:
-    return str(dispatch_metadata(job_metadata).get("mode", "dialog"))
-
-
 @server.rtc_session(agent_name=AGENT_NAME)
 async def entrypoint(ctx: JobContext) -> None:
-    mode = dispatch_mode(ctx.job.metadata)
+    metadata = dispatch_metadata(ctx.job.metadata)
+    mode = str(metadata.get("mode", "dialog"))
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
     await ctx.room.local_participant.set_attributes(
         {AGENT_STATE_ATTRIBUTE: "listening", "kaiwa.mode": mode}
@@ -91,7 +88,7 @@ async def entrypoint(ctx: JobContext) -> None:
     def _on_disconnected(_: rtc.DisconnectReason) -> None:
         done.set()
 
-    if mode == "interpret" and dispatch_metadata(ctx.job.metadata).get("design") == baseline.DESIGN:
+    if mode == "interpret" and metadata.get("design") == baseline.DESIGN:
         await baseline.run(
             ctx.room,
             done,

@@ -228,14 +228,9 @@ class SyntheticCaller:
         await source.wait_for_playout()
         return time.monotonic()
 
-    async def say_wav(self, path: Path) -> float:
-        """Speak a mono 16-bit WAV into this caller's always-on microphone (published on first
-        use); returns when its last sample left, as `Microphone.say`."""
-        with wave.open(str(path), "rb") as wav:
-            if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
-                raise ValueError(f"{path}: only mono 16-bit PCM WAV is supported")
-            rate = wav.getframerate()
-            pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    async def say(self, pcm: np.ndarray[Any, np.dtype[np.int16]], rate: int) -> float:
+        """Speak mono 16-bit `pcm` into this caller's always-on microphone (published on first
+        use, at this rate); returns when its last sample left, as `Microphone.say`."""
         if self.microphone is None:
             source = rtc.AudioSource(rate, 1, queue_size_ms=100)
             track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
@@ -244,12 +239,12 @@ class SyntheticCaller:
             self.microphone = Microphone(source)
             self._spawn(self.microphone.run())
         if rate != self.microphone.rate:
-            raise ValueError(f"{path}: {rate} Hz, the microphone runs at {self.microphone.rate}")
+            raise ValueError(f"{rate} Hz audio; the microphone runs at {self.microphone.rate}")
         return await self.microphone.say(pcm)
 
     @property
     def microphone_sid(self) -> str:
-        """The sid of the track `say_wav` speaks on."""
+        """The sid of the track `say` speaks on."""
         names = {p.name: p.sid for p in self.room.local_participant.track_publications.values()}
         return names["microphone"]
 

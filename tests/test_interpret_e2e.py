@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import wave
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,15 +26,10 @@ from kaiwa.stack.services import Stack
 pytestmark = [pytest.mark.e2e, pytest.mark.models]
 
 
-def speech_wav(path: Path, language: str, text: str) -> Path:
+def speech(language: str, text: str) -> tuple[np.ndarray[Any, Any], int]:
+    """`text` in the project's voice for `language`: mono 16-bit samples and their rate."""
     voice = engines.voice(language)
-    pcm = voice.synthesize(text)
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(voice.sample_rate)
-        wav.writeframes(pcm.tobytes())
-    return path
+    return voice.synthesize(text), voice.sample_rate
 
 
 def finals(caller: SyntheticCaller, language: str, *, source: bool | None = None) -> list[Any]:
@@ -150,22 +143,21 @@ async def alice_and_kenji(stack: Stack) -> AsyncIterator[tuple[SyntheticCaller, 
 
 
 async def test_english_and_japanese_callers_understand_each_other(
-    stack: Stack, alice_and_kenji: tuple[SyntheticCaller, SyntheticCaller], tmp_path: Path
+    stack: Stack, alice_and_kenji: tuple[SyntheticCaller, SyntheticCaller]
 ) -> None:
     alice, kenji = alice_and_kenji
     # Two sentences in one breath: the first is translated before Alice stops speaking.
-    alice_wav = speech_wav(
-        tmp_path / "alice.wav",
+    alice_says = speech(
         "en",
         "Good morning. I would like a large cup of hot coffee with milk and two sugars, please.",
     )
-    kenji_wav = speech_wav(tmp_path / "kenji.wav", "ja", "明日は雨が降りますか。")
+    kenji_says = speech("ja", "明日は雨が降りますか。")
 
-    await alice.say_wav(alice_wav)
+    await alice.say(*alice_says)
     await wait_for(
         lambda: "コーヒー" in text_of(finals(kenji, "ja")), 40, "Alice's words in Japanese", kenji
     )
-    await kenji.say_wav(kenji_wav)
+    await kenji.say(*kenji_says)
     await wait_for(lambda: finals(alice, "en", source=False), 40, "Kenji's words in English")
     await asyncio.sleep(4)  # the translated voices finish speaking
     alice_track, kenji_track = alice.microphone_sid, kenji.microphone_sid
@@ -222,11 +214,9 @@ async def test_english_and_japanese_callers_understand_each_other(
     assert stored["translations"] == {"en": kenji_translated[0].text}
 
 
-async def test_listener_switching_language_gets_the_new_track_and_captions(
-    stack: Stack, tmp_path: Path
-) -> None:
-    first = speech_wav(tmp_path / "first.wav", "en", "Where is the train station?")
-    second = speech_wav(tmp_path / "second.wav", "en", "I would like a cup of coffee.")
+async def test_listener_switching_language_gets_the_new_track_and_captions(stack: Stack) -> None:
+    first = speech("en", "Where is the train station?")
+    second = speech("en", "I would like a cup of coffee.")
     alice = SyntheticCaller(stack.cfg.api_url, name="Alice", mode="interpret", language="en")
     await alice.join()
     lee = SyntheticCaller(
@@ -235,7 +225,7 @@ async def test_listener_switching_language_gets_the_new_track_and_captions(
     await lee.join()
     try:
         agent = await alice.wait_for_agent()
-        await alice.say_wav(first)
+        await alice.say(*first)
         await wait_for(lambda: finals(lee, "ja", source=False), 40, "a Japanese caption")
         track = alice.microphone_sid
         await wait_quiet(lee, f"{track}-ja")
@@ -249,7 +239,7 @@ async def test_listener_switching_language_gets_the_new_track_and_captions(
         # The Vietnamese voice opens, and the Japanese one closes with its last listener.
         await wait_for(lambda: published() == {f"{track}-vi"}, 20, "the voices to follow Lee")
         heard_before = len(lee.heard)
-        await alice.say_wav(second)
+        await alice.say(*second)
         await wait_for(lambda: finals(lee, "vi", source=False), 40, "a Vietnamese caption")
         await asyncio.sleep(4)
     finally:
@@ -262,18 +252,18 @@ async def test_listener_switching_language_gets_the_new_track_and_captions(
 
 
 async def test_api_restart_mid_call_loses_no_segment(
-    stack: Stack, alice_and_kenji: tuple[SyntheticCaller, SyntheticCaller], tmp_path: Path
+    stack: Stack, alice_and_kenji: tuple[SyntheticCaller, SyntheticCaller]
 ) -> None:
     alice, kenji = alice_and_kenji
-    before = speech_wav(tmp_path / "before.wav", "en", "Where is the train station?")
-    during = speech_wav(tmp_path / "during.wav", "en", "I would like a cup of coffee.")
+    before = speech("en", "Where is the train station?")
+    during = speech("en", "I would like a cup of coffee.")
     api = stack.services["api"]
 
-    await alice.say_wav(before)
+    await alice.say(*before)
     await wait_for(lambda: len(finals(kenji, "ja", source=False)) == 1, 40, "the first caption")
     await asyncio.to_thread(api.stop)
     try:
-        await alice.say_wav(during)
+        await alice.say(*during)
         # Captions do not depend on the API: the call goes on while it is down.
         await wait_for(
             lambda: len(finals(kenji, "ja", source=False)) == 2, 40, "the second caption"

@@ -279,13 +279,11 @@ class Interpreter:
         )
         self._spawn(self._send_caption(_source_caption(speaker, final)), "caption")
         queue = self._queues.get(speaker)
-        try:
-            if queue is None:
-                raise asyncio.QueueFull
+        if queue is not None and not queue.full():
             queue.put_nowait(final)
-        except asyncio.QueueFull:
-            logger.warning("translation behind: sentence stored untranslated")
-            self.store.add(_segment(speaker, final, {}))
+            return
+        logger.warning("translation behind: sentence stored untranslated")
+        self.store.add(_segment(speaker, final, {}))
 
     async def _translate_loop(
         self, speaker: SpeakerPipeline, queue: asyncio.Queue[FinalText]

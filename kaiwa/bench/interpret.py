@@ -30,7 +30,6 @@ import statistics
 import tempfile
 import time
 import uuid
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,15 +87,6 @@ def _speech(language: str, sentences: list[str]) -> tuple[np.ndarray[Any, Any], 
         parts.append(voice.synthesize(sentence))
         ends.append(sum(len(p) for p in parts))
     return np.concatenate(parts), voice.sample_rate, ends
-
-
-def _write_wav(path: Path, pcm: np.ndarray[Any, Any], rate: int) -> Path:
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(pcm.tobytes())
-    return path
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -163,7 +153,7 @@ async def _create_room(cfg: StackConfig, name: str, design: str) -> None:
         )
 
 
-async def _exchange(cfg: StackConfig, stack: Stack, design: str, state: Path) -> dict[str, Any]:
+async def _exchange(cfg: StackConfig, stack: Stack, design: str) -> dict[str, Any]:
     room_name = f"bench-{design}-{uuid.uuid4().hex[:6]}"
     if design != "kaiwa":
         await _create_room(cfg, room_name, design)
@@ -183,12 +173,11 @@ async def _exchange(cfg: StackConfig, stack: Stack, design: str, state: Path) ->
         await asyncio.sleep(2)  # people say hello a moment after joining, not at once
         cpu_before = _cpu_seconds(agent_pid) + _cpu_seconds(llm_pid)
         wall_before = time.monotonic()
-        for index, (language, sentences) in enumerate(SCRIPT):
+        for language, sentences in SCRIPT:
             speaker, listener = callers[language]
             pcm, rate, ends = await asyncio.to_thread(_speech, language, sentences)
-            wav = _write_wav(state / f"{design}-{index}.wav", pcm, rate)
             turn = Turn(speaker, listener, sentences, started=time.monotonic())
-            finished = await speaker.say_wav(wav)
+            finished = await speaker.say(pcm, rate)
             turn.sentence_ends = [finished - (len(pcm) - end) / rate for end in ends]
             turn.track_sid = speaker.microphone_sid
             track = f"{turn.track_sid}-{listener.language}"
@@ -265,14 +254,13 @@ def _figures(turns: list[Turn]) -> dict[str, Any]:
 
 async def run(compare: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kaiwa-bench-") as state_dir:
-        state = Path(state_dir)
-        cfg = ephemeral_config(state)
+        cfg = ephemeral_config(Path(state_dir))
         stack = Stack(cfg)
         try:
             await asyncio.to_thread(stack.start)
-            results: dict[str, Any] = {"kaiwa": await _exchange(cfg, stack, "kaiwa", state)}
+            results: dict[str, Any] = {"kaiwa": await _exchange(cfg, stack, "kaiwa")}
             if compare:
-                example = await _exchange(cfg, stack, baseline.DESIGN, state)
+                example = await _exchange(cfg, stack, baseline.DESIGN)
                 results[baseline.DESIGN] = example
                 ours, theirs = (
                     results["kaiwa"]["translation_lag_s_median"],
