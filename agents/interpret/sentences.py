@@ -8,9 +8,11 @@ speaker has moved on to the next sentence, and the decoder has stopped revising 
 from __future__ import annotations
 
 import re
+from difflib import SequenceMatcher
 
 # A sentence ends at terminal punctuation (Latin or CJK), followed by a space or the end.
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])[\"'”」』)]*\s*")
+_WORD = re.compile(r"\w")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -32,7 +34,12 @@ def split_sentences(text: str) -> list[str]:
 
 
 def _key(sentence: str) -> str:
-    return re.sub(r"\W+", "", sentence).casefold()
+    """A sentence's words without spacing, punctuation or case: what decodes agree on."""
+    return "".join(_fold(char) for char in sentence)
+
+
+def _fold(char: str) -> str:
+    return char.casefold() if _WORD.match(char) else ""
 
 
 class SentenceCommitter:
@@ -60,12 +67,45 @@ class SentenceCommitter:
         return new, _join(sentences[len(self.committed) :], text)
 
     def final(self, text: str) -> str:
-        """What the final text holds beyond the committed sentences ("" if nothing)."""
-        sentences = split_sentences(text)
-        rest = _join(sentences[len(self.committed) :], text)
+        """What the final text holds beyond the committed sentences ("" if nothing).
+
+        The final decode hears the whole utterance and may punctuate it differently from
+        the interims ("Good morning, I would like..." after "Good morning." was committed),
+        so the committed part is found by its words, not by counting sentences.
+        """
+        committed = self.committed
         self.committed = []
         self._previous = []
-        return rest
+        if not committed:
+            return _join(split_sentences(text), text)
+        return _after(_key("".join(committed)), text)
+
+
+def _after(said: str, text: str) -> str:
+    """The part of `text` beyond what matches `said` (a `_key`), from a word's start."""
+    if not said:
+        return _join(split_sentences(text), text)
+    key, where = [], []  # the text's key characters, and where each came from
+    for index, char in enumerate(text):
+        for folded in _fold(char):
+            key.append(folded)
+            where.append(index)
+    matcher = SequenceMatcher(None, said, "".join(key), autojunk=False)
+    blocks = [block for block in matcher.get_matching_blocks() if block.size]
+    if sum(block.size for block in blocks) < 0.7 * len(said):
+        return text.strip()  # little in common: better said twice than lost
+    last = blocks[-1]
+    # The committed text's unmatched end stands for as many characters of the final's.
+    cut = last.b + last.size + max(0, len(said) - last.a - last.size)
+    if cut >= len(key):
+        return ""
+    start = where[cut]
+    if " " in text.strip():
+        # Spaced languages: never start inside a word. A word cut there was mostly in the
+        # committed text already ("mornin" then "morning").
+        while start < len(text) and _WORD.match(text[start - 1]):
+            start += 1
+    return text[start:].strip().lstrip(",.;:!?、。，！？ ")
 
 
 def _join(sentences: list[str], text: str) -> str:
