@@ -10,7 +10,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -23,6 +23,7 @@ from .schemas import (
     Match,
     ParticipantOut,
     RecordingOut,
+    Role,
     SegmentOut,
     Transcript,
 )
@@ -163,6 +164,9 @@ def _segments(session: Session, conversation_id: str) -> list[SegmentOut]:
             start_s=s.start_s,
             end_s=s.end_s,
             translations={t.language: t.text for t in s.translations},
+            role=cast(Role | None, s.role),  # written only through SegmentIn's Role
+            engine=s.engine,
+            interrupted=s.interrupted,
         )
         for s in segments
     ]

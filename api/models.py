@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -131,6 +132,11 @@ class Segment(Base):
     # Seconds from the start of the call.
     start_s: Mapped[float]
     end_s: Mapped[float]
+    # Dialog turns only: "user" or "agent", the engine that heard or spoke it, and whether
+    # the caller talked over it (its text is then what was spoken before the cut).
+    role: Mapped[str | None] = mapped_column(String(16))
+    engine: Mapped[str | None] = mapped_column(String(64))
+    interrupted: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # `text` as the full-text index sees it (api/search.py: search_terms).
     search_terms: Mapped[str] = mapped_column(Text)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
@@ -17,6 +17,9 @@ RoomSid = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 # nothing that would need escaping in a WebVTT voice tag.
 ParticipantIdentity = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:+@=-]{1,128}$")]
 SegmentText = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+# A dialog turn's speaker: the caller, or the agent.
+Role = Literal["user", "agent"]
+EngineName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{1,64}$")]
 
 MAX_SEGMENTS_PER_BATCH = 100
 MAX_TRANSLATIONS_PER_SEGMENT = 8
@@ -79,6 +82,11 @@ class SegmentOut(BaseModel):
     start_s: float
     end_s: float
     translations: dict[str, str]
+    role: Role | None = Field(default=None, description="Dialog turns: who spoke.")
+    engine: str | None = Field(default=None, description="Dialog turns: the engine used.")
+    interrupted: bool = Field(
+        default=False, description="Dialog turns: the caller talked over this reply."
+    )
 
 
 class RecordingOut(BaseModel):
@@ -122,6 +130,13 @@ class SegmentIn(BaseModel):
     end_s: float = Field(ge=0, le=7 * 24 * 3600)
     translations: dict[Language, SegmentText] = Field(
         default_factory=dict, max_length=MAX_TRANSLATIONS_PER_SEGMENT
+    )
+    role: Role | None = Field(default=None, description="Dialog turns: who spoke.")
+    engine: EngineName | None = Field(
+        default=None, description="Dialog turns: the engine that heard or spoke it."
+    )
+    interrupted: bool = Field(
+        default=False, description="Dialog turns: the caller talked over this reply."
     )
 
     @model_validator(mode="after")

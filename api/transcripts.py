@@ -58,6 +58,9 @@ def _store(session: Session, batch: SegmentBatch) -> SegmentsStored:
                     text=item.text,
                     start_s=item.start_s,
                     end_s=item.end_s,
+                    role=item.role,
+                    engine=item.engine,
+                    interrupted=item.interrupted,
                     search_terms=search_terms(item.text),
                 )
             )
