@@ -16,7 +16,7 @@ from livekit.plugins import openai as openai_plugin
 
 from . import engines
 from .settings import AgentSettings
-from .stt.whisper import WhisperSTT
+from .stt.whisper import WHISPER_LANGUAGES, WhisperOptions, WhisperSTT
 from .tts.local import LocalTTS
 
 Engine = Literal["local", "google"]
@@ -51,7 +51,11 @@ def make_stt(settings: AgentSettings, language: str) -> stt.STT[Any]:
             detect_language=False,
             credentials_file=os.environ["GOOGLE_APPLICATION_CREDENTIALS"],
         )
-    return WhisperSTT(engines.whisper(settings.stt_model), engines.vad())
+    # The call's language, so the first words are not mistaken for another one (streams
+    # may still ask for another language: the interpreter does, per speaker).
+    base = language.split("-")[0].lower()
+    options = WhisperOptions(language=base if base in WHISPER_LANGUAGES else None)
+    return WhisperSTT(engines.whisper(settings.stt_model), engines.vad(), options)
 
 
 def make_tts(settings: AgentSettings, language: str) -> tts.TTS[Any]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .dialog.scenarios import DEFAULT_FILE as SCENARIOS_FILE
 
 AGENT_NAME = "kaiwa"
 
@@ -36,5 +39,9 @@ class AgentSettings(BaseSettings):
     # dispatch no worker accepts is not retried (the caller gets no agent), and a room stays
     # 20 s after its last caller leaves, so this is a guard against overload, set generously.
     agent_max_sessions: int = Field(default=10, ge=1)
+    # Dialog calls: the scenario catalogue, and when a call is ended for the caller.
+    scenarios_file: Path = SCENARIOS_FILE
+    dialog_idle_timeout_s: float = Field(default=1800.0, gt=0)
+    dialog_max_call_s: float = Field(default=3600.0, gt=0)
     # Idle processes kept warm for the next job; 1 is right for a 2-core machine.
     agent_idle_processes: int = 1

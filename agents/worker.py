@@ -20,9 +20,11 @@ from livekit.agents.__main__ import main as agents_main
 from openai import AsyncOpenAI
 
 from . import engines, roles
+from .dialog import scenarios
+from .dialog.call import CallLimits, DialogCall, ScenarioAgent, local_session
 from .heartbeat import REFRESH_S, TTL_S, worker_key
+from .history import SegmentStore
 from .interpret import baseline
-from .interpret.history import SegmentStore
 from .interpret.session import Interpreter
 from .models import ModelError
 from .settings import AGENT_NAME, AgentSettings
@@ -100,7 +102,40 @@ async def entrypoint(ctx: JobContext) -> None:
     elif mode == "interpret":
         await interpret(ctx, done)
     else:
-        await done.wait()
+        await dialog(ctx, done, metadata)
+
+
+async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any]) -> None:
+    room = ctx.room
+    scenario = scenarios.pick(str(metadata.get("scenario") or ""), settings.scenarios_file)
+    limits = CallLimits(
+        idle_s=settings.dialog_idle_timeout_s, max_call_s=settings.dialog_max_call_s
+    )
+    store = SegmentStore(
+        settings.api_internal_url,
+        settings.livekit_api_key,
+        settings.livekit_api_secret,
+        room_sid=await room.sid,
+        room_name=room.name,
+    )
+
+    async def end_call() -> None:
+        await ctx.delete_room()
+
+    call = DialogCall(
+        room,
+        scenario=scenario,
+        make_session=lambda: local_session(settings, scenario, limits),
+        make_agent=lambda: ScenarioAgent(scenario),
+        summary_model=roles.make_llm(settings),
+        store=store,
+        engine=f"local/{settings.llm_model}",
+        call_started_at=room.creation_time.timestamp(),
+        limits=limits,
+        end_call=end_call,
+    )
+    logger.info("dialog started", extra={"room": room.name, "scenario": scenario.id})
+    await call.run(done)
 
 
 async def interpret(ctx: JobContext, done: asyncio.Event) -> None:

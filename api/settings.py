@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agents.dialog.scenarios import DEFAULT_FILE as SCENARIOS_FILE
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Values that ship in docs and examples (LiveKit's --dev keys among them): fine on a laptop,
@@ -55,6 +57,8 @@ class Settings(BaseSettings):
 
     # Callers' tokens are short-lived; LiveKit refreshes a connected client's token itself.
     token_ttl_s: int = Field(default=600, ge=30, le=6 * 3600)
+    # The dialog scenarios callers can pick (agents/dialog/scenarios.toml is the shape).
+    scenarios_file: Path = SCENARIOS_FILE
     token_rate_limit: int = Field(default=30, ge=1, description="token requests per window")
     token_rate_window_s: int = Field(default=60, ge=1)
 

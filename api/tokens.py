@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from livekit import api as lkapi
 from pydantic import BaseModel, Field, StringConstraints
 
+from agents.dialog import scenarios
 from agents.settings import AGENT_NAME
 
 from .settings import Settings
@@ -54,6 +55,10 @@ class TokenResponse(BaseModel):
     expires_at: datetime
 
 
+class UnknownScenarioError(ValueError):
+    pass
+
+
 class ReservedIdentityError(ValueError):
     pass
 
@@ -82,6 +87,10 @@ def mint_caller_token(settings: Settings, request: TokenRequest) -> TokenRespons
     identity = request.identity or f"caller-{secrets.token_hex(6)}"
     if identity.lower().startswith(RESERVED_IDENTITY_PREFIXES):
         raise ReservedIdentityError(f"identity {identity!r} is reserved for the platform")
+    if request.scenario is not None and request.scenario not in scenarios.load(
+        settings.scenarios_file
+    ):
+        raise UnknownScenarioError(f"no scenario {request.scenario!r}; see GET /api/scenarios")
     room = request.room or f"{request.mode}-{secrets.token_hex(6)}"
     ttl = timedelta(seconds=settings.token_ttl_s)
 

@@ -285,6 +285,14 @@ class WhisperStream(stt.RecognizeStream):
                     await utils.aio.cancel_and_wait(pending)
                 return
             result = await (pending or decode(frames))
+            # Usage is the speech transcribed (as a cloud STT bills it), not the silence.
+            self._event_ch.send_nowait(
+                stt.SpeechEvent(
+                    type=stt.SpeechEventType.RECOGNITION_USAGE,
+                    request_id=segment_id,
+                    recognition_usage=stt.RecognitionUsage(audio_duration=result.duration_s),
+                )
+            )
             if result.text:
                 self._event_ch.send_nowait(
                     _event(

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 
+from agents.dialog import scenarios
+
 from ..deps import Deps
-from ..tokens import ReservedIdentityError, TokenRequest, TokenResponse, mint_caller_token
+from ..tokens import (
+    ReservedIdentityError,
+    TokenRequest,
+    TokenResponse,
+    UnknownScenarioError,
+    mint_caller_token,
+)
 
 router = APIRouter(tags=["tokens"])
 
@@ -14,7 +23,7 @@ router = APIRouter(tags=["tokens"])
 @router.post(
     "/api/token",
     responses={
-        422: {"description": "Invalid room, identity, language or mode"},
+        422: {"description": "Invalid room, identity, language, mode or scenario"},
         429: {"description": "Too many token requests from this address"},
     },
 )
@@ -37,7 +46,24 @@ async def create_token(
         )
     try:
         minted = mint_caller_token(deps.settings, body)
-    except ReservedIdentityError as exc:
+    except (ReservedIdentityError, UnknownScenarioError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     response.headers["Cache-Control"] = "no-store"
     return minted
+
+
+class ScenarioOut(BaseModel):
+    id: str
+    title: str
+    language: str
+    level: str
+
+
+@router.get("/api/scenarios")
+async def list_scenarios(deps: Deps) -> list[ScenarioOut]:
+    """The dialog scenarios a caller can pick (`scenario` in the token request)."""
+    catalogue = scenarios.load(deps.settings.scenarios_file)
+    return [
+        ScenarioOut(id=s.id, title=s.title, language=s.language, level=s.level)
+        for s in catalogue.values()
+    ]

@@ -1,4 +1,4 @@
-"""Final segments and their translations, posted to the history API exactly once.
+"""What agents tell the history API: final segments (exactly once) and call reports.
 
 Posts go through a bounded in-memory buffer and are retried with backoff while the API is
 away (a restart, a deploy). The API stores each segment id once, so a retry of a post whose
@@ -18,7 +18,7 @@ import httpx
 
 from api.service_auth import mint_service_token
 
-logger = logging.getLogger("kaiwa.interpret")
+logger = logging.getLogger("kaiwa.history")
 
 BATCH = 50
 # A call's worth of segments many times over; past it, the oldest are given up, loudly.
@@ -102,11 +102,46 @@ class SegmentStore:
             )
         return True
 
-    async def aclose(self, timeout_s: float = 30.0) -> None:
-        """Flush what is buffered (within the timeout), then stop."""
+    async def report(
+        self, *, usage: dict[str, float], summary: str | None = None, attempts: int = 3
+    ) -> bool:
+        """Set the call's usage totals (and summary). Totals replace the stored ones, so a
+        report retried, or sent again later in the call, never counts twice."""
+        body: dict[str, Any] = {"room_sid": self.room_sid, "room_name": self.room_name}
+        body["usage"] = usage
+        if summary:
+            body["summary"] = summary
+        for attempt in range(attempts):
+            token = mint_service_token(self._key, self._secret, ttl_s=60)
+            try:
+                response = await self._client.post(
+                    "/api/internal/reports",
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            except httpx.HTTPError as exc:
+                logger.warning("history API unreachable; report retried", extra={"error": str(exc)})
+            else:
+                if response.is_success:
+                    return True
+                if response.status_code < 500 and response.status_code != 429:
+                    logger.error(
+                        "history API refused the report",
+                        extra={"status": response.status_code, "body": response.text[:500]},
+                    )
+                    return False
+            await asyncio.sleep(0.5 * 2**attempt)
+        return False
+
+    async def flush(self, timeout_s: float) -> None:
+        """Wait (within the timeout) until everything buffered is delivered."""
         if self._buffer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), timeout_s)
+
+    async def aclose(self, timeout_s: float = 30.0) -> None:
+        """Flush what is buffered (within the timeout), then stop."""
+        await self.flush(timeout_s)
         if self._buffer:
             logger.error("history not flushed before leaving", extra={"pending": self.pending})
         if self._task is not None:

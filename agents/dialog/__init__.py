@@ -1,0 +1,1 @@
+"""The dialog agent ("kaiwa"): a spoken conversation with the caller, in a chosen scenario."""

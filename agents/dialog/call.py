@@ -1,0 +1,331 @@
+"""One dialog call: the agent plays a scenario with the caller, and the call is kept.
+
+The conversation itself runs in LiveKit's `AgentSession` (turn detection, interruptions,
+captions on `lk.transcription` synchronised to the audio, and the `lk.agent.state`
+attribute). This module adds what a call on our platform needs around it: the scenario's
+part and opening line, every turn stored once in the history, usage and a summary reported
+as the call goes, and a polite end when the caller is idle or the call runs too long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import (
+    Agent,
+    AgentSession,
+    ConversationItemAddedEvent,
+    ErrorEvent,
+    StopResponse,
+    UserStateChangedEvent,
+    llm,
+    room_io,
+)
+from livekit.agents.metrics.usage import LLMModelUsage, STTModelUsage, TTSModelUsage
+from livekit.agents.voice.turn import TurnHandlingOptions
+
+from .. import engines, roles, turns
+from ..history import SegmentStore
+from ..settings import AgentSettings
+from .scenarios import Scenario
+
+logger = logging.getLogger("kaiwa.dialog")
+
+# Refresh the stored summary every this many turns, so a long call has one before it ends.
+SUMMARY_EVERY_TURNS = 10
+# Shares of the 15 s LiveKit gives a job to end: the summary, then delivering the history.
+END_SUMMARY_S = 6.0
+END_FLUSH_S = 5.0
+# Words that acknowledge ("yes, go on") rather than take the turn: no reply to them.
+BACKCHANNELS = frozenset(
+    "un uh-huh uhhuh mhm mm hmm yeah yes yep ok okay right sure".split()
+    + "はい うん ええ そう なるほど".split()
+)
+GOODBYES = {
+    "en": {
+        "idle": "It seems you have stepped away. Let's talk again soon. Goodbye!",
+        "limit": "We have reached the end of our time today. Thank you, and goodbye!",
+        "sorry": "Sorry, I lost my train of thought. Could you say that again?",
+    },
+    "ja": {
+        "idle": "お話がないようなので、今日はここまでにしましょう。またお話ししましょうね。",
+        "limit": "今日の時間はここまでです。ありがとうございました。",
+        "sorry": "すみません、もう一度言っていただけますか？",
+    },
+}
+
+
+def line(language: str, kind: str) -> str:
+    return GOODBYES.get(language.split("-")[0], GOODBYES["en"])[kind]
+
+
+def is_backchannel(text: str) -> bool:
+    words = [w.strip(".,!?。、！？…~ー") for w in text.lower().split()]
+    words = [w for w in words if w]
+    return 0 < len(words) <= 2 and all(w in BACKCHANNELS for w in words)
+
+
+class ScenarioAgent(Agent):
+    """The agent's part in the scenario; it greets first."""
+
+    def __init__(self, scenario: Scenario, *, greet: bool = True, **overrides: Any) -> None:
+        super().__init__(instructions=scenario.system_prompt(), **overrides)
+        self.scenario = scenario
+        self._greet = greet
+
+    async def on_enter(self) -> None:
+        if self._greet:
+            self.session.say(self.scenario.opening)
+
+    async def on_user_turn_completed(
+        self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
+    ) -> None:
+        # "Un", "hai", "yeah": the caller is listening, not asking for a new reply.
+        if is_backchannel(new_message.text_content or ""):
+            raise StopResponse()
+
+
+@dataclass
+class CallLimits:
+    idle_s: float = 1800.0
+    max_call_s: float = 3600.0
+
+
+def local_session(
+    settings: AgentSettings, scenario: Scenario, limits: CallLimits
+) -> AgentSession[Any]:
+    """The offline pipeline: Whisper → the local LLM → the local voice, streamed."""
+    return AgentSession(
+        stt=roles.make_stt(settings, scenario.language),
+        llm=roles.make_llm(settings),
+        tts=roles.make_tts(settings, scenario.language),
+        vad=engines.vad(),
+        turn_handling=TurnHandlingOptions(
+            # LiveKit's end-of-turn model where it knows the language (en, ja), VAD else.
+            turn_detection=turns.turn_detection(scenario.language),
+            # Talking over the agent pauses it at once (VAD) and clears it when words
+            # follow; a cough that brings no words lets it resume.
+            interruption={"min_duration": 0.2, "false_interruption_timeout": 1.5},
+            # Start the reply on the final transcript, before end of turn is confirmed.
+            preemptive_generation={"enabled": True},
+        ),
+        user_away_timeout=limits.idle_s,
+    )
+
+
+@dataclass
+class TurnLog:
+    """Each final turn of the call, posted once to the history (keyed by its item id)."""
+
+    store: SegmentStore
+    call_started_at: float  # unix time the room was created: offsets are from it
+    language: str
+    engine: Callable[[], str]
+    caller_identity: Callable[[], str]
+    agent_identity: str
+    turns: int = 0
+    transcript: list[tuple[str, str]] = field(default_factory=list)
+
+    def on_item(self, event: ConversationItemAddedEvent) -> None:
+        item = event.item
+        if not isinstance(item, llm.ChatMessage) or item.role not in ("user", "assistant"):
+            return
+        text = (item.text_content or "").strip()
+        if not text:
+            return
+        started = item.metrics.get("started_speaking_at") or item.created_at
+        stopped = item.metrics.get("stopped_speaking_at") or max(started, item.created_at)
+        start_s = max(0.0, started - self.call_started_at)
+        role = "user" if item.role == "user" else "agent"
+        self.store.add(
+            {
+                "id": f"turn-{item.id}",
+                "participant_identity": (
+                    self.caller_identity() if role == "user" else self.agent_identity
+                ),
+                "language": self.language,
+                "text": text[:4000],
+                "start_s": round(start_s, 3),
+                "end_s": round(max(start_s, stopped - self.call_started_at), 3),
+                "role": role,
+                "engine": self.engine(),
+                "interrupted": bool(item.interrupted),
+            }
+        )
+        self.turns += 1
+        self.transcript.append((role, text))
+
+
+async def summarize(model: llm.LLM[Any], transcript: list[tuple[str, str]]) -> str | None:
+    """Two or three sentences on what the call was about, for the history and admins."""
+    if not transcript:
+        return None
+    lines = "\n".join(
+        f"{'Caller' if role == 'user' else 'Agent'}: {text}" for role, text in transcript
+    )
+    chat = llm.ChatContext()
+    chat.add_message(
+        role="system",
+        content="Summarise this spoken conversation in English in at most three sentences: "
+        "what the caller wanted and how it went. Reply with the summary only.",
+    )
+    chat.add_message(role="user", content=lines[-6000:])
+    parts: list[str] = []
+    async with model.chat(chat_ctx=chat) as stream:
+        async for chunk in stream:
+            if chunk.delta and chunk.delta.content:
+                parts.append(chunk.delta.content)
+    return "".join(parts).strip() or None
+
+
+def usage_counters(session: AgentSession[Any]) -> dict[str, float]:
+    """The call's usage totals, as the history stores them."""
+    totals: dict[str, float] = {}
+
+    def add(name: str, value: float) -> None:
+        totals[name] = round(totals.get(name, 0.0) + value, 3)
+
+    for usage in session.usage.model_usage:
+        if isinstance(usage, LLMModelUsage):
+            add("llm_input_tokens", usage.input_tokens)
+            add("llm_output_tokens", usage.output_tokens)
+        elif isinstance(usage, STTModelUsage):
+            add("audio_in_s", usage.audio_duration)
+        elif isinstance(usage, TTSModelUsage):
+            add("audio_out_s", usage.audio_duration)
+            add("tts_characters", usage.characters_count)
+    return totals
+
+
+class DialogCall:
+    """Runs the dialog in a room until the call ends."""
+
+    def __init__(
+        self,
+        room: rtc.Room,
+        *,
+        scenario: Scenario,
+        make_session: Callable[[], AgentSession[Any]],
+        make_agent: Callable[[], Agent],
+        summary_model: llm.LLM[Any],
+        store: SegmentStore,
+        engine: str,
+        call_started_at: float,
+        limits: CallLimits,
+        end_call: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.room = room
+        self.scenario = scenario
+        self.session = make_session()
+        self._make_agent = make_agent
+        self.summary_model = summary_model
+        self.store = store
+        self.engine = engine
+        self.limits = limits
+        self._end_call = end_call
+        self._caller = ""
+        self.log = TurnLog(
+            store=store,
+            call_started_at=call_started_at,
+            language=scenario.language,
+            engine=lambda: self.engine,
+            caller_identity=lambda: self._caller or "caller",
+            agent_identity=room.local_participant.identity,
+        )
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ending = False
+        self._summarised_at = 0
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self, done: asyncio.Event) -> None:
+        session = self.session
+        session.on("conversation_item_added", self._on_item)
+        session.on("user_state_changed", self._on_user_state)
+        session.on("error", self._on_error)
+        session.on("close", lambda _e: done.set())
+        self.store.start()
+        await session.start(
+            agent=self._make_agent(),
+            room=self.room,
+            room_options=room_io.RoomOptions(
+                participant_kinds=[
+                    rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
+                    rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
+                ],
+            ),
+        )
+        if linked := session.room_io.linked_participant:
+            self._caller = linked.identity
+        limit = asyncio.get_running_loop().call_later(
+            self.limits.max_call_s, lambda: self._spawn(self.end("limit"), "call-limit")
+        )
+        try:
+            await done.wait()
+        finally:
+            limit.cancel()
+            await self.aclose()
+
+    def _on_item(self, event: ConversationItemAddedEvent) -> None:
+        if not self._caller and (linked := self.session.room_io.linked_participant):
+            self._caller = linked.identity
+        self.log.on_item(event)
+        if self.log.turns - self._summarised_at >= SUMMARY_EVERY_TURNS:
+            self._summarised_at = self.log.turns
+            self._spawn(self.report(summary=True), "summary")
+
+    def _on_user_state(self, event: UserStateChangedEvent) -> None:
+        if event.new_state == "away":
+            self._spawn(self.end("idle"), "idle-end")
+
+    def _on_error(self, event: ErrorEvent) -> None:
+        logger.warning(
+            "dialog engine error",
+            extra={
+                "error": str(event.error),
+                "recoverable": getattr(event.error, "recoverable", None),
+            },
+        )
+
+    async def end(self, why: str) -> None:
+        """Say goodbye, let it play, then end the call for everyone in it."""
+        if self._ending:
+            return
+        self._ending = True
+        logger.info("ending the call", extra={"room": self.room.name, "why": why})
+        with contextlib.suppress(Exception):
+            handle = self.session.say(line(self.scenario.language, why), allow_interruptions=False)
+            await handle.wait_for_playout()
+        await self._end_call()
+
+    async def report(self, *, summary: bool) -> None:
+        text = None
+        if summary:
+            try:
+                text = await asyncio.wait_for(
+                    summarize(self.summary_model, list(self.log.transcript)), END_SUMMARY_S
+                )
+            except Exception as exc:  # the usage still goes out; the summary waits
+                logger.warning("no summary", extra={"error": repr(exc)})
+        await self.store.report(usage=usage_counters(self.session), summary=text)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.session.aclose()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # The turns first: they are what was said. Then the summary and usage, then leave.
+        await self.store.flush(END_FLUSH_S)
+        await self.report(summary=True)
+        await self.store.aclose(timeout_s=1.0)

@@ -1,0 +1,65 @@
+"""The scenario catalogue: the parts the dialog agent can play, kept in configuration."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from ..translate import language_name
+
+DEFAULT_FILE = Path(__file__).with_name("scenarios.toml")
+DEFAULT_SCENARIO = "assistant"
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+class Scenario(BaseModel, frozen=True):
+    id: str = Field(pattern=r"^[a-z0-9_-]{1,64}$")
+    title: str = Field(min_length=1, max_length=200)
+    language: str = Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+    level: str = Field(min_length=1, max_length=32)
+    persona: str = Field(min_length=1, max_length=500)
+    opening: str = Field(min_length=1, max_length=500)
+    instructions: str = Field(min_length=1, max_length=5000)
+
+    def system_prompt(self) -> str:
+        """What the language model is told: its part, and how a spoken reply must look."""
+        return (
+            f"You are {self.persona}. Speak only {self.language_name()}, at {self.level} "
+            f"level. {self.instructions.strip()}\n"
+            "Your words are spoken aloud: reply in one to three short sentences, with no "
+            "lists, markdown, emoji or stage directions. Never say you are an AI model unless "
+            "asked."
+        )
+
+    def language_name(self) -> str:
+        return language_name(self.language)
+
+
+@cache
+def load(path: Path = DEFAULT_FILE) -> dict[str, Scenario]:
+    """Scenarios by id. Raises ScenarioError naming the file and the problem."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ScenarioError(f"{path}: {exc}") from exc
+    scenarios: dict[str, Scenario] = {}
+    for scenario_id, fields in raw.items():
+        try:
+            scenarios[scenario_id] = Scenario(id=scenario_id, **fields)
+        except (TypeError, ValidationError) as exc:
+            raise ScenarioError(f"{path}: scenario {scenario_id!r}: {exc}") from exc
+    if DEFAULT_SCENARIO not in scenarios:
+        raise ScenarioError(f"{path}: needs a {DEFAULT_SCENARIO!r} scenario (the default)")
+    return scenarios
+
+
+def pick(scenario_id: str | None, path: Path = DEFAULT_FILE) -> Scenario:
+    """The scenario asked for, or the default one when none (or an unknown one) is asked."""
+    scenarios = load(path)
+    return scenarios.get(scenario_id or DEFAULT_SCENARIO, scenarios[DEFAULT_SCENARIO])

@@ -1,0 +1,118 @@
+"""Helpers for tests of calls on the real stack: speech in our voices, what a caller heard,
+and the stored history as an admin reads it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import numpy as np
+from livekit import rtc
+
+from agents import engines
+from agents.stt.whisper import WhisperOptions
+from api.admin_auth import mint_admin_token
+from kaiwa.caller import SyntheticCaller
+from kaiwa.stack.services import Stack
+
+
+def speech(language: str, text: str) -> tuple[np.ndarray[Any, Any], int]:
+    """`text` in the project's voice for `language`: mono 16-bit samples and their rate."""
+    voice = engines.voice(language)
+    return voice.synthesize(text), voice.sample_rate
+
+
+def heard_on(caller: SyntheticCaller, track_name: str) -> np.ndarray[Any, Any]:
+    frames = [h for h in caller.heard if h.track_name == track_name]
+    if not frames:
+        return np.zeros(0, dtype=np.float32)
+    pcm = np.concatenate([h.samples for h in frames])
+    resampler = rtc.AudioResampler(frames[0].sample_rate, 16000, num_channels=1)
+    out = resampler.push(rtc.AudioFrame(pcm.tobytes(), frames[0].sample_rate, 1, len(pcm)))
+    out += resampler.flush()
+    return (
+        np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in out]).astype(np.float32)
+        / 32768.0
+    )
+
+
+async def transcribe(caller: SyntheticCaller, track_name: str, language: str) -> str:
+    audio = heard_on(caller, track_name)
+    engine = engines.whisper("whisper-base")
+    result = await asyncio.to_thread(engine.transcribe, audio, WhisperOptions(language=language))
+    return result.text
+
+
+async def wait_for(
+    predicate: Callable[[], object], timeout_s: float, what: str, *callers: SyntheticCaller
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            received = {c.name: [(t.text, t.attributes) for t in c.texts] for c in callers}
+            raise AssertionError(f"timed out waiting for {what}; captions: {received}")
+        await asyncio.sleep(0.2)
+
+
+async def wait_quiet(caller: SyntheticCaller, track_name: str, quiet_s: float = 1.0) -> None:
+    """Until the last voiced frame heard on `track_name` is `quiet_s` old (the voice is done)."""
+
+    def quiet() -> bool:
+        spoken = [h.at for h in caller.heard if h.track_name == track_name and voiced(h)]
+        return bool(spoken) and time.monotonic() - spoken[-1] > quiet_s
+
+    await wait_for(quiet, 30, f"{track_name} to finish speaking")
+
+
+def voiced(frame: Any) -> bool:
+    return bool(np.abs(frame.samples).max() > 1000)
+
+
+class History:
+    """The stored transcript of a room, read as an admin through the API."""
+
+    def __init__(self, stack: Stack, room_name: str) -> None:
+        cfg = stack.cfg
+        token, _ = mint_admin_token(cfg.secrets.livekit_api_secret, cfg.secrets.admin_password, 600)
+        self.client = httpx.AsyncClient(
+            base_url=cfg.api_url, headers={"Authorization": f"Bearer {token}"}
+        )
+        self.room_name = room_name
+
+    async def conversation(self) -> dict[str, Any]:
+        """The room's conversation as the admin API details it."""
+        listing = await self.client.get("/api/conversations", params={"room": self.room_name})
+        (item,) = listing.json()["items"]
+        detail: dict[str, Any] = (await self.client.get(f"/api/conversations/{item['id']}")).json()
+        return detail
+
+    async def segments(self) -> list[dict[str, Any]]:
+        listing = await self.client.get("/api/conversations", params={"room": self.room_name})
+        (item,) = listing.json()["items"]
+        body = (await self.client.get(f"/api/conversations/{item['id']}/transcript")).json()
+        segments: list[dict[str, Any]] = body["segments"]
+        return segments
+
+    async def wait_until(
+        self, predicate: Callable[[dict[str, Any]], object], what: str, timeout_s: float = 30
+    ) -> dict[str, Any]:
+        """The conversation once `predicate` holds for it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            detail = await self.conversation()
+            if predicate(detail):
+                return detail
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; conversation: {detail}")
+            await asyncio.sleep(0.5)
+
+    async def wait_for_segments(self, ids: set[str], timeout_s: float = 30) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            segments = await self.segments()
+            if ids <= {s["id"] for s in segments} or time.monotonic() > deadline:
+                return segments
+            await asyncio.sleep(0.5)

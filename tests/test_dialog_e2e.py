@@ -1,0 +1,147 @@
+"""The dialog agent on the real stack, with the offline engines: the caller talks, the
+agent answers aloud, and the call is kept.
+
+The caller's speech is made by the project's own voice and spoken into an always-on
+microphone; what the agent says is transcribed back with Whisper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from difflib import SequenceMatcher
+
+import pytest
+from livekit import rtc
+
+from kaiwa.caller import ReceivedText, SyntheticCaller
+from kaiwa.stack.services import Stack
+
+from .calls import History, speech, transcribe, voiced, wait_for, wait_quiet
+
+pytestmark = [pytest.mark.e2e, pytest.mark.models]
+
+OPENING = "Hello! What would you like to talk about?"  # the assistant scenario's first line
+
+
+def agent_finals(caller: SyntheticCaller) -> list[ReceivedText]:
+    """The agent's final captions (its words, as it speaks them)."""
+    agents = {p.identity for p in caller.remote(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)}
+    return [
+        t
+        for t in caller.texts
+        if t.participant in agents and t.attributes.get("lk.transcription_final") == "true"
+    ]
+
+
+def similarity(a: str, b: str) -> float:
+    def letters(text: str) -> str:
+        return "".join(c for c in text.lower() if c.isalnum())
+
+    return SequenceMatcher(None, letters(a), letters(b)).ratio()
+
+
+def agent_track(caller: SyntheticCaller) -> str:
+    names = {h.track_name for h in caller.heard}
+    assert names, "nothing heard from the agent"
+    (name,) = names
+    return name
+
+
+@pytest.fixture
+async def caller(stack: Stack) -> AsyncIterator[SyntheticCaller]:
+    person = SyntheticCaller(stack.cfg.api_url, name="Dana", mode="dialog", language="en")
+    await person.join(scenario="assistant")
+    try:
+        await person.wait_for_agent()
+        yield person
+    finally:
+        await person.leave()
+
+
+async def test_caller_asks_by_voice_and_hears_a_relevant_answer(
+    stack: Stack, caller: SyntheticCaller
+) -> None:
+    history = History(stack, caller.grant["room"])
+    question = await asyncio.to_thread(speech, "en", "What is the capital city of France?")
+    # The agent speaks first: the scenario's opening line, captioned and heard.
+    await wait_for(lambda: agent_finals(caller), 60, "the agent's greeting", caller)
+    assert "talk about" in agent_finals(caller)[0].text
+    track = agent_track(caller)
+    await wait_quiet(caller, track)
+
+    heard_before = len(caller.heard)
+    await caller.say(*question)
+    await wait_for(lambda: len(agent_finals(caller)) >= 2, 60, "the agent's answer", caller)
+    answer = agent_finals(caller)[1].text
+    assert "paris" in answer.lower()
+    await wait_quiet(caller, track)
+    caller.heard[:] = caller.heard[heard_before:]
+    heard = await transcribe(caller, track, "en")
+    # What was heard is the captioned answer, give or take Whisper-base's ear ("Harris is
+    # the capital...", "of Francis Paris").
+    assert similarity(heard, answer) > 0.7, (heard, answer)
+
+    # Each turn is stored once, with who said it and the engine that served it.
+    detail = await history.wait_until(
+        lambda d: sum(s["role"] == "agent" for s in d["transcript"]) >= 2, "the answer stored"
+    )
+    turns = detail["transcript"]
+    assert len({t["id"] for t in turns}) == len(turns)
+    (asked,) = [t for t in turns if t["role"] == "user"]
+    assert "france" in asked["text"].lower()
+    assert asked["participant_identity"] == caller.identity
+    greeting, reply = [t for t in turns if t["role"] == "agent"]
+    assert "talk about" in greeting["text"] and "paris" in reply["text"].lower()
+    assert greeting["start_s"] <= asked["start_s"] <= reply["start_s"]
+    assert all(t["engine"] and t["language"] == "en" and not t["interrupted"] for t in turns)
+
+    # When the call ends, its usage and a summary are stored.
+    await caller.leave()
+    detail = await history.wait_until(
+        lambda d: d["summary"] and (d["usage"] or {}).get("tts_characters"),
+        "the call's summary and usage",
+        timeout_s=40,
+    )
+    usage = detail["usage"]
+    assert usage["tts_characters"] >= len(OPENING)
+    assert usage["llm_input_tokens"] > 0 and usage["llm_output_tokens"] > 0
+    assert usage["audio_in_s"] > 1 and usage["audio_out_s"] > 1
+    assert len(detail["transcript"]) == len(turns)  # nothing stored twice at the end
+
+
+async def test_talking_over_the_agent_stops_it_and_marks_the_turn(
+    stack: Stack, caller: SyntheticCaller
+) -> None:
+    history = History(stack, caller.grant["room"])
+    # Voices are made off the event loop, so no audio from the agent is missed meanwhile.
+    ask = await asyncio.to_thread(speech, "en", "Please tell me a story about a brave little cat.")
+    interrupt = await asyncio.to_thread(
+        speech, "en", "Sorry, wait a moment please, I have another question for you."
+    )
+    await wait_for(lambda: agent_finals(caller), 60, "the agent's greeting", caller)
+    track = agent_track(caller)
+    await wait_quiet(caller, track)
+
+    asked = await caller.say(*ask)
+    await wait_for(
+        lambda: any(voiced(h) and h.at > asked for h in caller.heard), 60, "the story", caller
+    )
+    await asyncio.sleep(0.6)
+    barged_in = time.monotonic()
+    done = await caller.say(*interrupt)
+    # The story stops while the caller talks over it. (Stopping takes the VAD's 0.2 s and
+    # the audio path's delay; a second covers both, where the story would go on for several.)
+    story_after = sum(
+        len(h.samples) / h.sample_rate
+        for h in caller.heard
+        if voiced(h) and barged_in + 1.0 <= h.at <= done
+    )
+    assert story_after < 0.3, f"{story_after:.2f} s of the story heard over the caller"
+
+    detail = await history.wait_until(
+        lambda d: sum(t["role"] == "agent" for t in d["transcript"]) >= 2, "the story stored"
+    )
+    story = [t for t in detail["transcript"] if t["role"] == "agent"][1]
+    assert story["interrupted"] is True, detail["transcript"]
