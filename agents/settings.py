@@ -39,6 +39,14 @@ class AgentSettings(BaseSettings):
     # dispatch no worker accepts is not retried (the caller gets no agent), and a room stays
     # 20 s after its last caller leaves, so this is a guard against overload, set generously.
     agent_max_sessions: int = Field(default=10, ge=1)
+    # Dialog calls: Gemini Live when Google credentials are configured (auto), or always
+    # the local pipeline, or always Gemini.
+    dialog_engine: Literal["auto", "local", "gemini"] = "auto"
+    gemini_live_model: str = "gemini-2.5-flash-native-audio-preview-12-2025"
+    gemini_voice: str = "Puck"
+    # Another Live API endpoint than Google's (a proxy or a stand-in), and its CA file.
+    gemini_base_url: str = ""
+    gemini_ca_file: str = ""
     # Dialog calls: the scenario catalogue, and when a call is ended for the caller.
     scenarios_file: Path = SCENARIOS_FILE
     dialog_idle_timeout_s: float = Field(default=1800.0, gt=0)

@@ -21,7 +21,16 @@ from openai import AsyncOpenAI
 
 from . import engines, roles
 from .dialog import scenarios
-from .dialog.call import CallLimits, DialogCall, ScenarioAgent, local_session
+from .dialog.call import (
+    PLAIN_DESIGN,
+    CallLimits,
+    DialogCall,
+    ScenarioAgent,
+    local_engines,
+    local_session,
+    plain_session,
+)
+from .dialog.gemini import gemini_session, use_gemini
 from .heartbeat import REFRESH_S, TTL_S, worker_key
 from .history import SegmentStore
 from .interpret import baseline
@@ -122,19 +131,32 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
     async def end_call() -> None:
         await ctx.delete_room()
 
+    if metadata.get("design") == PLAIN_DESIGN:
+        session = plain_session(settings, scenario, idle_s=limits.idle_s)
+        engine = f"{PLAIN_DESIGN}/{settings.llm_model}"
+    elif use_gemini(settings):
+        session = gemini_session(settings, scenario, idle_s=limits.idle_s)
+        engine = f"gemini/{settings.gemini_live_model}"
+    else:
+        session = local_session(settings, scenario, idle_s=limits.idle_s)
+        engine = f"local/{settings.llm_model}"
     call = DialogCall(
         room,
         scenario=scenario,
-        make_session=lambda: local_session(settings, scenario, limits),
+        session=session,
         make_agent=lambda: ScenarioAgent(scenario),
         summary_model=roles.make_llm(settings),
         store=store,
-        engine=f"local/{settings.llm_model}",
+        engine=engine,
         call_started_at=room.creation_time.timestamp(),
         limits=limits,
         end_call=end_call,
+        fallback=lambda: local_engines(settings, scenario),
+        fallback_engine=f"local/{settings.llm_model}",
     )
-    logger.info("dialog started", extra={"room": room.name, "scenario": scenario.id})
+    logger.info(
+        "dialog started", extra={"room": room.name, "scenario": scenario.id, "engine": engine}
+    )
     await call.run(done)
 
 

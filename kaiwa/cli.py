@@ -173,6 +173,17 @@ def cmd_bench_interpret(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_dialog(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .bench import dialog
+
+    figures = asyncio.run(dialog.run(args.compare))
+    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    return 0
+
+
 def cmd_bench_search(args: argparse.Namespace) -> int:
     return bench_search.run(args)
 
@@ -222,6 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_interpret.add_argument("--json", action="store_true", help="print one JSON object")
     p_interpret.set_defaults(func=cmd_bench_interpret)
+    p_dialog = bench.add_parser(
+        "dialog", help="voice-to-voice latency, barge-in stop, CPU (a stack of its own)"
+    )
+    p_dialog.add_argument(
+        "--compare", action="store_true", help="also run a plain AgentSession with defaults"
+    )
+    p_dialog.add_argument("--json", action="store_true", help="print one JSON object")
+    p_dialog.set_defaults(func=cmd_bench_dialog)
     p_search = bench.add_parser(
         "search", help="history search at 1M segments, SQLite and PostgreSQL"
     )

@@ -80,7 +80,13 @@ class ScenarioAgent(Agent):
         self._greet = greet
 
     async def on_enter(self) -> None:
-        if self._greet:
+        if not self._greet:
+            return
+        if isinstance(self.session.llm, llm.RealtimeModel):  # it speaks for itself
+            self.session.generate_reply(
+                instructions=f"Greet the caller by saying exactly: {self.scenario.opening}"
+            )
+        else:
             self.session.say(self.scenario.opening)
 
     async def on_user_turn_completed(
@@ -97,16 +103,15 @@ class CallLimits:
     max_call_s: float = 3600.0
 
 
-def local_session(
-    settings: AgentSettings, scenario: Scenario, limits: CallLimits
-) -> AgentSession[Any]:
-    """The offline pipeline: Whisper → the local LLM → the local voice, streamed."""
-    return AgentSession(
-        stt=roles.make_stt(settings, scenario.language),
-        llm=roles.make_llm(settings),
-        tts=roles.make_tts(settings, scenario.language),
-        vad=engines.vad(),
-        turn_handling=TurnHandlingOptions(
+def local_engines(settings: AgentSettings, scenario: Scenario) -> dict[str, Any]:
+    """The offline pipeline: Whisper → the local LLM → the local voice, streamed; for a
+    session, or for an agent taking over from Gemini mid-call."""
+    return {
+        "stt": roles.make_stt(settings, scenario.language),
+        "llm": roles.make_llm(settings),
+        "tts": roles.make_tts(settings, scenario.language),
+        "vad": engines.vad(),
+        "turn_handling": TurnHandlingOptions(
             # LiveKit's end-of-turn model where it knows the language (en, ja), VAD else.
             turn_detection=turns.turn_detection(scenario.language),
             # Talking over the agent pauses it at once (VAD) and clears it when words
@@ -115,8 +120,26 @@ def local_session(
             # Start the reply on the final transcript, before end of turn is confirmed.
             preemptive_generation={"enabled": True},
         ),
-        user_away_timeout=limits.idle_s,
-    )
+    }
+
+
+def local_session(
+    settings: AgentSettings, scenario: Scenario, *, idle_s: float
+) -> AgentSession[Any]:
+    return AgentSession(**local_engines(settings, scenario), user_away_timeout=idle_s)
+
+
+# The reference `kaiwa bench dialog --compare` measures against: a plain AgentSession with
+# the same engines and LiveKit's default turn handling. Not a product path.
+PLAIN_DESIGN = "livekit-example"
+
+
+def plain_session(
+    settings: AgentSettings, scenario: Scenario, *, idle_s: float
+) -> AgentSession[Any]:
+    engines_ = local_engines(settings, scenario)
+    del engines_["turn_handling"]
+    return AgentSession(**engines_, user_away_timeout=idle_s)
 
 
 @dataclass
@@ -211,7 +234,7 @@ class DialogCall:
         room: rtc.Room,
         *,
         scenario: Scenario,
-        make_session: Callable[[], AgentSession[Any]],
+        session: AgentSession[Any],
         make_agent: Callable[[], Agent],
         summary_model: llm.LLM[Any],
         store: SegmentStore,
@@ -219,16 +242,21 @@ class DialogCall:
         call_started_at: float,
         limits: CallLimits,
         end_call: Callable[[], Awaitable[None]],
+        fallback: Callable[[], dict[str, Any]] | None = None,
+        fallback_engine: str = "",
     ) -> None:
         self.room = room
         self.scenario = scenario
-        self.session = make_session()
+        self.session = session
         self._make_agent = make_agent
         self.summary_model = summary_model
         self.store = store
         self.engine = engine
         self.limits = limits
         self._end_call = end_call
+        # The local engines that take over if Gemini fails mid-call (once).
+        self._fallback = fallback
+        self._fallback_engine = fallback_engine
         self._caller = ""
         self.log = TurnLog(
             store=store,
@@ -289,13 +317,40 @@ class DialogCall:
             self._spawn(self.end("idle"), "idle-end")
 
     def _on_error(self, event: ErrorEvent) -> None:
-        logger.warning(
-            "dialog engine error",
-            extra={
-                "error": str(event.error),
-                "recoverable": getattr(event.error, "recoverable", None),
-            },
-        )
+        """Keep the call going: Gemini gives way to the local pipeline; a failed local LLM
+        reply gets an apology and the caller is heard again."""
+        error = event.error
+        if getattr(error, "recoverable", True):
+            logger.warning("dialog engine error, retried", extra={"error": str(error)})
+            return
+        # Marked recoverable here (the session reads it after this handler) so the session
+        # is not closed: the call continues.
+        if isinstance(error, llm.RealtimeModelError) and self._fallback is not None:
+            fallback, self._fallback = self._fallback, None
+            error.recoverable = True
+            logger.error(
+                "Gemini failed mid-call; the local pipeline takes over",
+                extra={"error": str(error.error), "room": self.room.name},
+            )
+            self.engine = self._fallback_engine
+            agent = ScenarioAgent(
+                self.scenario,
+                greet=False,
+                chat_ctx=self.session.current_agent.chat_ctx,
+                **fallback(),
+            )
+            self.session.update_agent(agent)
+            self._spawn(self._say(line(self.scenario.language, "sorry")), "apology")
+        elif isinstance(error, llm.LLMError):
+            error.recoverable = True
+            logger.error("the LLM failed a reply; apologising", extra={"error": str(error)})
+            self._spawn(self._say(line(self.scenario.language, "sorry")), "apology")
+        else:
+            logger.error("dialog engine failed", extra={"error": str(error)})
+
+    async def _say(self, text: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.session.say(text).wait_for_playout()
 
     async def end(self, why: str) -> None:
         """Say goodbye, let it play, then end the call for everyone in it."""

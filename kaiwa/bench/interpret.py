@@ -24,9 +24,7 @@ translation lags is printed.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import statistics
 import tempfile
 import time
 import uuid
@@ -35,15 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from livekit import api as lkapi
 from livekit import rtc
 
 from agents import engines
 from agents.interpret import baseline
-from agents.settings import AGENT_NAME
 from kaiwa.caller import HeardAudio, SyntheticCaller
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack, ephemeral_config
+
+from .common import cpu_seconds, create_room, median, percentile
 
 # A café exchange: short and two-sentence turns, so sentences are cut mid-utterance too.
 SCRIPT: list[tuple[str, list[str]]] = [
@@ -89,11 +87,6 @@ def _speech(language: str, sentences: list[str]) -> tuple[np.ndarray[Any, Any], 
     return np.concatenate(parts), voice.sample_rate, ends
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _onsets(frames: list[HeardAudio]) -> list[float]:
     """Arrival times of the first frame of each stretch of speech on a track."""
     onsets: list[float] = []
@@ -111,14 +104,6 @@ def _sentences_in(text: str) -> int:
     return max(1, sum(text.count(t) for t in TERMINALS))
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 3) if values else None
-
-
-def _median(values: list[float]) -> float | None:
-    return round(statistics.median(values), 3) if values else None
-
-
 async def _quiet(listener: SyntheticCaller, track: str, since: float, quiet_s: float) -> None:
     """Until the listener heard speech on `track` after `since` and then `quiet_s` of none."""
     deadline = time.monotonic() + 25
@@ -133,30 +118,10 @@ async def _quiet(listener: SyntheticCaller, track: str, since: float, quiet_s: f
         await asyncio.sleep(0.1)
 
 
-async def _create_room(cfg: StackConfig, name: str, design: str) -> None:
-    """A room whose agent dispatch names the design (the token's room config is then unused:
-    it applies only to a join that creates the room)."""
-    async with lkapi.LiveKitAPI(
-        cfg.livekit_url, cfg.secrets.livekit_api_key, cfg.secrets.livekit_api_secret
-    ) as client:
-        await client.room.create_room(
-            lkapi.CreateRoomRequest(
-                name=name,
-                metadata=json.dumps({"mode": "interpret", "record": True}),
-                agents=[
-                    lkapi.RoomAgentDispatch(
-                        agent_name=AGENT_NAME,
-                        metadata=json.dumps({"mode": "interpret", "design": design}),
-                    )
-                ],
-            )
-        )
-
-
 async def _exchange(cfg: StackConfig, stack: Stack, design: str) -> dict[str, Any]:
     room_name = f"bench-{design}-{uuid.uuid4().hex[:6]}"
     if design != "kaiwa":
-        await _create_room(cfg, room_name, design)
+        await create_room(cfg, room_name, {"mode": "interpret", "design": design})
     alice = SyntheticCaller(cfg.api_url, name="Alice", mode="interpret", language="en")
     kenji = SyntheticCaller(
         cfg.api_url, name="Kenji", mode="interpret", language="ja", room_name=room_name
@@ -171,7 +136,7 @@ async def _exchange(cfg: StackConfig, stack: Stack, design: str) -> dict[str, An
     try:
         agent = await alice.wait_for_agent()
         await asyncio.sleep(2)  # people say hello a moment after joining, not at once
-        cpu_before = _cpu_seconds(agent_pid) + _cpu_seconds(llm_pid)
+        cpu_before = cpu_seconds(agent_pid) + cpu_seconds(llm_pid)
         wall_before = time.monotonic()
         for language, sentences in SCRIPT:
             speaker, listener = callers[language]
@@ -184,7 +149,7 @@ async def _exchange(cfg: StackConfig, stack: Stack, design: str) -> dict[str, An
             await _quiet(listener, track, since=turn.started, quiet_s=1.5)
             turns.append(turn)
         wall = time.monotonic() - wall_before
-        cpu = _cpu_seconds(agent_pid) + _cpu_seconds(llm_pid) - cpu_before
+        cpu = cpu_seconds(agent_pid) + cpu_seconds(llm_pid) - cpu_before
         dropped = int(agent.attributes.get("kaiwa.dropped_sentences", "0"))
         agents_in_room = len(alice.remote(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT))
     finally:
@@ -240,14 +205,14 @@ def _figures(turns: list[Turn]) -> dict[str, Any]:
             translation_lags.append(onset - end)
     return {
         "sentences": sum(len(t.sentence_ends) for t in turns),
-        "caption_lag_s_median": _median(caption_lags),
-        "caption_lag_s_p95": _percentile(caption_lags, 95),
-        "translation_lag_s_median": _median(translation_lags),
-        "translation_lag_s_p95": _percentile(translation_lags, 95),
+        "caption_lag_s_median": median(caption_lags),
+        "caption_lag_s_p95": percentile(caption_lags, 95),
+        "translation_lag_s_median": median(translation_lags),
+        "translation_lag_s_p95": percentile(translation_lags, 95),
         "translation_lags_measured": len(translation_lags),
         "sentences_unmatched": unmatched,
-        "interim_interval_s_median": _median(intervals),
-        "interim_interval_s_p95": _percentile(intervals, 95),
+        "interim_interval_s_median": median(intervals),
+        "interim_interval_s_p95": percentile(intervals, 95),
         "interim_interval_s_max": round(max(intervals), 3) if intervals else None,
     }
 

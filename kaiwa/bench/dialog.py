@@ -1,0 +1,211 @@
+"""`kaiwa bench dialog`: how quickly the dialog agent answers, and how quickly it yields.
+
+It starts a stack of its own (as `make up` does, with the default offline engines). A
+synthetic caller joins a dialog room in the `assistant` scenario, waits for the greeting,
+and holds a scripted conversation: ten questions, each asked after the previous answer
+ended, then three requests for a story that the caller talks over. Speech is made by the
+project's English voice and spoken into an always-on microphone. Measured at the caller,
+on arrival:
+
+- voice-to-voice: end of the caller's speech → first voiced frame of the reply;
+- first reply text: end of the caller's speech → first caption text from the agent;
+- barge-in stop: start of the caller's speech over a reply → last voiced frame of the reply
+  (it includes the VAD's detection time and the audio path both ways);
+- false interruptions: replies to the ten questions that the history marks interrupted,
+  though nobody talked over them;
+- CPU per session: CPU seconds of the agent worker and the LLM server per second of call.
+
+With `--compare` the same conversation runs again against a plain `AgentSession` with the
+same engines and LiveKit's default turn handling, and the ratio of the median
+voice-to-voice latencies is printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from livekit import rtc
+
+from agents import engines
+from agents.dialog.call import PLAIN_DESIGN
+from api.admin_auth import mint_admin_token
+from kaiwa.caller import SyntheticCaller
+from kaiwa.stack.config import StackConfig
+from kaiwa.stack.services import Stack, ephemeral_config
+
+from .common import cpu_seconds, create_room, median, percentile
+
+QUESTIONS = [
+    "What is the capital city of France?",
+    "How many days are there in a week?",
+    "What color is the sky on a clear day?",
+    "Can you recommend a good fruit for breakfast?",
+    "What is two plus three?",
+    "Which animal says meow?",
+    "What do people usually drink in the morning?",
+    "Is it cold in winter?",
+    "What is the opposite of hot?",
+    "Thank you, that was helpful.",
+]
+STORY = "Please tell me a story about a brave little cat."
+BARGE_IN = "Sorry, wait a moment please, I have another question for you."
+BARGE_INS = 3
+VOICED = 1000  # int16 peak of a frame that carries speech
+QUIET_S = 1.5  # a reply is over after this much silence
+REPLY_TIMEOUT_S = 30.0
+
+
+def _speech(text: str) -> tuple[np.ndarray[Any, Any], int]:
+    voice = engines.voice("en")
+    return voice.synthesize(text), voice.sample_rate
+
+
+class Conversation:
+    def __init__(self, caller: SyntheticCaller) -> None:
+        self.caller = caller
+
+    def agent_texts_after(self, at: float) -> list[float]:
+        agents = {
+            p.identity for p in self.caller.remote(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
+        }
+        return [t.at for t in self.caller.texts if t.participant in agents and t.at > at]
+
+    def voiced_after(self, at: float) -> list[float]:
+        return [
+            h.at
+            for h in self.caller.heard[-3000:]
+            if h.at > at and int(np.abs(h.samples).max(initial=0)) >= VOICED
+        ]
+
+    async def reply_onset(self, after: float) -> float | None:
+        deadline = time.monotonic() + REPLY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if voiced := self.voiced_after(after):
+                return voiced[0]
+            await asyncio.sleep(0.02)
+        return None
+
+    async def quiet(self, after: float) -> None:
+        deadline = time.monotonic() + REPLY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            voiced = self.voiced_after(after)
+            last = voiced[-1] if voiced else after
+            if time.monotonic() - last > QUIET_S:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def _interrupted_replies(cfg: StackConfig, room_name: str) -> list[bool]:
+    """The `interrupted` flag of each stored agent turn, in order (greeting first)."""
+    token, _ = mint_admin_token(cfg.secrets.livekit_api_secret, cfg.secrets.admin_password, 600)
+    async with httpx.AsyncClient(
+        base_url=cfg.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ) as client:
+        for _ in range(60):
+            listing = (await client.get("/api/conversations", params={"room": room_name})).json()
+            if listing["items"]:
+                conversation_id = listing["items"][0]["id"]
+                body = (await client.get(f"/api/conversations/{conversation_id}")).json()
+                turns = [t for t in body["transcript"] if t["role"] == "agent"]
+                if len(turns) >= 1 + len(QUESTIONS) + BARGE_INS:
+                    return [bool(t["interrupted"]) for t in turns]
+            await asyncio.sleep(1)
+    return []
+
+
+async def _conversation(cfg: StackConfig, stack: Stack, design: str) -> dict[str, Any]:
+    room_name = f"bench-dialog-{design}-{uuid.uuid4().hex[:6]}"
+    dispatch = {"mode": "dialog", "scenario": "assistant"}
+    await create_room(cfg, room_name, {**dispatch, "design": design})
+    caller = SyntheticCaller(
+        cfg.api_url, name="Bench", mode="dialog", language="en", room_name=room_name
+    )
+    questions = [await asyncio.to_thread(_speech, q) for q in QUESTIONS]
+    story = await asyncio.to_thread(_speech, STORY)
+    barge_in = await asyncio.to_thread(_speech, BARGE_IN)
+    await caller.join(scenario="assistant")
+    talk = Conversation(caller)
+    agent_pid = stack.services["agent"].proc.pid  # type: ignore[union-attr]
+    llm_pid = stack.services["llm"].proc.pid  # type: ignore[union-attr]
+    voice_to_voice: list[float] = []
+    first_text: list[float] = []
+    stops: list[float] = []
+    unanswered = 0
+    try:
+        await caller.wait_for_agent()
+        joined = time.monotonic()
+        await talk.reply_onset(joined)  # the greeting
+        await talk.quiet(joined)
+        cpu_before = cpu_seconds(agent_pid) + cpu_seconds(llm_pid)
+        wall_before = time.monotonic()
+        for pcm, rate in questions:
+            ended = await caller.say(pcm, rate)
+            onset = await talk.reply_onset(ended)
+            if onset is None:
+                unanswered += 1
+                continue
+            voice_to_voice.append(onset - ended)
+            if texts := talk.agent_texts_after(ended):
+                first_text.append(texts[0] - ended)
+            await talk.quiet(onset)
+        for _ in range(BARGE_INS):
+            ended = await caller.say(*story)
+            onset = await talk.reply_onset(ended)
+            if onset is None:
+                unanswered += 1
+                continue
+            await asyncio.sleep(0.8)
+            barged_in = time.monotonic()
+            done = await caller.say(*barge_in)
+            heard = [at for at in talk.voiced_after(barged_in) if at <= done]
+            stops.append((heard[-1] if heard else barged_in) - barged_in)
+            await talk.quiet(done)  # its answer to the barge-in
+        wall = time.monotonic() - wall_before
+        cpu = cpu_seconds(agent_pid) + cpu_seconds(llm_pid) - cpu_before
+    finally:
+        await caller.leave()
+    interrupted = await _interrupted_replies(cfg, room_name)
+    answers = interrupted[1 : 1 + len(QUESTIONS)]
+    return {
+        "voice_to_voice_s_median": median(voice_to_voice),
+        "voice_to_voice_s_p95": percentile(voice_to_voice, 95),
+        "first_reply_text_s_median": median(first_text),
+        "barge_in_stop_s_median": median(stops),
+        "barge_in_stop_s_max": round(max(stops), 3) if stops else None,
+        "false_interruptions": sum(answers) if answers else None,
+        "unanswered": unanswered,
+        "turns": len(voice_to_voice),
+        "call_s": round(wall, 1),
+        "cpu_s_per_call_s": round(cpu / wall, 3),
+    }
+
+
+async def run(compare: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="kaiwa-bench-") as state_dir:
+        cfg = ephemeral_config(Path(state_dir))
+        stack = Stack(cfg)
+        try:
+            await asyncio.to_thread(stack.start)
+            results: dict[str, Any] = {"kaiwa": await _conversation(cfg, stack, "kaiwa")}
+            if compare:
+                plain = await _conversation(cfg, stack, PLAIN_DESIGN)
+                results[PLAIN_DESIGN] = plain
+                ours, theirs = (
+                    results["kaiwa"]["voice_to_voice_s_median"],
+                    plain["voice_to_voice_s_median"],
+                )
+                if ours is not None and theirs:
+                    results["voice_to_voice_ratio_median"] = round(ours / theirs, 3)
+        finally:
+            await asyncio.to_thread(stack.stop)
+    results["engines"] = {"stt": "whisper-base", "llm": cfg.llm_model, "tts": "piper"}
+    results["machine_cpus"] = os.cpu_count()
+    return results
