@@ -39,11 +39,12 @@ class HeardAudio:
 
 @dataclass
 class ReceivedText:
-    at: float
+    at: float  # when the stream ended (its text complete)
     participant: str
     topic: str
     text: str
     attributes: dict[str, str]
+    opened: float = 0.0  # when its first bytes arrived (a spoken reply's text streams)
 
 
 class Microphone:
@@ -194,6 +195,7 @@ class SyntheticCaller:
             )
 
     async def _read_text(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        opened = time.monotonic()
         text = await reader.read_all()
         info = reader.info
         self.texts.append(
@@ -203,6 +205,7 @@ class SyntheticCaller:
                 topic=info.topic,
                 text=text,
                 attributes=dict(info.attributes or {}),
+                opened=opened,
             )
         )
 

@@ -10,7 +10,12 @@ import pytest
 from pydantic import ValidationError
 
 from api.settings import Settings
-from api.tokens import ReservedIdentityError, TokenRequest, mint_caller_token
+from api.tokens import (
+    ReservedIdentityError,
+    TokenRequest,
+    UnknownScenarioError,
+    mint_caller_token,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -95,3 +100,13 @@ def test_invalid_requests_are_refused(field: str, value: str) -> None:
 def test_platform_identities_are_reserved(identity: str) -> None:
     with pytest.raises(ReservedIdentityError):
         mint_caller_token(SETTINGS, TokenRequest(name="A", identity=identity))
+
+
+def test_a_known_scenario_is_carried_to_the_agent_and_an_unknown_one_refused() -> None:
+    minted = mint_caller_token(SETTINGS, TokenRequest(name="Aiko", scenario="cafe-ja-beginner"))
+    room_config = claims_of(minted.token)["roomConfig"]
+    assert isinstance(room_config, dict)
+    (dispatch,) = room_config["agents"]
+    assert json.loads(dispatch["metadata"])["scenario"] == "cafe-ja-beginner"
+    with pytest.raises(UnknownScenarioError):
+        mint_caller_token(SETTINGS, TokenRequest(name="Aiko", scenario="no-such-scenario"))

@@ -37,8 +37,11 @@ from .scenarios import Scenario
 
 logger = logging.getLogger("kaiwa.dialog")
 
-# Refresh the stored summary every this many turns, so a long call has one before it ends.
+# Refresh the stored summary every this many turns, so a long call has one before it ends;
+# only while the caller listens, and dropped when they speak: the conversation comes first.
 SUMMARY_EVERY_TURNS = 10
+SUMMARY_MID_CALL_S = 30.0
+INTERIMS_EVERY_S = 1.5
 # Shares of the 15 s LiveKit gives a job to end: the summary, then delivering the history.
 END_SUMMARY_S = 6.0
 END_FLUSH_S = 5.0
@@ -107,7 +110,9 @@ def local_engines(settings: AgentSettings, scenario: Scenario) -> dict[str, Any]
     """The offline pipeline: Whisper → the local LLM → the local voice, streamed; for a
     session, or for an agent taking over from Gemini mid-call."""
     return {
-        "stt": roles.make_stt(settings, scenario.language),
+        # Interims at a slower pace than the interpreter's: the caller's own words matter
+        # less live than the reply, and a decode at the end of the turn delays it.
+        "stt": roles.make_stt(settings, scenario.language, interims_every_s=INTERIMS_EVERY_S),
         "llm": roles.make_llm(settings),
         "tts": roles.make_tts(settings, scenario.language),
         "vad": engines.vad(),
@@ -116,7 +121,7 @@ def local_engines(settings: AgentSettings, scenario: Scenario) -> dict[str, Any]
             turn_detection=turns.turn_detection(scenario.language),
             # Talking over the agent pauses it at once (VAD) and clears it when words
             # follow; a cough that brings no words lets it resume.
-            interruption={"min_duration": 0.2, "false_interruption_timeout": 1.5},
+            interruption={"min_duration": 0.1, "false_interruption_timeout": 1.5},
             # Start the reply on the final transcript, before end of turn is confirmed.
             preemptive_generation={"enabled": True},
         ),
@@ -185,26 +190,32 @@ class TurnLog:
         self.transcript.append((role, text))
 
 
-async def summarize(model: llm.LLM[Any], transcript: list[tuple[str, str]]) -> str | None:
-    """Two or three sentences on what the call was about, for the history and admins."""
-    if not transcript:
-        return None
-    lines = "\n".join(
-        f"{'Caller' if role == 'user' else 'Agent'}: {text}" for role, text in transcript
-    )
+async def summarize(
+    model: llm.LLM[Any], previous: str | None, turns: list[tuple[str, str]]
+) -> str | None:
+    """Two or three sentences on what the call was about, for the history and admins.
+
+    Incremental: the summary so far and the turns since, so each refresh costs the same
+    however long the call (the local LLM is shared with the conversation itself).
+    """
+    if not turns:
+        return previous
+    speaker = {"user": "Caller", "agent": "Agent"}
+    lines = "\n".join(f"{speaker[role]}: {text}" for role, text in turns)
     chat = llm.ChatContext()
     chat.add_message(
         role="system",
-        content="Summarise this spoken conversation in English in at most three sentences: "
+        content="Summarise a spoken conversation in English in at most three sentences: "
         "what the caller wanted and how it went. Reply with the summary only.",
     )
-    chat.add_message(role="user", content=lines[-6000:])
+    so_far = f"The summary so far: {previous}\n\nWhat was said since:\n" if previous else ""
+    chat.add_message(role="user", content=(so_far + lines)[-4000:])
     parts: list[str] = []
     async with model.chat(chat_ctx=chat) as stream:
         async for chunk in stream:
             if chunk.delta and chunk.delta.content:
                 parts.append(chunk.delta.content)
-    return "".join(parts).strip() or None
+    return "".join(parts).strip() or previous
 
 
 def usage_counters(session: AgentSession[Any]) -> dict[str, float]:
@@ -268,7 +279,9 @@ class DialogCall:
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ending = False
-        self._summarised_at = 0
+        self.summary: str | None = None
+        self._summarised_turns = 0  # turns of the transcript the summary covers
+        self._summary_task: asyncio.Task[None] | None = None
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -280,6 +293,7 @@ class DialogCall:
         session = self.session
         session.on("conversation_item_added", self._on_item)
         session.on("user_state_changed", self._on_user_state)
+        session.on("agent_state_changed", lambda _e: self._summary_when_quiet())
         session.on("error", self._on_error)
         session.on("close", lambda _e: done.set())
         self.store.start()
@@ -308,13 +322,34 @@ class DialogCall:
         if not self._caller and (linked := self.session.room_io.linked_participant):
             self._caller = linked.identity
         self.log.on_item(event)
-        if self.log.turns - self._summarised_at >= SUMMARY_EVERY_TURNS:
-            self._summarised_at = self.log.turns
-            self._spawn(self.report(summary=True), "summary")
+        if isinstance(event.item, llm.ChatMessage):
+            # The stages of each reply's latency, for operators reading the logs.
+            metrics = {
+                name: round(value, 3)
+                for name, value in event.item.metrics.items()
+                if isinstance(value, float) and name.endswith(("_delay", "_ttft", "_ttfb"))
+            }
+            if metrics:
+                logger.info("turn", extra={"role": event.item.role, **metrics})
+        self._summary_when_quiet()
+
+    def _summary_when_quiet(self) -> None:
+        due = len(self.log.transcript) - self._summarised_turns >= SUMMARY_EVERY_TURNS
+        quiet = self.session.agent_state == "listening" and self.session.user_state != "speaking"
+        if not quiet and self._summary_task is not None:
+            self._summary_task.cancel()  # tried again at the next quiet moment
+        elif due and quiet and (self._summary_task is None or self._summary_task.done()):
+            self._summary_task = asyncio.create_task(self._refresh_summary(), name="summary")
+            self._tasks.add(self._summary_task)
+            self._summary_task.add_done_callback(self._tasks.discard)
+
+    async def _refresh_summary(self) -> None:
+        await self.report(summary=True, within_s=SUMMARY_MID_CALL_S)
 
     def _on_user_state(self, event: UserStateChangedEvent) -> None:
         if event.new_state == "away":
             self._spawn(self.end("idle"), "idle-end")
+        self._summary_when_quiet()
 
     def _on_error(self, event: ErrorEvent) -> None:
         """Keep the call going: Gemini gives way to the local pipeline; a failed local LLM
@@ -363,16 +398,23 @@ class DialogCall:
             await handle.wait_for_playout()
         await self._end_call()
 
-    async def report(self, *, summary: bool) -> None:
-        text = None
+    async def report(self, *, summary: bool, within_s: float = END_SUMMARY_S) -> None:
+        """Report usage, and first bring the summary up to date (within `within_s`)."""
         if summary:
+            covered = len(self.log.transcript)
             try:
-                text = await asyncio.wait_for(
-                    summarize(self.summary_model, list(self.log.transcript)), END_SUMMARY_S
+                self.summary = await asyncio.wait_for(
+                    summarize(
+                        self.summary_model,
+                        self.summary,
+                        self.log.transcript[self._summarised_turns : covered],
+                    ),
+                    within_s,
                 )
+                self._summarised_turns = covered
             except Exception as exc:  # the usage still goes out; the summary waits
-                logger.warning("no summary", extra={"error": repr(exc)})
-        await self.store.report(usage=usage_counters(self.session), summary=text)
+                logger.warning("summary not refreshed", extra={"error": repr(exc)})
+        await self.store.report(usage=usage_counters(self.session), summary=self.summary)
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):

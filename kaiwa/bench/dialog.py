@@ -23,6 +23,7 @@ voice-to-voice latencies is printed.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
 import time
@@ -72,11 +73,13 @@ class Conversation:
     def __init__(self, caller: SyntheticCaller) -> None:
         self.caller = caller
 
-    def agent_texts_after(self, at: float) -> list[float]:
+    def agent_text_opened_after(self, at: float) -> float | None:
+        """When the first caption text from the agent after `at` began to arrive."""
         agents = {
             p.identity for p in self.caller.remote(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
         }
-        return [t.at for t in self.caller.texts if t.participant in agents and t.at > at]
+        opened = [t.opened for t in self.caller.texts if t.participant in agents and t.opened > at]
+        return min(opened, default=None)
 
     def voiced_after(self, at: float) -> list[float]:
         return [
@@ -103,25 +106,59 @@ class Conversation:
             await asyncio.sleep(0.05)
 
 
-async def _interrupted_replies(cfg: StackConfig, room_name: str) -> list[bool]:
-    """The `interrupted` flag of each stored agent turn, in order (greeting first)."""
+async def _false_interruptions(cfg: StackConfig, room_name: str) -> int | None:
+    """Stored replies marked interrupted before the first story was asked for: nobody
+    talked over those."""
     token, _ = mint_admin_token(cfg.secrets.livekit_api_secret, cfg.secrets.admin_password, 600)
     async with httpx.AsyncClient(
         base_url=cfg.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
     ) as client:
-        for _ in range(60):
+        for _ in range(30):
             listing = (await client.get("/api/conversations", params={"room": room_name})).json()
             if listing["items"]:
                 conversation_id = listing["items"][0]["id"]
                 body = (await client.get(f"/api/conversations/{conversation_id}")).json()
-                turns = [t for t in body["transcript"] if t["role"] == "agent"]
-                if len(turns) >= 1 + len(QUESTIONS) + BARGE_INS:
-                    return [bool(t["interrupted"]) for t in turns]
+                turns = body["transcript"]
+                stories: list[float] = [
+                    float(t["start_s"])
+                    for t in turns
+                    if t["role"] == "user" and "story" in t["text"].lower()
+                ]
+                if stories:
+                    false = [
+                        t
+                        for t in turns
+                        if t["role"] == "agent" and t["interrupted"] and t["start_s"] < stories[0]
+                    ]
+                    return len(false)
             await asyncio.sleep(1)
-    return []
+    return None
+
+
+STAGES = ("transcription_delay", "end_of_turn_delay", "llm_node_ttft", "tts_node_ttfb")
+
+
+def _stages(agent_log: Path, offset: int) -> dict[str, float | None]:
+    """Medians of the agent's own per-turn stage timings (its "turn" log lines after
+    `offset`): where the voice-to-voice time goes."""
+    seen: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    with agent_log.open("rb") as log:
+        log.seek(offset)
+        for line in log:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("message") == "turn":
+                for stage in STAGES:
+                    if isinstance(record.get(stage), float | int):
+                        seen[stage].append(float(record[stage]))
+    return {f"{stage}_s_median": median(values) for stage, values in seen.items()}
 
 
 async def _conversation(cfg: StackConfig, stack: Stack, design: str) -> dict[str, Any]:
+    agent_log = cfg.logs_dir / "agent.log"
+    log_offset = agent_log.stat().st_size
     room_name = f"bench-dialog-{design}-{uuid.uuid4().hex[:6]}"
     dispatch = {"mode": "dialog", "scenario": "assistant"}
     await create_room(cfg, room_name, {**dispatch, "design": design})
@@ -153,9 +190,9 @@ async def _conversation(cfg: StackConfig, stack: Stack, design: str) -> dict[str
                 unanswered += 1
                 continue
             voice_to_voice.append(onset - ended)
-            if texts := talk.agent_texts_after(ended):
-                first_text.append(texts[0] - ended)
             await talk.quiet(onset)
+            if (opened := talk.agent_text_opened_after(ended)) is not None:
+                first_text.append(opened - ended)
         for _ in range(BARGE_INS):
             ended = await caller.say(*story)
             onset = await talk.reply_onset(ended)
@@ -172,19 +209,19 @@ async def _conversation(cfg: StackConfig, stack: Stack, design: str) -> dict[str
         cpu = cpu_seconds(agent_pid) + cpu_seconds(llm_pid) - cpu_before
     finally:
         await caller.leave()
-    interrupted = await _interrupted_replies(cfg, room_name)
-    answers = interrupted[1 : 1 + len(QUESTIONS)]
+    false_interruptions = await _false_interruptions(cfg, room_name)
     return {
         "voice_to_voice_s_median": median(voice_to_voice),
         "voice_to_voice_s_p95": percentile(voice_to_voice, 95),
         "first_reply_text_s_median": median(first_text),
         "barge_in_stop_s_median": median(stops),
         "barge_in_stop_s_max": round(max(stops), 3) if stops else None,
-        "false_interruptions": sum(answers) if answers else None,
+        "false_interruptions": false_interruptions,
         "unanswered": unanswered,
         "turns": len(voice_to_voice),
         "call_s": round(wall, 1),
         "cpu_s_per_call_s": round(cpu / wall, 3),
+        "agent_stages": _stages(agent_log, log_offset),
     }
 
 
