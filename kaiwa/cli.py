@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from types import FrameType
 
 from .bench import search as bench_search
@@ -179,7 +180,7 @@ def cmd_bench_dialog(args: argparse.Namespace) -> int:
 
     from .bench import dialog
 
-    figures = asyncio.run(dialog.run(args.compare))
+    figures = asyncio.run(dialog.run(args.compare, args.keep_logs))
     print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
     return 0
 
@@ -240,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         "--compare", action="store_true", help="also run a plain AgentSession with defaults"
     )
     p_dialog.add_argument("--json", action="store_true", help="print one JSON object")
+    p_dialog.add_argument(
+        "--keep-logs", type=Path, metavar="DIR", help="copy the stack's logs here at the end"
+    )
     p_dialog.set_defaults(func=cmd_bench_dialog)
     p_search = bench.add_parser(
         "search", help="history search at 1M segments, SQLite and PostgreSQL"

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from difflib import SequenceMatcher
 
+import numpy as np
 import pytest
 from livekit import rtc
 
@@ -145,3 +146,43 @@ async def test_talking_over_the_agent_stops_it_and_marks_the_turn(
     )
     story = [t for t in detail["transcript"] if t["role"] == "agent"][1]
     assert story["interrupted"] is True, detail["transcript"]
+
+
+async def test_hanging_up_mid_reply_keeps_the_partial_turn_marked_interrupted(
+    stack: Stack, caller: SyntheticCaller
+) -> None:
+    history = History(stack, caller.grant["room"])
+    ask = await asyncio.to_thread(speech, "en", "Please tell me a story about a brave little cat.")
+    await wait_for(lambda: agent_finals(caller), 60, "the agent's greeting", caller)
+    await wait_quiet(caller, agent_track(caller))
+    asked = await caller.say(*ask)
+    await wait_for(
+        lambda: any(voiced(h) and h.at > asked for h in caller.heard), 60, "the story", caller
+    )
+    await asyncio.sleep(1.0)
+    await caller.leave()  # mid-story
+
+    detail = await history.wait_until(
+        lambda d: sum(t["role"] == "agent" for t in d["transcript"]) >= 2, "the story stored"
+    )
+    turns = detail["transcript"]
+    (request,) = [t for t in turns if t["role"] == "user"]
+    assert "story" in request["text"].lower()
+    story = [t for t in turns if t["role"] == "agent"][1]
+    assert story["interrupted"] is True, turns
+
+
+async def test_noise_and_silence_get_no_reply(stack: Stack, caller: SyntheticCaller) -> None:
+    history = History(stack, caller.grant["room"])
+    await wait_for(lambda: agent_finals(caller), 60, "the agent's greeting", caller)
+    await wait_quiet(caller, agent_track(caller))
+    # 15 s of steady background noise (a fan, a street), then the microphone's silence.
+    rate = 16000
+    noise = np.random.default_rng(7).normal(0, 600, rate * 15).clip(-32768, 32767)
+    started = time.monotonic()
+    await caller.say(noise.astype(np.int16), rate)
+    await asyncio.sleep(8)
+    assert len(agent_finals(caller)) == 1, [t.text for t in agent_finals(caller)]
+    assert not [h for h in caller.heard if voiced(h) and h.at > started]
+    detail = await history.conversation()
+    assert not [t for t in detail["transcript"] if t["role"] == "user"], detail["transcript"]

@@ -20,6 +20,7 @@ from livekit import rtc
 from livekit.agents import (
     Agent,
     AgentSession,
+    AgentStateChangedEvent,
     ConversationItemAddedEvent,
     ErrorEvent,
     StopResponse,
@@ -293,7 +294,7 @@ class DialogCall:
         session = self.session
         session.on("conversation_item_added", self._on_item)
         session.on("user_state_changed", self._on_user_state)
-        session.on("agent_state_changed", lambda _e: self._summary_when_quiet())
+        session.on("agent_state_changed", self._on_agent_state)
         session.on("error", self._on_error)
         session.on("close", lambda _e: done.set())
         self.store.start()
@@ -346,7 +347,12 @@ class DialogCall:
     async def _refresh_summary(self) -> None:
         await self.report(summary=True, within_s=SUMMARY_MID_CALL_S)
 
+    def _on_agent_state(self, event: AgentStateChangedEvent) -> None:
+        logger.info("agent state", extra={"state": event.new_state})
+        self._summary_when_quiet()
+
     def _on_user_state(self, event: UserStateChangedEvent) -> None:
+        logger.info("user state", extra={"state": event.new_state})
         if event.new_state == "away":
             self._spawn(self.end("idle"), "idle-end")
         self._summary_when_quiet()

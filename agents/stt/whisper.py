@@ -44,8 +44,11 @@ class WhisperOptions:
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
     # Start decoding the final result this far into a pause, while VAD still waits to confirm
-    # that speech ended (its min_silence_duration): the decode overlaps the wait.
-    early_final_after_s: float = 0.1
+    # that speech ended (its min_silence_duration): the decode overlaps the wait. Not sooner:
+    # gaps between words reach 0.1-0.2 s, and a decode started there, once speech resumes,
+    # still holds one of the two decode threads (it cannot be stopped), so the real final
+    # could queue behind it.
+    early_final_after_s: float = 0.25
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -225,7 +226,7 @@ async def _conversation(cfg: StackConfig, stack: Stack, design: str) -> dict[str
     }
 
 
-async def run(compare: bool) -> dict[str, Any]:
+async def run(compare: bool, keep_logs: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kaiwa-bench-") as state_dir:
         cfg = ephemeral_config(Path(state_dir))
         stack = Stack(cfg)
@@ -243,6 +244,8 @@ async def run(compare: bool) -> dict[str, Any]:
                     results["voice_to_voice_ratio_median"] = round(ours / theirs, 3)
         finally:
             await asyncio.to_thread(stack.stop)
+            if keep_logs is not None:
+                shutil.copytree(cfg.logs_dir, keep_logs, dirs_exist_ok=True)
     results["engines"] = {"stt": "whisper-base", "llm": cfg.llm_model, "tts": "piper"}
     results["machine_cpus"] = os.cpu_count()
     return results
