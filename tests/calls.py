@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from difflib import SequenceMatcher
 from typing import Any
 
 import httpx
@@ -44,6 +45,15 @@ async def transcribe(caller: SyntheticCaller, track_name: str, language: str) ->
     engine = engines.whisper("whisper-base")
     result = await asyncio.to_thread(engine.transcribe, audio, WhisperOptions(language=language))
     return result.text
+
+
+def similarity(a: str, b: str) -> float:
+    """How alike two texts are, letters only (0-1): a transcript against its caption."""
+
+    def letters(text: str) -> str:
+        return "".join(c for c in text.lower() if c.isalnum())
+
+    return SequenceMatcher(None, letters(a), letters(b)).ratio()
 
 
 async def wait_for(

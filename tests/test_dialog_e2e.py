@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from difflib import SequenceMatcher
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from livekit import rtc
 from kaiwa.caller import ReceivedText, SyntheticCaller
 from kaiwa.stack.services import Stack
 
-from .calls import History, speech, transcribe, voiced, wait_for, wait_quiet
+from .calls import History, similarity, speech, transcribe, voiced, wait_for, wait_quiet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.models]
 
@@ -34,13 +33,6 @@ def agent_finals(caller: SyntheticCaller) -> list[ReceivedText]:
         for t in caller.texts
         if t.participant in agents and t.attributes.get("lk.transcription_final") == "true"
     ]
-
-
-def similarity(a: str, b: str) -> float:
-    def letters(text: str) -> str:
-        return "".join(c for c in text.lower() if c.isalnum())
-
-    return SequenceMatcher(None, letters(a), letters(b)).ratio()
 
 
 def agent_track(caller: SyntheticCaller) -> str:
