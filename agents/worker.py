@@ -114,19 +114,24 @@ async def entrypoint(ctx: JobContext) -> None:
         await dialog(ctx, done, metadata)
 
 
-async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any]) -> None:
-    room = ctx.room
-    scenario = scenarios.pick(str(metadata.get("scenario") or ""), settings.scenarios_file)
-    limits = CallLimits(
-        idle_s=settings.dialog_idle_timeout_s, max_call_s=settings.dialog_max_call_s
-    )
-    store = SegmentStore(
+async def history_store(room: rtc.Room) -> SegmentStore:
+    """Where this call's transcript and report go: the API, as this worker's service."""
+    return SegmentStore(
         settings.api_internal_url,
         settings.livekit_api_key,
         settings.livekit_api_secret,
         room_sid=await room.sid,
         room_name=room.name,
     )
+
+
+async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any]) -> None:
+    room = ctx.room
+    scenario = scenarios.pick(str(metadata.get("scenario") or ""), settings.scenarios_file)
+    limits = CallLimits(
+        idle_s=settings.dialog_idle_timeout_s, max_call_s=settings.dialog_max_call_s
+    )
+    store = await history_store(room)
 
     async def end_call() -> None:
         await ctx.delete_room()
@@ -162,13 +167,7 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
 
 async def interpret(ctx: JobContext, done: asyncio.Event) -> None:
     room = ctx.room
-    store = SegmentStore(
-        settings.api_internal_url,
-        settings.livekit_api_key,
-        settings.livekit_api_secret,
-        room_sid=await room.sid,
-        room_name=room.name,
-    )
+    store = await history_store(room)
     llm_client = AsyncOpenAI(base_url=settings.llm_base_url, api_key="local")
     interpreter = Interpreter(
         room,

@@ -16,7 +16,7 @@ from livekit import rtc
 from agents import engines
 from agents.stt.whisper import WhisperOptions
 from api.admin_auth import mint_admin_token
-from kaiwa.caller import SyntheticCaller
+from kaiwa.caller import ReceivedText, SyntheticCaller
 from kaiwa.stack.services import Stack
 
 
@@ -45,6 +45,16 @@ async def transcribe(caller: SyntheticCaller, track_name: str, language: str) ->
     engine = engines.whisper("whisper-base")
     result = await asyncio.to_thread(engine.transcribe, audio, WhisperOptions(language=language))
     return result.text
+
+
+def agent_finals(caller: SyntheticCaller) -> list[ReceivedText]:
+    """The final captions an agent sent this caller (its words, as it speaks them)."""
+    agents = {p.identity for p in caller.remote(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)}
+    return [
+        t
+        for t in caller.texts
+        if t.participant in agents and t.attributes.get("lk.transcription_final") == "true"
+    ]
 
 
 def similarity(a: str, b: str) -> float:

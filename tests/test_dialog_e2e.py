@@ -13,26 +13,24 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
-from livekit import rtc
 
-from kaiwa.caller import ReceivedText, SyntheticCaller
+from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 
-from .calls import History, similarity, speech, transcribe, voiced, wait_for, wait_quiet
+from .calls import (
+    History,
+    agent_finals,
+    similarity,
+    speech,
+    transcribe,
+    voiced,
+    wait_for,
+    wait_quiet,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.models]
 
 OPENING = "Hello! What would you like to talk about?"  # the assistant scenario's first line
-
-
-def agent_finals(caller: SyntheticCaller) -> list[ReceivedText]:
-    """The agent's final captions (its words, as it speaks them)."""
-    agents = {p.identity for p in caller.remote(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)}
-    return [
-        t
-        for t in caller.texts
-        if t.participant in agents and t.attributes.get("lk.transcription_final") == "true"
-    ]
 
 
 def agent_track(caller: SyntheticCaller) -> str:

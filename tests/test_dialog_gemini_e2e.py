@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from livekit import rtc
 
-from kaiwa.caller import ReceivedText, SyntheticCaller
+from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 
-from .calls import History, speech, voiced, wait_for
+from .calls import History, agent_finals, speech, voiced, wait_for
 from .gemini_live import GeminiLiveStandIn, Reply, TurnRequest
 from .servers import make_stack_config
 
@@ -115,15 +114,6 @@ async def caller(gemini_stack: Stack) -> AsyncIterator[SyntheticCaller]:
         yield person
     finally:
         await person.leave()
-
-
-def agent_finals(caller: SyntheticCaller) -> list[ReceivedText]:
-    agents = {p.identity for p in caller.remote(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)}
-    return [
-        t
-        for t in caller.texts
-        if t.participant in agents and t.attributes.get("lk.transcription_final") == "true"
-    ]
 
 
 async def ask(caller: SyntheticCaller, text: str, answers: int) -> None:
