@@ -107,8 +107,11 @@ class SegmentStore:
     ) -> bool:
         """Set the call's usage totals (and summary). Totals replace the stored ones, so a
         report retried, or sent again later in the call, never counts twice."""
-        body: dict[str, Any] = {"room_sid": self.room_sid, "room_name": self.room_name}
-        body["usage"] = usage
+        body: dict[str, Any] = {
+            "room_sid": self.room_sid,
+            "room_name": self.room_name,
+            "usage": usage,
+        }
         if summary:
             body["summary"] = summary
         for attempt in range(attempts):

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from livekit import rtc
-from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess
+from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess, llm
 from livekit.agents.__main__ import main as agents_main
 from openai import AsyncOpenAI
 
@@ -150,7 +150,11 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
         scenario=scenario,
         session=session,
         make_agent=lambda: ScenarioAgent(scenario),
-        summary_model=roles.make_llm(settings),
+        # The session's own text LLM where it has one: a second client per call would be
+        # built on the event loop (its SSL context alone takes a few hundred ms).
+        summary_model=(
+            session.llm if isinstance(session.llm, llm.LLM) else roles.make_llm(settings)
+        ),
         store=store,
         engine=engine,
         call_started_at=room.creation_time.timestamp(),

@@ -4,8 +4,9 @@ and the stored history as an admin reads it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from difflib import SequenceMatcher
 from typing import Any
 
@@ -55,6 +56,34 @@ def agent_finals(caller: SyntheticCaller) -> list[ReceivedText]:
         for t in caller.texts
         if t.participant in agents and t.attributes.get("lk.transcription_final") == "true"
     ]
+
+
+@contextlib.asynccontextmanager
+async def dialog_caller(stack: Stack, name: str) -> AsyncIterator[SyntheticCaller]:
+    """A caller in a new dialog room (the assistant scenario), once its agent has joined."""
+    person = SyntheticCaller(stack.cfg.api_url, name=name, mode="dialog", language="en")
+    await person.join(scenario="assistant")
+    try:
+        await person.wait_for_agent()
+        yield person
+    finally:
+        await person.leave()
+
+
+def agent_track(caller: SyntheticCaller) -> str:
+    """The one track this caller has heard: the agent's voice."""
+    names = {h.track_name for h in caller.heard}
+    assert names, "nothing heard from the agent"
+    (name,) = names
+    return name
+
+
+async def after_greeting(caller: SyntheticCaller) -> str:
+    """Once the agent's greeting is captioned and has finished playing; its track."""
+    await wait_for(lambda: agent_finals(caller), 60, "the agent's greeting", caller)
+    track = agent_track(caller)
+    await wait_quiet(caller, track)
+    return track
 
 
 def similarity(a: str, b: str) -> float:

@@ -19,7 +19,9 @@ from kaiwa.stack.services import Stack
 
 from .calls import (
     History,
+    after_greeting,
     agent_finals,
+    dialog_caller,
     similarity,
     speech,
     transcribe,
@@ -33,22 +35,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.models]
 OPENING = "Hello! What would you like to talk about?"  # the assistant scenario's first line
 
 
-def agent_track(caller: SyntheticCaller) -> str:
-    names = {h.track_name for h in caller.heard}
-    assert names, "nothing heard from the agent"
-    (name,) = names
-    return name
-
-
 @pytest.fixture
 async def caller(stack: Stack) -> AsyncIterator[SyntheticCaller]:
-    person = SyntheticCaller(stack.cfg.api_url, name="Dana", mode="dialog", language="en")
-    await person.join(scenario="assistant")
-    try:
-        await person.wait_for_agent()
+    async with dialog_caller(stack, "Dana") as person:
         yield person
-    finally:
-        await person.leave()
 
 
 async def test_caller_asks_by_voice_and_hears_a_relevant_answer(
@@ -57,10 +47,8 @@ async def test_caller_asks_by_voice_and_hears_a_relevant_answer(
     history = History(stack, caller.grant["room"])
     question = await asyncio.to_thread(speech, "en", "What is the capital city of France?")
     # The agent speaks first: the scenario's opening line, captioned and heard.
-    await wait_for(lambda: agent_finals(caller), 60, "the agent's greeting", caller)
+    track = await after_greeting(caller)
     assert "talk about" in agent_finals(caller)[0].text
-    track = agent_track(caller)
-    await wait_quiet(caller, track)
 
     heard_before = len(caller.heard)
     await caller.say(*question)
@@ -111,9 +99,7 @@ async def test_talking_over_the_agent_stops_it_and_marks_the_turn(
     interrupt = await asyncio.to_thread(
         speech, "en", "Sorry, wait a moment please, I have another question for you."
     )
-    await wait_for(lambda: agent_finals(caller), 60, "the agent's greeting", caller)
-    track = agent_track(caller)
-    await wait_quiet(caller, track)
+    await after_greeting(caller)
 
     asked = await caller.say(*ask)
     await wait_for(
@@ -143,8 +129,7 @@ async def test_hanging_up_mid_reply_keeps_the_partial_turn_marked_interrupted(
 ) -> None:
     history = History(stack, caller.grant["room"])
     ask = await asyncio.to_thread(speech, "en", "Please tell me a story about a brave little cat.")
-    await wait_for(lambda: agent_finals(caller), 60, "the agent's greeting", caller)
-    await wait_quiet(caller, agent_track(caller))
+    await after_greeting(caller)
     asked = await caller.say(*ask)
     await wait_for(
         lambda: any(voiced(h) and h.at > asked for h in caller.heard), 60, "the story", caller
@@ -164,8 +149,7 @@ async def test_hanging_up_mid_reply_keeps_the_partial_turn_marked_interrupted(
 
 async def test_noise_and_silence_get_no_reply(stack: Stack, caller: SyntheticCaller) -> None:
     history = History(stack, caller.grant["room"])
-    await wait_for(lambda: agent_finals(caller), 60, "the agent's greeting", caller)
-    await wait_quiet(caller, agent_track(caller))
+    await after_greeting(caller)
     # 15 s of steady background noise (a fan, a street), then the microphone's silence.
     rate = 16000
     noise = np.random.default_rng(7).normal(0, 600, rate * 15).clip(-32768, 32767)

@@ -20,7 +20,7 @@ import pytest
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 
-from .calls import History, agent_finals, speech, voiced, wait_for
+from .calls import History, agent_finals, dialog_caller, speech, voiced, wait_for
 from .gemini_live import GeminiLiveStandIn, Reply, TurnRequest
 from .servers import make_stack_config
 
@@ -107,13 +107,8 @@ def gemini_stack(
 
 @pytest.fixture
 async def caller(gemini_stack: Stack) -> AsyncIterator[SyntheticCaller]:
-    person = SyntheticCaller(gemini_stack.cfg.api_url, name="Gil", mode="dialog", language="en")
-    await person.join(scenario="assistant")
-    try:
-        await person.wait_for_agent()
+    async with dialog_caller(gemini_stack, "Gil") as person:
         yield person
-    finally:
-        await person.leave()
 
 
 async def ask(caller: SyntheticCaller, text: str, answers: int) -> None:

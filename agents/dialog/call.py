@@ -51,7 +51,8 @@ BACKCHANNELS = frozenset(
     "un uh-huh uhhuh mhm mm hmm yeah yes yep ok okay right sure".split()
     + "はい うん ええ そう なるほど".split()
 )
-GOODBYES = {
+# What the agent says, unprompted, when it ends a call or cannot answer.
+SPOKEN_LINES = {
     "en": {
         "idle": "It seems you have stepped away. Let's talk again soon. Goodbye!",
         "limit": "We have reached the end of our time today. Thank you, and goodbye!",
@@ -66,7 +67,7 @@ GOODBYES = {
 
 
 def line(language: str, kind: str) -> str:
-    return GOODBYES.get(language.split("-")[0], GOODBYES["en"])[kind]
+    return SPOKEN_LINES.get(language.split("-")[0], SPOKEN_LINES["en"])[kind]
 
 
 def is_backchannel(text: str) -> bool:
