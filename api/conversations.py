@@ -178,6 +178,20 @@ def transcript(session: Session, conversation_id: str) -> Transcript | None:
     return Transcript(conversation_id=conversation_id, segments=_segments(session, conversation_id))
 
 
+def room_transcript(session: Session, room_name: str) -> Transcript | None:
+    """The transcript of the newest conversation held in the room of that name: a caller's
+    current call, or the one just ended."""
+    newest = session.scalars(
+        select(Conversation)
+        .where(Conversation.room_name == room_name, Conversation.deleted_at.is_(None))
+        .order_by(Conversation.started_at.desc(), Conversation.id.desc())
+        .limit(1)
+    ).first()
+    if newest is None:
+        return None
+    return Transcript(conversation_id=newest.id, segments=_segments(session, newest.id))
+
+
 def _recording_out(recording: Recording, room: Recording | None) -> RecordingOut:
     offset = None
     if recording is room:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import boto3
+import jwt
 import redis.asyncio as aioredis
 from botocore.config import Config as BotoConfig
 from fastapi import Depends, HTTPException, Request, status
@@ -17,7 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from .admin_auth import COOKIE_NAME, AdminTokenInvalid, verify_admin_token
 from .db import make_engine, make_sessionmaker, migrate
 from .ratelimit import RateLimiter
-from .service_auth import ServiceTokenForbidden, ServiceTokenInvalid, verify_service_token
+from .service_auth import (
+    LEEWAY_S,
+    ServiceTokenForbidden,
+    ServiceTokenInvalid,
+    verify_service_token,
+)
 from .settings import Settings
 
 
@@ -145,3 +151,38 @@ async def require_agent(request: Request, deps: Deps) -> dict[str, Any]:
 
 AdminDep = Annotated[dict[str, Any], Depends(require_admin)]
 AgentDep = Annotated[dict[str, Any], Depends(require_agent)]
+
+
+@dataclass(frozen=True)
+class CallerGrant:
+    room: str
+    identity: str
+
+
+async def require_caller(request: Request, deps: Deps) -> CallerGrant:
+    """A caller's own LiveKit access token: it opens the history of its one room, nothing
+    more. The web page sends the token it joined with."""
+    token = _bearer(request)
+    if not token:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing token", headers=_UNAUTHORIZED)
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            deps.settings.livekit_api_secret,
+            algorithms=["HS256"],
+            issuer=deps.settings.livekit_api_key,
+            leeway=LEEWAY_S,
+            options={"require": ["exp", "iss", "sub"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "invalid or expired token", headers=_UNAUTHORIZED
+        ) from exc
+    video = claims.get("video")
+    room = video.get("room") if isinstance(video, dict) else None
+    if not isinstance(video, dict) or not video.get("roomJoin") or not isinstance(room, str):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "not a caller's room token")
+    return CallerGrant(room=room, identity=str(claims["sub"]))
+
+
+CallerDep = Annotated[CallerGrant, Depends(require_caller)]

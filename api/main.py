@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .deps import Resources
 from .logs import setup_logging
-from .routes import admin, health, history, recordings, segments, token, webhook
+from .routes import admin, call, health, history, recordings, segments, token, webhook
 from .settings import Settings, get_settings
 
 
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Kaiwa API", version="0.1.0", lifespan=lifespan)
     app.include_router(health.router)
     app.include_router(token.router)
+    app.include_router(call.router)
     app.include_router(webhook.router)
     app.include_router(segments.router)
     app.include_router(admin.router)

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
 
     # Callers' tokens are short-lived; LiveKit refreshes a connected client's token itself.
     token_ttl_s: int = Field(default=600, ge=30, le=6 * 3600)
+    # Everyone in a room counts, agents and the recorder included.
+    room_max_participants: int = Field(default=16, ge=3, le=1000)
     # The dialog scenarios callers can pick (agents/dialog/scenarios.toml is the shape).
     scenarios_file: Path = SCENARIOS_FILE
     token_rate_limit: int = Field(default=30, ge=1, description="token requests per window")

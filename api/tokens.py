@@ -100,6 +100,7 @@ def mint_caller_token(settings: Settings, request: TokenRequest) -> TokenRespons
     room_config = lkapi.RoomConfiguration(
         name=room,
         metadata=json.dumps({"mode": request.mode, "record": request.record}),
+        max_participants=settings.room_max_participants,
         agents=[lkapi.RoomAgentDispatch(agent_name=AGENT_NAME, metadata=json.dumps(session))],
     )
     token = (

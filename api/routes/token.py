@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import aiohttp
 from fastapi import APIRouter, HTTPException, Request, Response, status
+from livekit import api as lkapi
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
@@ -23,6 +25,8 @@ router = APIRouter(tags=["tokens"])
 @router.post(
     "/api/token",
     responses={
+        404: {"description": "No call is going on in the room of that code"},
+        409: {"description": "The room is full"},
         422: {"description": "Invalid room, identity, language, mode or scenario"},
         429: {"description": "Too many token requests from this address"},
     },
@@ -44,12 +48,28 @@ async def create_token(
             "too many token requests; try again later",
             headers={"Retry-After": str(retry_after)},
         )
+    if body.room is not None:
+        await _check_room_open(deps, body.room)
     try:
         minted = mint_caller_token(deps.settings, body)
     except (ReservedIdentityError, UnknownScenarioError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     response.headers["Cache-Control"] = "no-store"
     return minted
+
+
+async def _check_room_open(deps: Deps, name: str) -> None:
+    """A room code joins a call in progress: one that is not, or is full, is refused here
+    with a clear answer rather than by LiveKit after the page connects."""
+    try:
+        listed = await deps.livekit.room.list_rooms(lkapi.ListRoomsRequest(names=[name]))
+    except (aiohttp.ClientError, TimeoutError, lkapi.TwirpError) as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "LiveKit unavailable") from exc
+    if not listed.rooms:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no call with room code {name!r}")
+    room = listed.rooms[0]
+    if room.max_participants and room.num_participants >= room.max_participants:
+        raise HTTPException(status.HTTP_409_CONFLICT, "that call is full")
 
 
 class ScenarioOut(BaseModel):

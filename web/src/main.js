@@ -1,78 +1,563 @@
-// Caller page: get a token from the API, join the LiveKit room, show who is there.
-import { ConnectionState, ParticipantKind, Room, RoomEvent } from "livekit-client";
+// Caller page: join a call, talk, read live captions, and keep them across reloads.
+//
+// A call in progress is kept in sessionStorage (room, identity, choices). A reload finds it
+// and rejoins the same room as the same identity; so does a connection that LiveKit could
+// not resume. Each (re)join subscribes to live captions before connecting, then reads the
+// transcript so far from the history API: the two are merged by segment id (captions.js).
+// Every text from the server goes into the DOM through textContent, never as HTML.
+
+import {
+  ConnectionQuality,
+  ConnectionState,
+  DisconnectReason,
+  MediaDeviceFailure,
+  ParticipantKind,
+  Room,
+  RoomEvent,
+  Track,
+  createAudioAnalyser,
+} from "livekit-client";
+
+import { wantsAudio } from "./call/audio.js";
+import { CaptionBook, TOPIC } from "./call/captions.js";
 
 const $ = (id) => document.getElementById(id);
+const SAVED_CALL = "kaiwa.call";
+const STATE_LABELS = {
+  initializing: "starting…",
+  listening: "listening",
+  thinking: "thinking…",
+  translating: "translating…",
+  speaking: "speaking",
+};
+// A finished segment's translations and the stored copy of a line said just before a reload
+// reach the history a moment after the live caption: look again until they are there.
+const BACKFILL_RETRY_MS = 1000;
+const BACKFILL_ATTEMPTS = 30;
+const REJOIN_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
+
+let call = null; // {name, mode, language, scenario, room, identity, startedAt}
 let room = null;
+let grant = null; // the token answer the current connection used
+let leaving = false;
+let meter = null;
+const captions = new CaptionBook(renderCaptions);
+const names = new Map(); // identity → display name, for caption rows
+const AGENT_NAME = "Kaiwa";
 
-function showError(message) {
-  $("error").textContent = message;
+function displayName(identity) {
+  return names.get(identity) || (identity.startsWith("agent-") ? AGENT_NAME : identity);
+}
+
+function remember(participant) {
+  const agent = participant.kind === ParticipantKind.AGENT;
+  names.set(participant.identity, agent ? AGENT_NAME : participant.name || participant.identity);
+}
+
+// ---- messages --------------------------------------------------------------------------
+
+function showError(message, retry = null) {
+  $("error-text").textContent = message;
   $("error").hidden = !message;
+  $("retry").hidden = !retry;
+  $("retry").onclick = retry
+    ? () => {
+        showError("");
+        retry();
+      }
+    : null;
 }
 
-function renderParticipants() {
-  const list = $("participants");
-  list.replaceChildren();
-  if (!room) return;
-  for (const p of [room.localParticipant, ...room.remoteParticipants.values()]) {
-    const li = document.createElement("li");
-    const isAgent = p.kind === ParticipantKind.AGENT;
-    li.textContent = isAgent ? p.name || "Kaiwa" : p.name || p.identity;
-    if (p === room.localParticipant) li.textContent += " (you)";
-    li.dataset.identity = p.identity;
-    li.dataset.kind = isAgent ? "agent" : "caller";
-    const state = p.attributes?.["lk.agent.state"];
-    if (state) li.textContent += ` (${state})`;
-    list.append(li);
-  }
-}
+class ApiUnreachable extends Error {}
 
-async function join(form) {
-  showError("");
-  const body = Object.fromEntries(new FormData(form));
-  if (!body.room) delete body.room;
-  const saved = sessionStorage.getItem("kaiwa.identity");
-  if (saved) body.identity = saved;
-  let grant;
+async function requestToken(body) {
+  let response;
   try {
-    const res = await fetch("/api/token", {
+    response = await fetch("/api/token", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
-    if (!res.ok) throw new Error(`the server said ${res.status}: ${await res.text()}`);
-    grant = await res.json();
+  } catch {
+    throw new ApiUnreachable("Kaiwa's server cannot be reached. Check your connection.");
+  }
+  if (response.ok) return response.json();
+  let detail = "";
+  try {
+    const payload = await response.json();
+    detail = typeof payload.detail === "string" ? payload.detail : "";
+  } catch {
+    // A proxy's error page: the status says enough.
+  }
+  if (response.status === 404) throw new Error(detail || "There is no call with that room code.");
+  if (response.status === 409) throw new Error(detail || "That call is full.");
+  if (response.status === 429) {
+    const wait = response.headers.get("Retry-After") || "a few";
+    throw new Error(`Too many attempts. Try again in ${wait} seconds.`);
+  }
+  if (response.status >= 500) {
+    throw new ApiUnreachable(`Kaiwa's server is unavailable (${response.status}).`);
+  }
+  throw new Error(detail || `The server refused the request (${response.status}).`);
+}
+
+// ---- joining ---------------------------------------------------------------------------
+
+function tokenRequest(saved) {
+  const body = { name: saved.name, mode: saved.mode, language: saved.language };
+  if (saved.room) body.room = saved.room;
+  if (saved.identity) body.identity = saved.identity;
+  if (saved.scenario && saved.mode === "dialog") body.scenario = saved.scenario;
+  return body;
+}
+
+async function join(request) {
+  showError("");
+  $("join-button").disabled = true;
+  try {
+    grant = await requestToken(tokenRequest(request));
   } catch (err) {
-    showError(`Could not reach Kaiwa: ${err.message}`);
+    $("join-button").disabled = false;
+    showError(err.message, err instanceof ApiUnreachable ? () => join(request) : null);
     return;
   }
-  sessionStorage.setItem("kaiwa.identity", grant.identity);
-  room = new Room({ adaptiveStream: true, dynacast: true });
-  room
-    .on(RoomEvent.ConnectionStateChanged, (state) => {
-      $("status").textContent = state === ConnectionState.Reconnecting ? "reconnecting…" : state;
+  call = {
+    ...request,
+    room: grant.room,
+    identity: grant.identity,
+    startedAt: request.startedAt || Date.now(),
+  };
+  sessionStorage.setItem(SAVED_CALL, JSON.stringify(call));
+  showCall();
+  try {
+    await connect();
+  } catch (err) {
+    $("join-button").disabled = false;
+    showError(`Could not join the call: ${err.message}`, () => join(call));
+    return;
+  }
+  await enableMicrophone();
+}
+
+function newRoom() {
+  const r = new Room({ adaptiveStream: false, dynacast: false });
+  // Before connecting, so no caption sent after the join is missed.
+  r.registerTextStreamHandler(TOPIC, readCaption);
+  r.on(RoomEvent.TrackPublished, (publication, participant) => {
+    updateSubscription(participant, publication);
+  })
+    .on(RoomEvent.TrackSubscribed, attachAudio)
+    .on(RoomEvent.TrackUnsubscribed, (track) => track.detach().forEach((el) => el.remove()))
+    .on(RoomEvent.LocalTrackPublished, (publication) => {
+      if (publication.kind === Track.Kind.Audio) startMeter(publication.track);
+      updateAllSubscriptions();
     })
-    .on(RoomEvent.ParticipantConnected, renderParticipants)
-    .on(RoomEvent.ParticipantDisconnected, renderParticipants)
-    .on(RoomEvent.ParticipantAttributesChanged, renderParticipants)
-    .on(RoomEvent.Disconnected, () => renderParticipants());
-  await room.connect(grant.url, grant.token);
-  $("room-name").textContent = grant.room;
-  form.hidden = true;
-  $("call").hidden = false;
-  renderParticipants();
+    .on(RoomEvent.ParticipantConnected, (p) => {
+      remember(p);
+      renderState();
+    })
+    .on(RoomEvent.ParticipantDisconnected, renderState)
+    .on(RoomEvent.ParticipantAttributesChanged, (changed) => {
+      if ("language" in changed) updateAllSubscriptions();
+      renderState();
+    })
+    .on(RoomEvent.ConnectionQualityChanged, (quality, participant) => {
+      if (participant === r.localParticipant) renderQuality(quality);
+    })
+    .on(RoomEvent.ConnectionStateChanged, renderConnection)
+    .on(RoomEvent.Reconnected, () => backfill())
+    .on(RoomEvent.AudioPlaybackStatusChanged, () => {
+      $("start-audio").hidden = r.canPlaybackAudio;
+    })
+    .on(RoomEvent.MediaDevicesError, (err) => microphoneFailed(err))
+    .on(RoomEvent.Disconnected, (reason) => disconnected(r, reason));
+  return r;
+}
+
+async function connect() {
+  room = newRoom();
+  await room.connect(grant.url, grant.token, { autoSubscribe: false });
+  for (const p of room.remoteParticipants.values()) remember(p);
+  names.set(room.localParticipant.identity, `${call.name} (you)`);
+  renderConnection(room.state);
+  renderState();
+  $("start-audio").hidden = room.canPlaybackAudio;
+  updateAllSubscriptions();
+  backfill();
+}
+
+async function enableMicrophone() {
   try {
     await room.localParticipant.setMicrophoneEnabled(true);
+    showError("");
   } catch (err) {
-    showError(`Microphone unavailable: ${err.message}`);
+    microphoneFailed(err);
+  }
+  renderMute();
+  await listMicrophones();
+}
+
+function microphoneFailed(err) {
+  const failure = MediaDeviceFailure.getFailure(err);
+  const message =
+    failure === MediaDeviceFailure.PermissionDenied
+      ? "Microphone access was denied. Allow it for this site in your browser, then try again."
+      : failure === MediaDeviceFailure.NotFound
+        ? "No microphone was found. Connect one, then try again."
+        : failure === MediaDeviceFailure.DeviceInUse
+          ? "The microphone is in use by another application."
+          : `The microphone could not be started: ${err.message}`;
+  showError(message, () => enableMicrophone());
+}
+
+// LiveKit resumes a dropped connection by itself; when it cannot (a long outage, a server
+// restart), the room disconnects and the page joins again as the same identity.
+async function disconnected(r, reason) {
+  if (r !== room || leaving) return;
+  if (reason === DisconnectReason.DUPLICATE_IDENTITY) {
+    showError("This call was opened in another tab or window.");
+    return;
+  }
+  if (reason === DisconnectReason.ROOM_DELETED) {
+    endCall();
+    return;
+  }
+  renderConnection(ConnectionState.Reconnecting);
+  for (const delay of REJOIN_DELAYS_MS) {
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    if (leaving) return;
+    try {
+      grant = await requestToken(tokenRequest(call));
+    } catch (err) {
+      if (err instanceof ApiUnreachable) continue;
+      showError(err.message); // the call is over, or full: nothing to retry
+      return;
+    }
+    try {
+      await connect();
+      await enableMicrophone();
+      return;
+    } catch {
+      // LiveKit still unreachable: wait and try again.
+    }
+  }
+  showError("The connection could not be restored.", () => join(call));
+}
+
+// ---- history backfill ------------------------------------------------------------------
+
+// Reads the call's transcript so far and merges it into the captions. Repeats while a row
+// is missing what the history will hold (see BACKFILL_RETRY_MS).
+async function backfill(attempt = 0) {
+  const current = grant;
+  let segments = [];
+  try {
+    const response = await fetch("/api/call/transcript", {
+      headers: { Authorization: `Bearer ${current.token}` },
+    });
+    if (response.ok) segments = (await response.json()).segments;
+    else if (response.status !== 404) throw new Error(String(response.status));
+  } catch {
+    // The history is a backfill: live captions go on without it, and we try again below.
+  }
+  if (current !== grant) return; // a newer connection does its own
+  captions.fromHistory(segments);
+  // A translation whose source line is not here yet: said just before this (re)join.
+  const incomplete = [...captions.rows.values()].some((row) => !row.text);
+  if (incomplete && attempt < BACKFILL_ATTEMPTS) {
+    setTimeout(() => backfill(attempt + 1), BACKFILL_RETRY_MS);
   }
 }
 
-$("join").addEventListener("submit", (e) => {
-  e.preventDefault();
-  join(e.target);
-});
-$("leave").addEventListener("click", async () => {
-  await room?.disconnect();
+async function readCaption(reader, sender) {
+  let text = "";
+  try {
+    for await (const chunk of reader) {
+      text += chunk;
+      captions.fromStream(text, reader.info.attributes ?? {}, sender.identity);
+    }
+  } catch {
+    // An aborted stream (the agent was interrupted): keep what arrived.
+  }
+  // The trailer's attributes (the final flag of a reply) are merged once the stream ends.
+  captions.fromStream(text, reader.info.attributes ?? {}, sender.identity);
+}
+
+// ---- audio -----------------------------------------------------------------------------
+
+function ownTrackSids() {
+  const sids = new Set();
+  for (const publication of room.localParticipant.trackPublications.values()) {
+    sids.add(publication.trackSid);
+  }
+  return sids;
+}
+
+function updateSubscription(participant, publication, own = ownTrackSids()) {
+  const wanted = wantsAudio({ ...call, ownTrackSids: own }, participant, publication);
+  if (publication.isSubscribed !== wanted) publication.setSubscribed(wanted);
+}
+
+function updateAllSubscriptions() {
+  if (!room) return;
+  const own = ownTrackSids();
+  for (const participant of room.remoteParticipants.values()) {
+    for (const publication of participant.trackPublications.values()) {
+      updateSubscription(participant, publication, own);
+    }
+  }
+}
+
+function attachAudio(track, publication, participant) {
+  if (track.kind !== Track.Kind.Audio) return;
+  const element = track.attach();
+  element.dataset.participant = participant.identity;
+  element.dataset.trackName = publication.trackName;
+  $("audio").append(element);
+}
+
+// ---- controls --------------------------------------------------------------------------
+
+function startMeter(track) {
+  meter?.cleanup();
+  meter = createAudioAnalyser(track, { cloneTrack: true });
+  const bar = $("level");
+  const draw = () => {
+    if (!meter) return;
+    const muted = !room?.localParticipant.isMicrophoneEnabled;
+    bar.style.width = `${muted ? 0 : Math.min(100, Math.round(meter.calculateVolume() * 300))}%`;
+    requestAnimationFrame(draw);
+  };
+  draw();
+}
+
+function renderMute() {
+  const on = room?.localParticipant.isMicrophoneEnabled ?? false;
+  $("mute").textContent = on ? "Mute" : "Unmute";
+  $("mute").setAttribute("aria-pressed", String(!on));
+}
+
+async function listMicrophones() {
+  const select = $("microphone");
+  const devices = await Room.getLocalDevices("audioinput", false);
+  const active = room?.getActiveDevice("audioinput");
+  select.replaceChildren(
+    ...devices.map((d, i) => {
+      const option = new Option(d.label || `Microphone ${i + 1}`, d.deviceId);
+      option.selected = d.deviceId === active;
+      return option;
+    }),
+  );
+}
+
+function setLanguage(language) {
+  call.language = language;
+  sessionStorage.setItem(SAVED_CALL, JSON.stringify(call));
+  // Agents read the attribute live: the interpreter starts a voice in the new language.
+  room?.localParticipant.setAttributes({ language });
+  updateAllSubscriptions();
+  renderCaptions();
+}
+
+// ---- rendering -------------------------------------------------------------------------
+
+function showCall() {
+  $("join").hidden = true;
+  $("summary").hidden = true;
+  $("call").hidden = false;
+  $("call").dataset.mode = call.mode;
+  $("room-name").textContent = call.room;
+  $("call-language").value = call.language;
+  document.querySelectorAll("#call [data-for-mode]").forEach((el) => {
+    el.hidden = el.dataset.forMode !== call.mode;
+  });
+}
+
+function renderConnection(state) {
+  const badge = $("connection");
+  badge.hidden = false;
+  badge.textContent = state;
+  badge.dataset.state = state;
+  $("reconnecting").hidden =
+    state !== ConnectionState.Reconnecting && state !== ConnectionState.SignalReconnecting;
+}
+
+function renderQuality(quality) {
+  const labels = {
+    [ConnectionQuality.Excellent]: "excellent",
+    [ConnectionQuality.Good]: "good",
+    [ConnectionQuality.Poor]: "poor",
+    [ConnectionQuality.Lost]: "lost",
+  };
+  const label = labels[quality] ?? "unknown";
+  $("quality").dataset.quality = label;
+  $("quality").textContent = `connection ${label}`;
+}
+
+function renderState() {
+  const agent = room
+    ? [...room.remoteParticipants.values()].find((p) => p.kind === ParticipantKind.AGENT)
+    : null;
+  const state = agent?.attributes?.["lk.agent.state"] ?? "";
+  const badge = $("agent-state");
+  badge.dataset.state = state;
+  badge.textContent = agent ? STATE_LABELS[state] || state || "joined" : "waiting for the agent…";
+}
+
+// A caption row as this caller reads it: others' words in the caller's language when a
+// translation exists, with the original beside it on request; the caller's own as said.
+function captionView(row) {
+  const own = row.speaker === call?.identity;
+  const translated = own ? undefined : row.translations[call?.language];
+  const foreign = row.language && row.language !== call?.language;
+  return {
+    text: translated ?? row.text,
+    original: translated !== undefined && foreign ? row.text : "",
+    pending: !own && foreign && translated === undefined,
+  };
+}
+
+function renderCaptions() {
+  const list = $("captions");
+  const showOriginal = $("show-original").checked;
+  const items = captions.ordered().map((row) => {
+    const view = captionView(row);
+    const li = document.createElement("li");
+    li.dataset.segmentId = row.id;
+    li.dataset.final = String(row.final);
+    li.dataset.speaker = row.speaker;
+    li.classList.toggle("interim", !row.final);
+    li.classList.toggle("own", row.speaker === call?.identity);
+    const who = document.createElement("span");
+    who.className = "who";
+    who.textContent = displayName(row.speaker);
+    const text = document.createElement("span");
+    text.className = "text";
+    text.textContent = view.text || "…";
+    li.append(who, text);
+    if (view.pending) li.classList.add("pending");
+    if (showOriginal && view.original) {
+      const original = document.createElement("span");
+      original.className = "original";
+      original.lang = row.language;
+      original.textContent = view.original;
+      li.append(original);
+    }
+    return li;
+  });
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.replaceChildren(...items);
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+// ---- ending ----------------------------------------------------------------------------
+
+function transcriptText() {
+  return captions
+    .ordered()
+    .filter((row) => row.final)
+    .map((row) => `${displayName(row.speaker)}: ${captionView(row).text}`)
+    .join("\n");
+}
+
+function formatDuration(ms) {
+  const s = Math.round(ms / 1000);
+  return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
+}
+
+function endCall() {
+  const ended = call;
+  leaving = true;
+  meter?.cleanup();
+  meter = null;
+  sessionStorage.removeItem(SAVED_CALL);
   $("call").hidden = true;
-  $("join").hidden = false;
+  $("connection").hidden = true;
+  $("summary").hidden = false;
+  $("summary-room").textContent = ended.room;
+  $("summary-duration").textContent = formatDuration(Date.now() - ended.startedAt);
+  const lines = transcriptText();
+  $("summary-transcript").replaceChildren(
+    ...lines
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => {
+        const li = document.createElement("li");
+        li.textContent = line;
+        return li;
+      }),
+  );
+  const link = $("download");
+  URL.revokeObjectURL(link.href);
+  link.href = URL.createObjectURL(new Blob([`${lines}\n`], { type: "text/plain" }));
+  link.download = `kaiwa-${ended.room}.txt`;
+}
+
+// ---- wiring ----------------------------------------------------------------------------
+
+async function loadScenarios() {
+  try {
+    const response = await fetch("/api/scenarios");
+    if (!response.ok) return;
+    const select = document.querySelector("#join select[name=scenario]");
+    select.replaceChildren(...(await response.json()).map((s) => new Option(s.title, s.id)));
+  } catch {
+    // The join itself reports an unreachable server.
+  }
+}
+
+function showJoinFields() {
+  const mode = new FormData($("join")).get("mode");
+  document.querySelectorAll("#join [data-for-mode]").forEach((el) => {
+    el.hidden = el.dataset.forMode !== mode;
+  });
+}
+
+// The browser knows the network is gone before LiveKit's pings time out: say so at once.
+window.addEventListener("offline", () => {
+  if (room && !leaving) renderConnection(ConnectionState.Reconnecting);
 });
+window.addEventListener("online", () => {
+  if (room && !leaving) renderConnection(room.state);
+});
+$("join").addEventListener("change", showJoinFields);
+$("join").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = Object.fromEntries(new FormData(event.target));
+  leaving = false;
+  join({
+    name: form.name.trim(),
+    mode: form.mode,
+    language: form.language,
+    scenario: form.scenario || null,
+    room: form.mode === "interpret" ? form.room.trim() || null : null,
+  });
+});
+$("mute").addEventListener("click", async () => {
+  const on = room.localParticipant.isMicrophoneEnabled;
+  await room.localParticipant.setMicrophoneEnabled(!on);
+  renderMute();
+});
+$("microphone").addEventListener("change", (e) =>
+  room?.switchActiveDevice("audioinput", e.target.value),
+);
+$("call-language").addEventListener("change", (e) => setLanguage(e.target.value));
+$("show-original").addEventListener("change", renderCaptions);
+$("start-audio").addEventListener("click", () => room?.startAudio());
+$("leave").addEventListener("click", async () => {
+  leaving = true;
+  await room?.disconnect();
+  endCall();
+});
+$("new-call").addEventListener("click", () => {
+  $("summary").hidden = true;
+  $("join").hidden = false;
+  $("join-button").disabled = false;
+  captions.rows.clear();
+  renderCaptions();
+});
+
+showJoinFields();
+loadScenarios();
+const saved = sessionStorage.getItem(SAVED_CALL);
+if (saved) join(JSON.parse(saved));

@@ -1,0 +1,334 @@
+"""The caller page in a real Chromium against the real stack: join, talk, hear, read the
+captions, and keep them across a reload and a network drop.
+
+Each browser's fake microphone plays a WAV of speech in a loop (kaiwa/webcall.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    ViewportSize,
+    async_playwright,
+    expect,
+)
+
+from kaiwa.stack.paths import REPO_ROOT
+from kaiwa.stack.services import Stack
+from kaiwa.webcall import AUDIO_PROBE, chromium, heard, write_wav
+
+from .calls import History, speech
+
+pytestmark = pytest.mark.e2e
+
+SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots" / "caller"
+PHONE: ViewportSize = {"width": 390, "height": 844}
+WIDE: ViewportSize = {"width": 1100, "height": 860}
+JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
+LATIN = re.compile(r"[A-Za-z]{3}")
+# A reply is computed on two shared cores by local models: allow for it.
+REPLY_TIMEOUT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def screenshots() -> Path:
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    SCREENSHOTS.mkdir(parents=True)
+    print(f"caller page screenshots: {SCREENSHOTS}")  # noqa: T201 - where to look
+    return SCREENSHOTS
+
+
+async def _shot(page: Page, folder: Path, name: str) -> None:
+    await page.screenshot(path=folder / f"{name}.png", full_page=True)
+
+
+def _microphone(folder: Path, language: str, text: str, *, lead_s: float) -> Path:
+    samples, rate = speech(language, text)
+    return write_wav(folder / f"{language}.wav", samples, rate, lead_s=lead_s, tail_s=40)
+
+
+async def _open(browser: Browser, url: str, viewport: ViewportSize = PHONE) -> Page:
+    context = await browser.new_context(viewport=viewport, permissions=["microphone"])
+    await context.add_init_script(AUDIO_PROBE)
+    page = await context.new_page()
+    await page.goto(url)
+    return page
+
+
+async def _join(page: Page, name: str, mode: str, language: str, room: str = "") -> str:
+    await page.get_by_label("Your name").fill(name)
+    choice = "Interpreted call" if mode == "interpret" else "Talk with the AI"
+    await page.get_by_label(choice).check()
+    await page.get_by_label("Your language").select_option(language)
+    if room:
+        await page.get_by_label("Room code").fill(room)
+    await page.get_by_role("button", name="Join").click()
+    await expect(page.locator("#connection")).to_have_text("connected", timeout=20_000)
+    return await page.locator("#room-name").inner_text()
+
+
+async def _caption_rows(page: Page) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = await page.eval_on_selector_all(
+        "#captions li",
+        """(items) => items.map((li) => ({
+            id: li.dataset.segmentId,
+            speaker: li.dataset.speaker,
+            final: li.dataset.final === "true",
+            text: li.querySelector(".text").textContent,
+        }))""",
+    )
+    return rows
+
+
+async def _loudest(page: Page) -> dict[str, float]:
+    return {name: float(found["peak"] or 0) for name, found in (await heard(page)).items()}
+
+
+async def _audio_tracks(page: Page) -> list[dict[str, str]]:
+    tracks: list[dict[str, str]] = await page.eval_on_selector_all(
+        "#audio audio",
+        "(els) => els.map((e) => ({name: e.dataset.trackName, from: e.dataset.participant}))",
+    )
+    return tracks
+
+
+# ---- dialog ------------------------------------------------------------------------------
+
+
+async def test_dialog_page_hears_the_agent_and_shows_its_words(
+    stack: Stack, tmp_path: Path, screenshots: Path
+) -> None:
+    # Long enough a lead for the agent's greeting to finish before the question.
+    mic = _microphone(tmp_path, "en", "What is the capital of France?", lead_s=9)
+    async with async_playwright() as playwright, chromium(playwright, mic) as browser:
+        page = await _open(browser, stack.cfg.api_url)
+        await expect(page.get_by_label("Scenario")).to_contain_text("café")
+        await _shot(page, screenshots, "01-join")
+        await _join(page, "Aiko", "dialog", "en")
+        state = page.locator("#agent-state")
+        await expect(state).to_have_attribute(
+            "data-state", re.compile("listening|speaking|thinking"), timeout=30_000
+        )
+
+        agent = page.locator("#captions li:not(.own)[data-final=true]")
+        own = page.locator("#captions li.own[data-final=true]")
+        # The greeting, then the caller's question, then a reply to it.
+        await expect(agent.first).to_contain_text(re.compile(r"\w{3}"), timeout=30_000)
+        await expect(own.first).to_contain_text(
+            re.compile("capital", re.IGNORECASE), timeout=REPLY_TIMEOUT_MS
+        )
+
+        async def replied() -> bool:
+            rows = [r for r in await _caption_rows(page) if r["final"]]
+            asked = [i for i, r in enumerate(rows) if "capital" in r["text"].lower()]
+            return bool(asked) and any(r["speaker"].startswith("agent-") for r in rows[asked[0] :])
+
+        await _poll(replied, REPLY_TIMEOUT_MS / 1000, "a reply after the question")
+        await _shot(page, screenshots, "02-dialog-captions")
+
+        # The reply was heard: the agent's track, and it carried sound.
+        (track,) = await _audio_tracks(page)
+        assert track["from"].startswith("agent-")
+        assert (await _loudest(page))[track["name"]] > 0.02
+
+        await page.get_by_role("button", name="Leave").click()
+        await expect(page.get_by_role("heading", name="Call ended")).to_be_visible()
+        await expect(page.locator("#summary-transcript")).to_contain_text("capital")
+        async with page.expect_download() as download_info:
+            await page.get_by_role("link", name="Download the transcript").click()
+        saved = await (await download_info.value).path()
+        downloaded = await asyncio.to_thread(Path(saved).read_text)
+        assert "capital" in downloaded.lower()
+        await _shot(page, screenshots, "06-summary")
+
+
+# ---- interpreted call --------------------------------------------------------------------
+
+
+@dataclass
+class InterpretedCall:
+    english: Page
+    japanese: Page
+    room: str
+    history: History
+
+
+@pytest.fixture(scope="module")
+async def interpreted(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory, screenshots: Path
+) -> AsyncIterator[InterpretedCall]:
+    """Two pages in one interpreted room: an English speaker and a Japanese speaker."""
+    folder = tmp_path_factory.mktemp("caller-page")
+    # The English speaker waits for the Japanese one to be there, so it is translated.
+    en = _microphone(folder, "en", "The train to Osaka leaves at nine in the morning.", lead_s=10)
+    ja = _microphone(folder, "ja", "明日の会議は十時に始まります。", lead_s=4)
+    async with (
+        async_playwright() as playwright,
+        chromium(playwright, en) as en_browser,
+        chromium(playwright, ja) as ja_browser,
+    ):
+        english = await _open(en_browser, stack.cfg.api_url, WIDE)
+        room = await _join(english, "Emma", "interpret", "en")
+        japanese = await _open(ja_browser, stack.cfg.api_url)
+        await _join(japanese, "Kenji", "interpret", "ja", room)
+        yield InterpretedCall(english, japanese, room, History(stack, room))
+        for page in (english, japanese):
+            await page.context.close()
+
+
+async def test_each_page_reads_and_hears_the_other_in_its_own_language(
+    interpreted: InterpretedCall, screenshots: Path
+) -> None:
+    en, ja = interpreted.english, interpreted.japanese
+    # Each sees the other's words translated.
+    from_japanese = en.locator("#captions li:not(.own)[data-final=true] .text")
+    await expect(from_japanese.first).to_have_text(LATIN, timeout=REPLY_TIMEOUT_MS)
+    from_english = ja.locator("#captions li:not(.own)[data-final=true] .text")
+    await expect(from_english.first).to_have_text(JAPANESE, timeout=REPLY_TIMEOUT_MS)
+    # With "show original", the source line too.
+    await en.get_by_label("Show original").check()
+    await expect(en.locator("#captions li:not(.own) .original").first).to_have_text(JAPANESE)
+    await _shot(en, screenshots, "03-interpreted-en")
+    await _shot(ja, screenshots, "04-interpreted-ja")
+
+    # Each plays only the interpreter's voice in its own language, and hears it.
+    for page, language in ((en, "en"), (ja, "ja")):
+        tracks = await _audio_tracks(page)
+        assert tracks, f"the {language} page plays nothing"
+        for track in tracks:
+            assert track["from"].startswith("agent-"), track
+            assert track["name"].endswith(f"-{language}"), track
+
+    async def translated_voice_heard() -> bool:
+        loudest = await _loudest(ja)
+        return any(peak > 0.02 for name, peak in loudest.items() if name.endswith("-ja"))
+
+    await _poll(translated_voice_heard, REPLY_TIMEOUT_MS / 1000, "the ja voice on the ja page")
+
+
+async def _poll(check: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def _settled(page: Page, history: History) -> list[dict[str, Any]]:
+    """The page's final caption rows once they match the history's segments one for one:
+    fails when a line is missing from the page (a gap) or shown under two ids."""
+    page_rows: list[dict[str, Any]] = []
+    stored: list[dict[str, Any]] = []
+
+    async def agree() -> bool:
+        nonlocal page_rows, stored
+        page_rows = [r for r in await _caption_rows(page) if r["final"]]
+        stored = await history.segments()
+        return bool(stored) and [r["id"] for r in page_rows] == [s["id"] for s in stored]
+
+    try:
+        await _poll(agree, 45, "page rows matching the history")
+    except AssertionError:
+        raise AssertionError(
+            f"page: {[r['id'] for r in page_rows]}\nhistory: {[s['id'] for s in stored]}"
+        ) from None
+    return page_rows
+
+
+async def test_reload_keeps_every_line_once(
+    interpreted: InterpretedCall, screenshots: Path
+) -> None:
+    en = interpreted.english
+    await expect(en.locator("#captions li.own[data-final=true]").first).to_be_visible(
+        timeout=REPLY_TIMEOUT_MS
+    )
+    before = await _settled(en, interpreted.history)
+    identity = await en.evaluate("JSON.parse(sessionStorage.getItem('kaiwa.call')).identity")
+
+    await en.reload()
+    await expect(en.locator("#connection")).to_have_text("connected", timeout=20_000)
+    assert await en.locator("#room-name").inner_text() == interpreted.room
+    after_identity = await en.evaluate("JSON.parse(sessionStorage.getItem('kaiwa.call')).identity")
+    assert after_identity == identity
+    # The microphone's file starts again: new lines come after the old ones.
+    await expect(en.locator("#captions li.own[data-final=true]")).not_to_have_count(
+        sum(1 for r in before if r["speaker"] == identity), timeout=REPLY_TIMEOUT_MS
+    )
+    after = await _settled(en, interpreted.history)
+    ids_before = [r["id"] for r in before]
+    assert [r["id"] for r in after][: len(before)] == ids_before
+    assert len(after) > len(before)
+
+
+async def test_network_drop_shows_reconnecting_and_recovers(
+    interpreted: InterpretedCall, screenshots: Path
+) -> None:
+    ja = interpreted.japanese
+    context: BrowserContext = ja.context
+    await context.set_offline(True)
+    await expect(ja.locator("#reconnecting")).to_be_visible(timeout=10_000)
+    await _shot(ja, screenshots, "05-reconnecting")
+    await ja.wait_for_timeout(5_000)
+    await context.set_offline(False)
+    await expect(ja.locator("#reconnecting")).to_be_hidden(timeout=30_000)
+    await expect(ja.locator("#connection")).to_have_text("connected")
+    rows = len(await _caption_rows(ja))
+    # Captions keep coming, and the page holds every stored line once.
+    await expect(ja.locator("#captions li[data-final=true]")).not_to_have_count(
+        rows, timeout=REPLY_TIMEOUT_MS
+    )
+    await _settled(ja, interpreted.history)
+
+
+# ---- faults at the door ------------------------------------------------------------------
+
+
+async def test_clear_messages_for_a_denied_microphone_a_missing_room_and_no_server(
+    stack: Stack, tmp_path: Path
+) -> None:
+    mic = _microphone(tmp_path, "en", "Hello.", lead_s=1)
+    async with async_playwright() as playwright, chromium(playwright, mic) as browser:
+        context = await browser.new_context(viewport=PHONE)  # no microphone permission
+        page = await context.new_page()
+        await page.goto(stack.cfg.api_url)
+
+        await _join_expecting_error(page, room="no-such-room")
+        await expect(page.locator("#error")).to_contain_text("no call with room code")
+
+        await page.route("**/api/token", lambda route: route.abort("connectionrefused"))
+        await _join_expecting_error(page)
+        await expect(page.locator("#error")).to_contain_text("cannot be reached")
+        await page.unroute("**/api/token")
+        await page.get_by_role("button", name="Try again").click()
+
+        await expect(page.locator("#error")).to_contain_text("Microphone access was denied")
+        await expect(page.locator("#connection")).to_have_text("connected")
+        await context.grant_permissions(["microphone"])
+        await page.get_by_role("button", name="Try again").click()
+        await expect(page.locator("#error")).to_be_hidden()
+        await expect(page.get_by_role("button", name="Mute")).to_be_visible()
+        await context.close()
+
+
+async def _join_expecting_error(page: Page, room: str = "") -> None:
+    await page.get_by_label("Your name").fill("Noa")
+    if room:
+        await page.get_by_label("Interpreted call").check()
+        await page.get_by_label("Room code").fill(room)
+    else:
+        await page.get_by_label("Talk with the AI").check()
+    await page.get_by_role("button", name="Join").click()
+    await expect(page.locator("#error")).to_be_visible()

@@ -1,0 +1,98 @@
+// The call's captions, one row per segment, from two sources that overlap:
+//   - live text streams on `lk.transcription` (interims, finals, translations);
+//   - the history API's transcript of the call so far (finals with their translations).
+// Both name a segment by the same id (`lk.segment_id` live, `id` in the history), so a row is
+// created by whichever arrives first and completed by the other: a reload or reconnect that
+// reads the history while captions keep arriving neither loses nor repeats a line.
+
+export const TOPIC = "lk.transcription";
+const SEGMENT_ID = "lk.segment_id";
+const FINAL = "lk.transcription_final";
+const SOURCE_SEGMENT_ID = "kaiwa.source_segment_id";
+const SPEAKER = "kaiwa.speaker";
+const START_S = "kaiwa.start_s";
+
+export class CaptionBook {
+  constructor(onChange) {
+    this.rows = new Map();
+    this.onChange = onChange;
+    this.arrivals = 0;
+    // Rows without a call time (dialog turns as they stream) sort after what was known
+    // when they arrived.
+    this.latestS = 0;
+  }
+
+  row(id) {
+    let row = this.rows.get(id);
+    if (!row) {
+      row = {
+        id,
+        speaker: "",
+        language: "",
+        text: "",
+        final: false,
+        translations: {},
+        startS: null,
+        sortS: this.latestS,
+        arrival: this.arrivals++,
+      };
+      this.rows.set(id, row);
+    }
+    return row;
+  }
+
+  // One caption text stream: `text` so far, `attributes` as the stream's header (and, once it
+  // ended, its trailer) carry them, `sender` the participant whose words these are.
+  fromStream(text, attributes, sender) {
+    const segmentId = attributes[SEGMENT_ID];
+    if (!segmentId) return;
+    const source = attributes[SOURCE_SEGMENT_ID];
+    const language = attributes.language || "";
+    if (source) {
+      const row = this.row(source);
+      row.translations[language] = text;
+      if (!row.speaker) row.speaker = attributes[SPEAKER] || sender;
+      this.placeAt(row, attributes[START_S]);
+    } else {
+      const row = this.row(segmentId);
+      // A delta stream (an agent's reply, word by word) says it is final in its trailer; a
+      // stream per update says it in its header. A final, stored or live, is never undone.
+      const final = attributes[FINAL] === "true";
+      if (row.final && !final) return;
+      row.text = text;
+      row.final = final;
+      row.speaker = attributes[SPEAKER] || sender;
+      if (language) row.language = language;
+      this.placeAt(row, attributes[START_S]);
+    }
+    this.onChange();
+  }
+
+  // The history API's transcript: finals, each with every translation made so far.
+  fromHistory(segments) {
+    for (const s of segments) {
+      const row = this.row(s.id);
+      Object.assign(row, {
+        speaker: s.participant_identity,
+        language: s.language,
+        text: s.text,
+        final: true,
+      });
+      this.placeAt(row, s.start_s);
+      Object.assign(row.translations, s.translations);
+    }
+    this.onChange();
+  }
+
+  placeAt(row, startS) {
+    const value = Number.parseFloat(startS);
+    if (!Number.isFinite(value)) return;
+    row.startS = row.sortS = value;
+    this.latestS = Math.max(this.latestS, value);
+  }
+
+  // Rows in the order they were said: by call time where known, else by arrival.
+  ordered() {
+    return [...this.rows.values()].sort((a, b) => a.sortS - b.sortS || a.arrival - b.arrival);
+  }
+}
