@@ -185,6 +185,17 @@ def cmd_bench_dialog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_web(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .bench import web
+
+    figures = asyncio.run(web.run(args.joins, args.drops))
+    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    return 0
+
+
 def cmd_bench_search(args: argparse.Namespace) -> int:
     return bench_search.run(args)
 
@@ -245,6 +256,13 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-logs", type=Path, metavar="DIR", help="copy the stack's logs here at the end"
     )
     p_dialog.set_defaults(func=cmd_bench_dialog)
+    p_web = bench.add_parser(
+        "web", help="caller page in Chromium: join to greeting, reconnect (a stack of its own)"
+    )
+    p_web.add_argument("--joins", type=int, default=7, help="timed joins after a warm-up one")
+    p_web.add_argument("--drops", type=int, default=3, help="5 s network drops, one call")
+    p_web.add_argument("--json", action="store_true", help="print one JSON object")
+    p_web.set_defaults(func=cmd_bench_web)
     p_search = bench.add_parser(
         "search", help="history search at 1M segments, SQLite and PostgreSQL"
     )

@@ -42,7 +42,7 @@ from .recordings import wait_for_recordings, write_tone
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
+SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots" / "admin"
 WIDE: ViewportSize = {"width": 1360, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 TONE_S = 4.0

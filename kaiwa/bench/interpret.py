@@ -119,15 +119,15 @@ async def _quiet(listener: SyntheticCaller, track: str, since: float, quiet_s: f
 
 
 async def _exchange(cfg: StackConfig, stack: Stack, design: str) -> dict[str, Any]:
-    room_name = f"bench-{design}-{uuid.uuid4().hex[:6]}"
-    if design != "kaiwa":
-        await create_room(cfg, room_name, {"mode": "interpret", "design": design})
     alice = SyntheticCaller(cfg.api_url, name="Alice", mode="interpret", language="en")
-    kenji = SyntheticCaller(
-        cfg.api_url, name="Kenji", mode="interpret", language="ja", room_name=room_name
-    )
-    alice.room_name = room_name
+    if design != "kaiwa":
+        # Made first, so that its agent runs the other design; else Alice's join makes it.
+        alice.room_name = f"bench-{design}-{uuid.uuid4().hex[:6]}"
+        await create_room(cfg, alice.room_name, {"mode": "interpret", "design": design})
     await alice.join()
+    kenji = SyntheticCaller(
+        cfg.api_url, name="Kenji", mode="interpret", language="ja", room_name=alice.room_name
+    )
     await kenji.join()
     callers = {"en": (alice, kenji), "ja": (kenji, alice)}
     turns: list[Turn] = []

@@ -514,11 +514,9 @@ function showJoinFields() {
 }
 
 // The browser knows the network is gone before LiveKit's pings time out: say so at once.
+// When it returns, LiveKit resumes the connection and its state change clears the banner.
 window.addEventListener("offline", () => {
   if (room && !leaving) renderConnection(ConnectionState.Reconnecting);
-});
-window.addEventListener("online", () => {
-  if (room && !leaving) renderConnection(room.state);
 });
 $("join").addEventListener("change", showJoinFields);
 $("join").addEventListener("submit", (event) => {
