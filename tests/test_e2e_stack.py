@@ -152,14 +152,45 @@ async def test_forged_and_replayed_webhooks_at_the_endpoint(stack: Stack) -> Non
     assert len(db_rows(cfg, "SELECT 1 FROM conversations WHERE room_sid = 'RM_forgery'")) == 1
 
 
+async def test_room_code_must_name_a_call_with_room_to_join(stack: Stack) -> None:
+    cfg = stack.cfg
+    secrets = cfg.secrets
+    async with httpx.AsyncClient(base_url=cfg.api_url) as client:
+        missing = await client.post("/api/token", json={"name": "Noa", "room": "no-such-call"})
+        assert missing.status_code == 404
+        assert "no-such-call" in missing.json()["detail"]
+
+        name = f"full-{time.monotonic_ns()}"
+        async with lkapi.LiveKitAPI(
+            cfg.livekit_url, secrets.livekit_api_key, secrets.livekit_api_secret
+        ) as lk:
+            await lk.room.create_room(lkapi.CreateRoomRequest(name=name, max_participants=1))
+            first = rtc.Room()
+            token = (
+                lkapi.AccessToken(secrets.livekit_api_key, secrets.livekit_api_secret)
+                .with_identity("first")
+                .with_grants(lkapi.VideoGrants(room_join=True, room=name))
+                .to_jwt()
+            )
+            await first.connect(cfg.livekit_url, token)
+            try:
+                full = await client.post("/api/token", json={"name": "Noa", "room": name})
+                assert full.status_code == 409, full.text
+            finally:
+                await first.disconnect()
+                await lk.room.delete_room(lkapi.DeleteRoomRequest(room=name))
+
+
 async def test_token_for_room_a_cannot_enter_room_b(stack: Stack) -> None:
     cfg = stack.cfg
-    alice = SyntheticCaller(cfg.api_url, name="Alice", mode="interpret", room_name="room-a")
-    bob = SyntheticCaller(cfg.api_url, name="Bob", mode="interpret", room_name="room-b")
+    # Each makes a room of their own.
+    alice = SyntheticCaller(cfg.api_url, name="Alice", mode="interpret")
+    bob = SyntheticCaller(cfg.api_url, name="Bob", mode="interpret")
     await alice.join()
     await bob.join()
     try:
-        assert alice.room.name == "room-a" and bob.room.name == "room-b"
+        assert alice.room_name and bob.room_name and alice.room_name != bob.room_name
+        assert alice.room.name == alice.room_name and bob.room.name == bob.room_name
         await asyncio.sleep(1)
         assert bob.identity not in {p.identity for p in alice.remote()}
         assert alice.identity not in {p.identity for p in bob.remote()}
@@ -167,7 +198,7 @@ async def test_token_for_room_a_cannot_enter_room_b(stack: Stack) -> None:
         # Rewriting the room claim breaks the signature: the server refuses the token.
         header, payload, signature = alice.grant["token"].split(".")
         claims = json.loads(_b64decode(payload))
-        claims["video"]["room"] = "room-b"
+        claims["video"]["room"] = bob.room_name
         forged = ".".join([header, _b64encode(json.dumps(claims).encode()), signature])
         intruder = rtc.Room()
         with pytest.raises(Exception):  # noqa: B017 - the SDK raises ConnectError

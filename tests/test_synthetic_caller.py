@@ -32,12 +32,12 @@ async def test_listener_hears_the_speakers_wav_in_real_time(stack: Stack, tmp_pa
     wav = tmp_path / "tone.wav"
     write_tone_wav(wav, silence_s=1.0, tone_s=1.0)
     api = stack.cfg.api_url
-    speaker = SyntheticCaller(api, name="Speaker", mode="interpret", room_name="harness")
+    speaker = SyntheticCaller(api, name="Speaker", mode="interpret")
+    await speaker.join()
     # Every track, not just translations: this listener hears the speaker's own voice.
     listener = SyntheticCaller(
-        api, name="Listener", mode="interpret", room_name="harness", listen="all"
+        api, name="Listener", mode="interpret", room_name=speaker.room_name, listen="all"
     )
-    await speaker.join()
     await listener.join()
     try:
         loop = asyncio.get_running_loop()
