@@ -68,8 +68,24 @@ async def _check_room_open(deps: Deps, name: str) -> None:
     if not listed.rooms:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no call with room code {name!r}")
     room = listed.rooms[0]
-    if room.max_participants and room.num_participants >= room.max_participants:
+    if not room.max_participants:
+        return
+    # The room's own num_participants lags joins by seconds: count the participants, as
+    # LiveKit does at join.
+    try:
+        people = await deps.livekit.room.list_participants(lkapi.ListParticipantsRequest(room=name))
+    except (aiohttp.ClientError, TimeoutError, lkapi.TwirpError) as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "LiveKit unavailable") from exc
+    if sum(not _dependent(p) for p in people.participants) >= room.max_participants:
         raise HTTPException(status.HTTP_409_CONFLICT, "that call is full")
+
+
+def _dependent(participant: lkapi.ParticipantInfo) -> bool:
+    """Agents and recorders: LiveKit lets them in past a room's participant limit."""
+    kind = participant.kind
+    return kind in (lkapi.ParticipantInfo.AGENT, lkapi.ParticipantInfo.EGRESS) or (
+        participant.permission.agent or participant.permission.recorder
+    )
 
 
 class ScenarioOut(BaseModel):
