@@ -51,5 +51,7 @@ class AgentSettings(BaseSettings):
     scenarios_file: Path = SCENARIOS_FILE
     dialog_idle_timeout_s: float = Field(default=1800.0, gt=0)
     dialog_max_call_s: float = Field(default=3600.0, gt=0)
+    # How long a dialog waits for a caller whose page left (reload, lost network).
+    dialog_rejoin_grace_s: float = Field(default=20.0, ge=0)
     # Idle processes kept warm for the next job; 1 is right for a 2-core machine.
     agent_idle_processes: int = 1

@@ -129,7 +129,9 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
     room = ctx.room
     scenario = scenarios.pick(str(metadata.get("scenario") or ""), settings.scenarios_file)
     limits = CallLimits(
-        idle_s=settings.dialog_idle_timeout_s, max_call_s=settings.dialog_max_call_s
+        idle_s=settings.dialog_idle_timeout_s,
+        max_call_s=settings.dialog_max_call_s,
+        rejoin_s=settings.dialog_rejoin_grace_s,
     )
     store = await history_store(room)
 

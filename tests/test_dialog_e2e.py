@@ -75,13 +75,22 @@ async def test_caller_asks_by_voice_and_hears_a_relevant_answer(
     assert "talk about" in greeting["text"] and "paris" in reply["text"].lower()
     assert greeting["start_s"] <= asked["start_s"] <= reply["start_s"]
     assert all(t["engine"] and t["language"] == "en" and not t["interrupted"] for t in turns)
+    # Each is stored under its caption's segment id, with the caption's final text: a page
+    # merges what it saw live with the history by that id.
+    finals = {
+        t.attributes["lk.segment_id"]: " ".join(t.text.split())
+        for t in caller.texts
+        if t.attributes.get("lk.transcription_final") == "true"
+    }
+    stored = {t["id"]: " ".join(t["text"].split()) for t in turns}
+    assert stored == {i: finals.get(i) for i in stored}, finals
 
     # When the call ends, its usage and a summary are stored.
     await caller.leave()
     detail = await history.wait_until(
         lambda d: d["summary"] and (d["usage"] or {}).get("tts_characters"),
         "the call's summary and usage",
-        timeout_s=40,
+        timeout_s=60,  # the call waits DIALOG_REJOIN_GRACE_S (20 s) for the caller
     )
     usage = detail["usage"]
     assert usage["tts_characters"] >= len(OPENING)

@@ -1,10 +1,11 @@
 """One dialog call: the agent plays a scenario with the caller, and the call is kept.
 
 The conversation itself runs in LiveKit's `AgentSession` (turn detection, interruptions,
-captions on `lk.transcription` synchronised to the audio, and the `lk.agent.state`
-attribute). This module adds what a call on our platform needs around it: the scenario's
-part and opening line, every turn stored once in the history, usage and a summary reported
-as the call goes, and a polite end when the caller is idle or the call runs too long.
+and the `lk.agent.state` attribute). Captions on `lk.transcription`, synchronised to the
+audio, come from captions.py under the ids the turns are stored by. This module adds what
+a call on our platform needs around it: the scenario's part and opening line, every turn
+stored once in the history, usage and a summary reported as the call goes, and a polite
+end when the caller is idle or the call runs too long.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from livekit.agents import (
     room_io,
 )
 from livekit.agents.metrics.usage import LLMModelUsage, STTModelUsage, TTSModelUsage
+from livekit.agents.voice.transcription import TranscriptSynchronizer
 from livekit.agents.voice.turn import TurnHandlingOptions
 
 from .. import engines, roles, turns
 from ..history import SegmentStore
 from ..settings import AgentSettings
+from .captions import TurnCaptions
 from .scenarios import Scenario
 
 logger = logging.getLogger("kaiwa.dialog")
@@ -77,16 +80,13 @@ def is_backchannel(text: str) -> bool:
 
 
 class ScenarioAgent(Agent):
-    """The agent's part in the scenario; it greets first."""
+    """The agent's part in the scenario; it greets first (DialogCall says when)."""
 
-    def __init__(self, scenario: Scenario, *, greet: bool = True, **overrides: Any) -> None:
+    def __init__(self, scenario: Scenario, **overrides: Any) -> None:
         super().__init__(instructions=scenario.system_prompt(), **overrides)
         self.scenario = scenario
-        self._greet = greet
 
-    async def on_enter(self) -> None:
-        if not self._greet:
-            return
+    def greet(self) -> None:
         if isinstance(self.session.llm, llm.RealtimeModel):  # it speaks for itself
             self.session.generate_reply(
                 instructions=f"Greet the caller by saying exactly: {self.scenario.opening}"
@@ -106,6 +106,9 @@ class ScenarioAgent(Agent):
 class CallLimits:
     idle_s: float = 1800.0
     max_call_s: float = 3600.0
+    # How long the call waits for a caller whose page left (a reload, a lost network) to
+    # come back; a phone call that hangs up is over at once.
+    rejoin_s: float = 20.0
 
 
 def local_engines(settings: AgentSettings, scenario: Scenario) -> dict[str, Any]:
@@ -154,6 +157,7 @@ class TurnLog:
     """Each final turn of the call, posted once to the history (keyed by its item id)."""
 
     store: SegmentStore
+    captions: TurnCaptions  # each turn is stored under its caption's id
     call_started_at: float  # unix time the room was created: offsets are from it
     language: str
     engine: Callable[[], str]
@@ -173,9 +177,13 @@ class TurnLog:
         stopped = item.metrics.get("stopped_speaking_at") or max(started, item.created_at)
         start_s = max(0.0, started - self.call_started_at)
         role = "user" if item.role == "user" else "agent"
+        if role == "user":
+            turn_id = self.captions.user_turn(text, round(start_s, 3))
+        else:
+            turn_id = self.captions.reply.claim() or f"turn-{item.id}"
         self.store.add(
             {
-                "id": f"turn-{item.id}",
+                "id": turn_id,
                 "participant_identity": (
                     self.caller_identity() if role == "user" else self.agent_identity
                 ),
@@ -271,12 +279,19 @@ class DialogCall:
         self._fallback = fallback
         self._fallback_engine = fallback_engine
         self._caller = ""
+        self.captions = TurnCaptions(
+            room,
+            language=scenario.language,
+            caller_identity=self._caller_identity,
+            call_started_at=call_started_at,
+        )
         self.log = TurnLog(
             store=store,
+            captions=self.captions,
             call_started_at=call_started_at,
             language=scenario.language,
             engine=lambda: self.engine,
-            caller_identity=lambda: self._caller or "caller",
+            caller_identity=self._caller_identity,
             agent_identity=room.local_participant.identity,
         )
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -284,6 +299,8 @@ class DialogCall:
         self.summary: str | None = None
         self._summarised_turns = 0  # turns of the transcript the summary covers
         self._summary_task: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
+        self._rejoin_wait: asyncio.TimerHandle | None = None
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -292,12 +309,14 @@ class DialogCall:
         task.add_done_callback(self._tasks.discard)
 
     async def run(self, done: asyncio.Event) -> None:
+        self._done = done
         session = self.session
         session.on("conversation_item_added", self._on_item)
         session.on("user_state_changed", self._on_user_state)
         session.on("agent_state_changed", self._on_agent_state)
         session.on("error", self._on_error)
         session.on("close", lambda _e: done.set())
+        session.on("user_input_transcribed", self.captions.on_user_transcribed)
         self.store.start()
         await session.start(
             agent=self._make_agent(),
@@ -307,8 +326,26 @@ class DialogCall:
                     rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
                     rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
                 ],
+                # Captions are ours (captions.py), under the ids the turns are stored by.
+                text_output=False,
+                # A caller who leaves may be reloading the page: the session waits for
+                # them (RoomIO links them again when they return), and _on_caller_left
+                # says how long.
+                close_on_disconnect=False,
             ),
         )
+        self.room.on("participant_disconnected", self._on_caller_left)
+        self.room.on("participant_connected", self._on_caller_back)
+        # As RoomIO does for its own captions: the reply's text follows its audio.
+        if session.output.audio is not None:
+            synchronizer = TranscriptSynchronizer(
+                next_in_chain_audio=session.output.audio, next_in_chain_text=self.captions.reply
+            )
+            session.output.audio = synchronizer.audio_output
+            session.output.transcription = synchronizer.text_output
+        # Only now: what the agent says must go through the outputs above.
+        if isinstance(agent := session.current_agent, ScenarioAgent):
+            agent.greet()
         if linked := session.room_io.linked_participant:
             self._caller = linked.identity
         limit = asyncio.get_running_loop().call_later(
@@ -318,11 +355,33 @@ class DialogCall:
             await done.wait()
         finally:
             limit.cancel()
+            if self._rejoin_wait is not None:
+                self._rejoin_wait.cancel()
             await self.aclose()
 
-    def _on_item(self, event: ConversationItemAddedEvent) -> None:
+    def _on_caller_left(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.identity != self._caller_identity() or self._rejoin_wait is not None:
+            return
+        phone = participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+        wait_s = 0.0 if phone else self.limits.rejoin_s
+        logger.info(
+            "the caller left; the call ends unless they return",
+            extra={"room": self.room.name, "within_s": wait_s},
+        )
+        self._rejoin_wait = asyncio.get_running_loop().call_later(wait_s, self._done.set)
+
+    def _on_caller_back(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.identity == self._caller and self._rejoin_wait is not None:
+            logger.info("the caller is back", extra={"room": self.room.name})
+            self._rejoin_wait.cancel()
+            self._rejoin_wait = None
+
+    def _caller_identity(self) -> str:
         if not self._caller and (linked := self.session.room_io.linked_participant):
             self._caller = linked.identity
+        return self._caller or "caller"
+
+    def _on_item(self, event: ConversationItemAddedEvent) -> None:
         self.log.on_item(event)
         if isinstance(event.item, llm.ChatMessage):
             # The stages of each reply's latency, for operators reading the logs.
@@ -377,7 +436,6 @@ class DialogCall:
             self.engine = self._fallback_engine
             agent = ScenarioAgent(
                 self.scenario,
-                greet=False,
                 chat_ctx=self.session.current_agent.chat_ctx,
                 **fallback(),
             )

@@ -14,10 +14,10 @@ from livekit.agents import stt, tts
 
 from api.tokens import LANGUAGE_ATTRIBUTE
 
+from ..captions import NOTICE_TOPIC, TOPIC, Caption
 from ..history import SegmentStore
 from ..translate import Translator, UnsupportedLanguage, language_name
 from ..tts.voices import UnsupportedLanguage as NoVoice
-from .captions import NOTICE_TOPIC, TOPIC, Caption
 from .speaker import FinalText, SpeakerPipeline
 from .voice import TranslatedVoice
 

@@ -13,7 +13,7 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import stt
 
-from .captions import Caption
+from ..captions import Caption
 from .sentences import SentenceCommitter
 
 logger = logging.getLogger("kaiwa.interpret")

@@ -1,0 +1,213 @@
+"""A dialog's captions, under the ids its turns are stored by.
+
+LiveKit's room transcription output gives each caption a segment id of its own, and a new
+one for each STT final, so a caller's turn can span several of them. None of these ids is
+what the history stores the turn under. Here, instead:
+- a caller's turn is one segment, from its first word to its commit;
+- each reply is one segment, from its first word to its flush.
+The TurnLog stores each turn under the same id as its caption. A page that reloads can
+then merge what it saw live with the history, by id (docs/web-caller.md).
+
+The reply's text comes through LiveKit's TranscriptSynchronizer, so it is still published
+word by word as it is spoken. A caller's captions are sent as coming from the caller, the
+way LiveKit sends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import UserInputTranscribedEvent
+from livekit.agents.voice import io
+
+from ..captions import FINAL, TOPIC, Caption
+
+logger = logging.getLogger("kaiwa.dialog")
+
+
+def _new_id(role: str) -> str:
+    return f"turn-{role}-{uuid.uuid4().hex[:12]}"
+
+
+class TurnCaptions:
+    def __init__(
+        self,
+        room: rtc.Room,
+        *,
+        language: str,
+        caller_identity: Callable[[], str],
+        call_started_at: float,
+    ) -> None:
+        self.room = room
+        self.language = language
+        self._caller_identity = caller_identity
+        self._call_started_at = call_started_at
+        self.reply = ReplyCaptions(self)
+        self._turn_id: str | None = None
+        self._turn_started = 0.0
+        self._finals: list[str] = []
+        # Captions go out in the order they were made: each send waits for the one before.
+        self._last_send: asyncio.Task[None] | None = None
+
+    def call_time(self, at: float | None = None) -> float:
+        return max(0.0, (time.time() if at is None else at) - self._call_started_at)
+
+    def caption(
+        self, segment_id: str, speaker: str, text: str, *, final: bool, start_s: float
+    ) -> Caption:
+        return Caption(
+            segment_id=segment_id,
+            track_id=_microphone_sid(self.room, speaker),
+            speaker=speaker,
+            language=self.language,
+            text=text,
+            final=final,
+            start_s=start_s,
+            end_s=max(start_s, self.call_time()),
+        )
+
+    def send_in_order(self, send: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        previous = self._last_send
+
+        async def after_previous() -> None:
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous
+            try:
+                await send()
+            except Exception:  # a caption lost is not worth the call
+                logger.warning("a caption could not be sent", exc_info=True)
+
+        self._last_send = asyncio.create_task(after_previous(), name="dialog-caption")
+
+    # --- the caller -------------------------------------------------------------------------
+
+    def on_user_transcribed(self, event: UserInputTranscribedEvent) -> None:
+        """An interim or final transcript of the caller's current turn."""
+        if self._turn_id is None:
+            self._turn_id = _new_id("user")
+            self._turn_started = self.call_time(event.created_at)
+            self._finals = []
+        if event.is_final:
+            self._finals.append(event.transcript.strip())
+            text = " ".join(t for t in self._finals if t)
+        else:
+            text = " ".join([*self._finals, event.transcript.strip()]).strip()
+        if text:
+            self._send_user(self._turn_id, text, final=False)
+
+    def user_turn(self, text: str, start_s: float) -> str:
+        """The caller's turn was committed with `text`, said from `start_s`: its final
+        caption, and its id."""
+        turn_id = self._turn_id or _new_id("user")
+        self._turn_started = start_s
+        self._send_user(turn_id, text, final=True)
+        self._turn_id = None
+        return turn_id
+
+    def _send_user(self, segment_id: str, text: str, *, final: bool) -> None:
+        speaker = self._caller_identity()
+        caption = self.caption(segment_id, speaker, text, final=final, start_s=self._turn_started)
+
+        async def send() -> None:
+            writer = await self.room.local_participant.stream_text(
+                topic=TOPIC, attributes=caption.attributes(), sender_identity=speaker
+            )
+            await writer.write(caption.text)
+            await writer.aclose()
+
+        self.send_in_order(send)
+
+
+class ReplyCaptions(io.TextOutput):
+    """The agent's words, one stream per reply, fed by the TranscriptSynchronizer as the
+    audio plays; the stream's trailer marks it final."""
+
+    def __init__(self, captions: TurnCaptions) -> None:
+        super().__init__(label="kaiwa-reply-captions", next_in_chain=None)
+        self._captions = captions
+        # The reply being captioned: its stream (opened in order), id, and whether the
+        # TurnLog has already taken its id.
+        self._writer: asyncio.Future[rtc.TextStreamWriter] | None = None
+        self._segment_id = ""
+        self._claimed = False
+        # Replies whose captions ended but whose turn the TurnLog has not stored yet.
+        self._unclaimed: list[str] = []
+
+    async def capture_text(self, text: str) -> None:
+        if not text:
+            return
+        if self._writer is None:
+            self._segment_id, self._claimed = _new_id("agent"), False
+            room = self._captions.room
+            caption = self._captions.caption(
+                self._segment_id,
+                room.local_participant.identity,
+                "",
+                final=False,
+                start_s=self._captions.call_time(),
+            )
+            writer: asyncio.Future[rtc.TextStreamWriter] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self._writer = writer
+
+            async def open_stream() -> None:
+                stream = await room.local_participant.stream_text(
+                    topic=TOPIC, attributes=caption.attributes()
+                )
+                writer.set_result(stream)
+
+            self._captions.send_in_order(open_stream)
+        opened = self._writer
+        chunk = str(text)
+
+        async def write() -> None:
+            await (await opened).write(chunk)
+
+        self._captions.send_in_order(write)
+
+    def flush(self) -> None:
+        if self._writer is None:
+            return
+        opened, self._writer = self._writer, None
+        if not self._claimed:
+            self._unclaimed.append(self._segment_id)
+
+        async def close() -> None:
+            await (await opened).aclose(attributes={FINAL: "true"})
+
+        self._captions.send_in_order(close)
+
+    def claim(self) -> str | None:
+        """The id of the reply the agent just finished (or is finishing): the TurnLog stores
+        the reply under it. Older unclaimed ones are replies no turn was stored for."""
+        if self._unclaimed:
+            latest = self._unclaimed[-1]
+            self._unclaimed.clear()
+            return latest
+        if self._writer is not None and not self._claimed:
+            # Stored before its captions were flushed: the flush must not offer it again.
+            self._claimed = True
+            return self._segment_id
+        return None
+
+
+def _microphone_sid(room: rtc.Room, identity: str) -> str:
+    """The sid of the participant's audio track (`lk.transcribed_track_id`), once known."""
+    participant: rtc.Participant | None = (
+        room.local_participant
+        if identity == room.local_participant.identity
+        else room.remote_participants.get(identity)
+    )
+    if participant is None:
+        return ""
+    publications = participant.track_publications.values()
+    return next((p.sid for p in publications if p.kind == rtc.TrackKind.KIND_AUDIO), "")
