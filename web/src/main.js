@@ -147,7 +147,7 @@ function newRoom() {
     updateSubscription(participant, publication);
   })
     .on(RoomEvent.TrackSubscribed, attachAudio)
-    .on(RoomEvent.TrackUnsubscribed, (track) => track.detach().forEach((el) => el.remove()))
+    .on(RoomEvent.TrackUnsubscribed, (_track, publication) => removeAudio(publication))
     .on(RoomEvent.LocalTrackPublished, (publication) => {
       if (publication.kind === Track.Kind.Audio) startMeter(publication.track);
       updateAllSubscriptions();
@@ -219,7 +219,12 @@ async function disconnected(r, reason) {
     return;
   }
   if (reason === DisconnectReason.ROOM_DELETED) {
+    endCall(); // the agent ended the call (idle, or its time limit)
+    return;
+  }
+  if (reason === DisconnectReason.PARTICIPANT_REMOVED) {
     endCall();
+    showError("You were removed from this call.");
     return;
   }
   renderConnection(ConnectionState.Reconnecting);
@@ -295,7 +300,10 @@ function ownTrackSids() {
 
 function updateSubscription(participant, publication, own = ownTrackSids()) {
   const wanted = wantsAudio({ ...call, ownTrackSids: own }, participant, publication);
-  if (publication.isSubscribed !== wanted) publication.setSubscribed(wanted);
+  if (publication.isSubscribed === wanted) return;
+  // Silence it now: the server's unsubscribe, which removes the track, comes later.
+  if (!wanted) removeAudio(publication);
+  publication.setSubscribed(wanted);
 }
 
 function updateAllSubscriptions() {
@@ -310,10 +318,21 @@ function updateAllSubscriptions() {
 
 function attachAudio(track, publication, participant) {
   if (track.kind !== Track.Kind.Audio) return;
+  removeAudio(publication); // one element per track, however often it is resubscribed
   const element = track.attach();
+  element.dataset.trackSid = publication.trackSid;
   element.dataset.participant = participant.identity;
   element.dataset.trackName = publication.trackName;
   $("audio").append(element);
+}
+
+// By track sid, not by track object: a connection resumed after a drop may bring the same
+// track back as a new object, and the old one's element would otherwise play on.
+function removeAudio(publication) {
+  publication.track?.detach();
+  document
+    .querySelectorAll(`#audio audio[data-track-sid="${publication.trackSid}"]`)
+    .forEach((el) => el.remove());
 }
 
 // ---- controls --------------------------------------------------------------------------
