@@ -7,6 +7,7 @@ token service); the entrypoint reads it and runs the matching agent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -88,8 +89,11 @@ async def entrypoint(ctx: JobContext) -> None:
     metadata = dispatch_metadata(ctx.job.metadata)
     mode = str(metadata.get("mode", "dialog"))
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
-    await ctx.room.local_participant.set_attributes(
-        {AGENT_STATE_ATTRIBUTE: "listening", "kaiwa.mode": mode}
+    # Not awaited: a round trip to the server the caller's greeting need not wait for.
+    attributes = asyncio.create_task(
+        ctx.room.local_participant.set_attributes(
+            {AGENT_STATE_ATTRIBUTE: "listening", "kaiwa.mode": mode}
+        )
     )
     logger.info("joined room", extra={"room": ctx.room.name, "mode": mode})
 
@@ -99,29 +103,37 @@ async def entrypoint(ctx: JobContext) -> None:
     def _on_disconnected(_: rtc.DisconnectReason) -> None:
         done.set()
 
-    if mode == "interpret" and metadata.get("design") == baseline.DESIGN:
-        await baseline.run(
-            ctx.room,
-            done,
-            make_stt=lambda language: roles.make_stt(settings, language),
-            make_llm=lambda: roles.make_llm(settings),
-            make_tts=lambda language: roles.make_tts(settings, language),
-            vad_model=engines.vad(),
-        )
-    elif mode == "interpret":
-        await interpret(ctx, done)
-    else:
-        await dialog(ctx, done, metadata)
+    try:
+        if mode == "interpret" and metadata.get("design") == baseline.DESIGN:
+            await baseline.run(
+                ctx.room,
+                done,
+                make_stt=lambda language: roles.make_stt(settings, language),
+                make_llm=lambda: roles.make_llm(settings),
+                make_tts=lambda language: roles.make_tts(settings, language),
+                vad_model=engines.vad(),
+            )
+        elif mode == "interpret":
+            await interpret(ctx, done)
+        else:
+            await dialog(ctx, done, metadata)
+    finally:
+        with contextlib.suppress(Exception):
+            await attributes
+        # The call is over: leave now, which frees this call's slot on the worker. The job
+        # would otherwise stay until LiveKit closes the empty room (departure_timeout).
+        ctx.shutdown(reason="call ended")
 
 
-async def history_store(room: rtc.Room) -> SegmentStore:
+async def history_store(ctx: JobContext) -> SegmentStore:
     """Where this call's transcript and report go: the API, as this worker's service."""
     return SegmentStore(
         settings.api_internal_url,
         settings.livekit_api_key,
         settings.livekit_api_secret,
-        room_sid=await room.sid,
-        room_name=room.name,
+        # The job names its room's sid; the connection may learn it only later.
+        room_sid=ctx.job.room.sid or await ctx.room.sid,
+        room_name=ctx.room.name,
     )
 
 
@@ -133,7 +145,7 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
         max_call_s=settings.dialog_max_call_s,
         rejoin_s=settings.dialog_rejoin_grace_s,
     )
-    store = await history_store(room)
+    store = await history_store(ctx)
 
     async def end_call() -> None:
         await ctx.delete_room()
@@ -173,7 +185,7 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
 
 async def interpret(ctx: JobContext, done: asyncio.Event) -> None:
     room = ctx.room
-    store = await history_store(room)
+    store = await history_store(ctx)
     llm_client = AsyncOpenAI(base_url=settings.llm_base_url, api_key="local")
     interpreter = Interpreter(
         room,

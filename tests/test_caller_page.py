@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -334,6 +335,33 @@ async def test_switching_language_changes_captions_and_audio_without_reload(
     except AssertionError:
         raise AssertionError(f"Emma is {emma}; the page plays {await _audio_tracks(ja)}") from None
     assert ja.url == url
+
+
+async def test_livekit_down_for_10_s_then_both_pages_carry_on_with_no_gap(
+    interpreted: InterpretedCall, stack: Stack
+) -> None:
+    """The server stops answering for 10 s (frozen, as a host under stress can be): every
+    connection in the call drops at once, the agent's too. Both pages say so, then carry on
+    in the same room and show what was said since, each line once."""
+    livekit = stack.services["livekit"].proc
+    assert livekit is not None
+    pages = (interpreted.english, interpreted.japanese)
+    finals = "#captions li[data-final=true]"
+    before = [await page.locator(finals).count() for page in pages]
+    stopped_at = time.monotonic()
+    livekit.send_signal(signal.SIGSTOP)
+    try:
+        for page in pages:
+            await expect(page.locator("#reconnecting")).to_be_visible(timeout=10_000)
+        await asyncio.sleep(max(0.0, 10 - (time.monotonic() - stopped_at)))
+    finally:
+        livekit.send_signal(signal.SIGCONT)
+    for page, rows in zip(pages, before, strict=True):
+        await expect(page.locator("#connection")).to_have_text("connected", timeout=60_000)
+        await expect(page.locator("#reconnecting")).to_be_hidden()
+        await expect(page.locator(finals)).not_to_have_count(rows, timeout=REPLY_TIMEOUT_MS)
+        assert await page.locator("#room-name").inner_text() == interpreted.room
+        await _settled(page, interpreted.history)
 
 
 async def _plays_only(page: Page, wanted: Any) -> bool:

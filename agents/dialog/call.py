@@ -369,6 +369,11 @@ class DialogCall:
             extra={"room": self.room.name, "within_s": wait_s},
         )
         self._rejoin_wait = asyncio.get_running_loop().call_later(wait_s, self._done.set)
+        # What the agent was saying goes unheard: stop it there, so the stored turn is what
+        # the caller heard, marked interrupted, as when they talk over it. Back from a
+        # reload, they lead again.
+        with contextlib.suppress(RuntimeError):  # nothing said, or a goodbye that must play
+            self.session.interrupt()
 
     def _on_caller_back(self, participant: rtc.RemoteParticipant) -> None:
         if participant.identity == self._caller and self._rejoin_wait is not None:

@@ -20,6 +20,7 @@ import {
 
 import { wantsAudio } from "./call/audio.js";
 import { CaptionBook, TOPIC } from "./call/captions.js";
+import { watchMediaPath } from "./call/media-path.js";
 
 const $ = (id) => document.getElementById(id);
 const SAVED_CALL = "kaiwa.call";
@@ -41,6 +42,7 @@ let room = null;
 let grant = null; // the token answer the current connection used
 let leaving = false;
 let meter = null;
+let mediaStalled = false; // ICE hears nothing back, though LiveKit has not noticed yet
 const captions = new CaptionBook(renderCaptions);
 const names = new Map(); // identity → display name, for caption rows
 const AGENT_NAME = "Kaiwa";
@@ -393,12 +395,14 @@ function showCall() {
 }
 
 function renderConnection(state) {
+  const shown =
+    mediaStalled && state === ConnectionState.Connected ? ConnectionState.Reconnecting : state;
   const badge = $("connection");
   badge.hidden = false;
-  badge.textContent = state;
-  badge.dataset.state = state;
+  badge.textContent = shown;
+  badge.dataset.state = shown;
   $("reconnecting").hidden =
-    state !== ConnectionState.Reconnecting && state !== ConnectionState.SignalReconnecting;
+    shown !== ConnectionState.Reconnecting && shown !== ConnectionState.SignalReconnecting;
 }
 
 function renderQuality(quality) {
@@ -536,6 +540,14 @@ function showJoinFields() {
 // When it returns, LiveKit resumes the connection and its state change clears the banner.
 window.addEventListener("offline", () => {
   if (room && !leaving) renderConnection(ConnectionState.Reconnecting);
+});
+// A stall LiveKit does not see (a server that stops answering) shows at once; when the path
+// is back, the history fills in any caption lost meanwhile.
+watchMediaPath((stalled) => {
+  mediaStalled = stalled;
+  if (!room || leaving) return;
+  renderConnection(room.state);
+  if (!stalled) backfill();
 });
 $("join").addEventListener("change", showJoinFields);
 $("join").addEventListener("submit", (event) => {
