@@ -19,6 +19,8 @@ import httpx
 import numpy as np
 from livekit import rtc
 
+from agents.dialog.call import CALLER_ENDED_ATTRIBUTE
+
 TRANSCRIPTION_TOPIC = "lk.transcription"
 FRAME_MS = 10
 # A played file goes out in larger frames: the SDK cuts them into 10 ms packets itself, and a
@@ -263,10 +265,18 @@ class SyntheticCaller:
             await asyncio.sleep(0.05)
         raise TimeoutError(f"no agent joined {self.room_name} within {timeout_s} s")
 
-    async def leave(self) -> None:
+    async def leave(self, *, ended: bool = True) -> None:
+        """Leave the call. `ended`: on purpose, as the page's Leave does (docs/mobile.md);
+        without it, as a closed tab or a reload, which a dialog agent waits for."""
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if ended and self.room.isconnected():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self.room.local_participant.set_attributes({CALLER_ENDED_ATTRIBUTE: "true"}),
+                    2.0,
+                )
         await self.room.disconnect()

@@ -85,8 +85,9 @@ async def test_caller_asks_by_voice_and_hears_a_relevant_answer(
     stored = {t["id"]: " ".join(t["text"].split()) for t in turns}
     assert stored == {i: finals.get(i) for i in stored}, finals
 
-    # When the call ends, its usage and a summary are stored.
-    await caller.leave()
+    # When the call ends, its usage and a summary are stored. The caller goes as a closed
+    # tab does, without saying the call is over: it ends after the rejoin grace.
+    await caller.leave(ended=False)
     detail = await history.wait_until(
         lambda d: d["summary"] and (d["usage"] or {}).get("tts_characters"),
         "the call's summary and usage",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +28,10 @@ from livekit.agents import (
     UserStateChangedEvent,
     llm,
     room_io,
+    tts,
 )
 from livekit.agents.metrics.usage import LLMModelUsage, STTModelUsage, TTSModelUsage
+from livekit.agents.voice import SpeechHandle
 from livekit.agents.voice.transcription import TranscriptSynchronizer
 from livekit.agents.voice.turn import TurnHandlingOptions
 
@@ -40,6 +42,11 @@ from .captions import TurnCaptions
 from .scenarios import Scenario
 
 logger = logging.getLogger("kaiwa.dialog")
+
+# Set by a caller's app just before it leaves on purpose (docs/mobile.md): the call then
+# ends at once, rather than waiting for a reload to come back.
+CALLER_ENDED_ATTRIBUTE = "kaiwa.ended"
+
 
 # Refresh the stored summary every this many turns, so a long call has one before it ends;
 # only while the caller listens, and dropped when they speak: the conversation comes first.
@@ -69,6 +76,11 @@ SPOKEN_LINES = {
 }
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logger.warning("opening not kept", extra={"error": repr(error)})
+
+
 def line(language: str, kind: str) -> str:
     return SPOKEN_LINES.get(language.split("-")[0], SPOKEN_LINES["en"])[kind]
 
@@ -79,20 +91,53 @@ def is_backchannel(text: str) -> bool:
     return 0 < len(words) <= 2 and all(w in BACKCHANNELS for w in words)
 
 
+# A scenario's opening line is the same in every call: its audio is synthesized once per
+# worker process and replayed, so the caller hears the greeting without waiting for TTS.
+# Keyed by (language, text); jobs are threads of one process, and frames are only read.
+OPENINGS_KEPT = 64
+_openings: dict[tuple[str, str], list[rtc.AudioFrame]] = {}
+
+
+async def _replay(frames: list[rtc.AudioFrame]) -> AsyncIterator[rtc.AudioFrame]:
+    for frame in frames:
+        yield frame
+
+
+async def _keep_opening(model: tts.TTS[Any], key: tuple[str, str], after: SpeechHandle) -> None:
+    """Synthesize the opening for the next calls, once this call's greeting has played."""
+    await after.wait_for_playout()
+    frames: list[rtc.AudioFrame] = []
+    async with model.synthesize(key[1]) as stream:
+        async for audio in stream:
+            frames.append(audio.frame)
+    if len(_openings) < OPENINGS_KEPT:
+        _openings[key] = frames
+
+
 class ScenarioAgent(Agent):
     """The agent's part in the scenario; it greets first (DialogCall says when)."""
 
     def __init__(self, scenario: Scenario, **overrides: Any) -> None:
         super().__init__(instructions=scenario.system_prompt(), **overrides)
         self.scenario = scenario
+        self._keeping: asyncio.Task[None] | None = None
 
     def greet(self) -> None:
         if isinstance(self.session.llm, llm.RealtimeModel):  # it speaks for itself
             self.session.generate_reply(
                 instructions=f"Greet the caller by saying exactly: {self.scenario.opening}"
             )
-        else:
-            self.session.say(self.scenario.opening)
+            return
+        key = (self.scenario.language, self.scenario.opening)
+        if (frames := _openings.get(key)) is not None:
+            self.session.say(self.scenario.opening, audio=_replay(frames))
+            return
+        handle = self.session.say(self.scenario.opening)
+        if self.session.tts is not None:
+            self._keeping = asyncio.create_task(
+                _keep_opening(self.session.tts, key, handle), name="keep-opening"
+            )
+            self._keeping.add_done_callback(_log_failure)
 
     async def on_user_turn_completed(
         self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
@@ -363,7 +408,8 @@ class DialogCall:
         if participant.identity != self._caller_identity() or self._rejoin_wait is not None:
             return
         phone = participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
-        wait_s = 0.0 if phone else self.limits.rejoin_s
+        ended = participant.attributes.get(CALLER_ENDED_ATTRIBUTE) == "true"
+        wait_s = 0.0 if phone or ended else self.limits.rejoin_s
         logger.info(
             "the caller left; the call ends unless they return",
             extra={"room": self.room.name, "within_s": wait_s},
