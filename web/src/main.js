@@ -575,6 +575,11 @@ $("show-original").addEventListener("change", renderCaptions);
 $("start-audio").addEventListener("click", () => room?.startAudio());
 $("leave").addEventListener("click", async () => {
   leaving = true;
+  // The call is over, not a reload the agent should wait for (docs/mobile.md).
+  const told = room?.localParticipant.setAttributes({ "kaiwa.ended": "true" });
+  await Promise.race([told, new Promise((resolve) => setTimeout(resolve, 1000))]).catch(
+    () => {},
+  );
   await room?.disconnect();
   endCall();
 });
