@@ -29,6 +29,9 @@ Mode = Literal["dialog", "interpret"]
 # Attribute names that agents and the web app read (see docs/mobile.md for native apps).
 LANGUAGE_ATTRIBUTE = "language"
 MODE_ATTRIBUTE = "kaiwa.mode"
+# Set by a caller's app just before it leaves on purpose (docs/mobile.md): a dialog then
+# ends at once, rather than waiting for a reload to come back.
+CALLER_ENDED_ATTRIBUTE = "kaiwa.ended"
 
 
 class TokenRequest(BaseModel):

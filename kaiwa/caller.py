@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 from livekit import rtc
 
-from agents.dialog.call import CALLER_ENDED_ATTRIBUTE
+from api.tokens import CALLER_ENDED_ATTRIBUTE
 
 TRANSCRIPTION_TOPIC = "lk.transcription"
 FRAME_MS = 10

@@ -35,6 +35,8 @@ from livekit.agents.voice import SpeechHandle
 from livekit.agents.voice.transcription import TranscriptSynchronizer
 from livekit.agents.voice.turn import TurnHandlingOptions
 
+from api.tokens import CALLER_ENDED_ATTRIBUTE
+
 from .. import engines, roles, turns
 from ..history import SegmentStore
 from ..settings import AgentSettings
@@ -42,11 +44,6 @@ from .captions import TurnCaptions
 from .scenarios import Scenario
 
 logger = logging.getLogger("kaiwa.dialog")
-
-# Set by a caller's app just before it leaves on purpose (docs/mobile.md): the call then
-# ends at once, rather than waiting for a reload to come back.
-CALLER_ENDED_ATTRIBUTE = "kaiwa.ended"
-
 
 # Refresh the stored summary every this many turns, so a long call has one before it ends;
 # only while the caller listens, and dropped when they speak: the conversation comes first.
@@ -76,11 +73,6 @@ SPOKEN_LINES = {
 }
 
 
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and (error := task.exception()) is not None:
-        logger.warning("opening not kept", extra={"error": repr(error)})
-
-
 def line(language: str, kind: str) -> str:
     return SPOKEN_LINES.get(language.split("-")[0], SPOKEN_LINES["en"])[kind]
 
@@ -107,9 +99,13 @@ async def _keep_opening(model: tts.TTS[Any], key: tuple[str, str], after: Speech
     """Synthesize the opening for the next calls, once this call's greeting has played."""
     await after.wait_for_playout()
     frames: list[rtc.AudioFrame] = []
-    async with model.synthesize(key[1]) as stream:
-        async for audio in stream:
-            frames.append(audio.frame)
+    try:
+        async with model.synthesize(key[1]) as stream:
+            async for audio in stream:
+                frames.append(audio.frame)
+    except Exception as exc:  # the next call synthesizes it live, and tries again
+        logger.warning("opening not kept", extra={"error": repr(exc)})
+        return
     if len(_openings) < OPENINGS_KEPT:
         _openings[key] = frames
 
@@ -137,7 +133,6 @@ class ScenarioAgent(Agent):
             self._keeping = asyncio.create_task(
                 _keep_opening(self.session.tts, key, handle), name="keep-opening"
             )
-            self._keeping.add_done_callback(_log_failure)
 
     async def on_user_turn_completed(
         self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
