@@ -99,7 +99,8 @@ class SyntheticCaller:
     # Bounded: a caller left listening for a long bench keeps at most this much audio.
     max_heard_frames: int = 100 * 60 * 10
     # In an interpreted call an app hears the interpreter's track in its own language, not
-    # the other callers' own voices: `translations`. `all` subscribes to every audio track.
+    # the other callers' own voices: `translations`. `all` subscribes to every audio track,
+    # `none` to nothing (a load generator that only speaks).
     listen: str = "auto"
 
     room: rtc.Room = field(default_factory=rtc.Room)
@@ -107,6 +108,7 @@ class SyntheticCaller:
     texts: list[ReceivedText] = field(default_factory=list)
     grant: dict[str, Any] = field(default_factory=dict)
     microphone: Microphone | None = None
+    wav_started_at: float = 0.0  # when `speak_wav` sent its first frame (time.time())
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def request_token(self, **extra: Any) -> dict[str, Any]:
@@ -129,7 +131,8 @@ class SyntheticCaller:
         self.room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._on_text_stream)
         if self.listens_to_translations:
             self.room.on("track_published", lambda pub, _p: self._choose(pub))
-        options = rtc.RoomOptions(auto_subscribe=not self.listens_to_translations)
+        subscribe_all = self.listen == "all" or (self.listen == "auto" and self.mode != "interpret")
+        options = rtc.RoomOptions(auto_subscribe=subscribe_all)
         await self.room.connect(self.grant["url"], self.grant["token"], options)
         if self.listens_to_translations:
             self._choose_all()
@@ -223,6 +226,8 @@ class SyntheticCaller:
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         await self.room.local_participant.publish_track(track, options)
         per_frame = rate * FILE_FRAME_MS // 1000 * channels
+        # Wall clock, like LiveKit's and the recorder's timestamps: once published, not before.
+        self.wav_started_at = time.time()
         for start in range(0, len(pcm), per_frame):
             chunk = pcm[start : start + per_frame]
             if len(chunk) < per_frame:

@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from agents.recorder.encoder import OggOpusEncoder
-from agents.recorder.mixer import SAMPLE_RATE, TICK_SAMPLES, JitterBuffer, mix
+from agents.recorder.mixer import SAMPLE_RATE, TICK_MS, TICK_SAMPLES, JitterBuffer, mix
 from agents.recorder.service import ogg_duration_ns
 from agents.recorder.upload import MIN_PART_SIZE, SpooledObject, Uploader, VerificationError
 from kaiwa.stack.config import StackConfig
@@ -28,10 +28,10 @@ def samples(n: int, value: int = 1000) -> np.ndarray[Any, np.dtype[np.int16]]:
 
 
 def test_track_is_silent_until_primed_then_plays_in_order() -> None:
-    buffer = JitterBuffer(prime_ms=200)
-    buffer.push(samples(SAMPLE_RATE // 10, 1))  # 100 ms: not primed yet
+    buffer = JitterBuffer(prime_ms=2 * TICK_MS)
+    buffer.push(samples(TICK_SAMPLES, 1))  # one tick: not primed yet
     assert buffer.pop_tick() is None
-    buffer.push(samples(SAMPLE_RATE // 10, 2))
+    buffer.push(samples(TICK_SAMPLES, 2))
     first = buffer.pop_tick()
     second = buffer.pop_tick()
     assert first is not None and second is not None
@@ -40,12 +40,12 @@ def test_track_is_silent_until_primed_then_plays_in_order() -> None:
 
 
 def test_a_late_track_is_filled_with_silence_and_counted() -> None:
-    buffer = JitterBuffer(prime_ms=100, rearm_ms=10_000)
+    buffer = JitterBuffer(prime_ms=TICK_MS, rearm_ms=10_000)
     buffer.push(samples(TICK_SAMPLES + TICK_SAMPLES // 2))
     assert buffer.pop_tick() is not None
     half = buffer.pop_tick()
     assert half is not None and np.count_nonzero(half) == TICK_SAMPLES // 2
-    for _ in range(3):  # 300 ms with nothing: one gap over 100 ms
+    for _ in range(3):  # three ticks with nothing: one gap over 100 ms
         buffer.pop_tick()
     buffer.push(samples(TICK_SAMPLES))
     buffer.pop_tick()
@@ -54,11 +54,11 @@ def test_a_late_track_is_filled_with_silence_and_counted() -> None:
 
 
 def test_buffer_is_bounded_and_drops_the_oldest() -> None:
-    buffer = JitterBuffer(prime_ms=100, max_ms=500)
-    for value in range(1, 11):  # 1 s of audio into a 500 ms bound
-        buffer.push(samples(SAMPLE_RATE // 10, value))
-    assert buffer.buffered_samples == SAMPLE_RATE // 2
-    assert buffer.stats.dropped_samples == SAMPLE_RATE // 2
+    buffer = JitterBuffer(prime_ms=TICK_MS, max_ms=5 * TICK_MS)
+    for value in range(1, 11):  # ten ticks of audio into a bound of five
+        buffer.push(samples(TICK_SAMPLES, value))
+    assert buffer.buffered_samples == 5 * TICK_SAMPLES
+    assert buffer.stats.dropped_samples == 5 * TICK_SAMPLES
     tick = buffer.pop_tick()
     assert tick is not None and set(tick.tolist()) == {6}
 
@@ -83,7 +83,7 @@ def test_ogg_opus_file_has_the_ticks_length_and_survives_truncation(tmp_path: Pa
     encoder = OggOpusEncoder(sink)
     t = np.arange(TICK_SAMPLES) / SAMPLE_RATE
     tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
-    for _ in range(50):  # 5 s
+    for _ in range(5000 // TICK_MS):  # 5 s
         encoder.encode(tone)
     encoder.close()
     audio = decode_ogg(bytes(sink.data))

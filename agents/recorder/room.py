@@ -52,9 +52,9 @@ TICK_NS = TICK_MS * 1_000_000
 PRIME_TICKS = PRIME_MS // TICK_MS
 NO_AUDIO_ERROR = "the call ended before any audio was recorded"
 # Each AudioStream event carries this much audio: fewer, larger frames cost less per track.
-STREAM_FRAME_MS = 100
+STREAM_FRAME_MS = 200
 # Frames an AudioStream holds for a slow reader before dropping the oldest (2 s).
-STREAM_CAPACITY = 20
+STREAM_CAPACITY = 10
 CALLER_KINDS = (
     rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
     rtc.ParticipantKind.PARTICIPANT_KIND_SIP,

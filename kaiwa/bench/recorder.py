@@ -44,6 +44,7 @@ from kaiwa.stack.services import (
 RATE = 48_000
 FRAME_S = 0.010
 VOICED_RMS = 0.02
+STEADY_MARGIN_S = 3.0
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -105,16 +106,21 @@ class Room:
     sid: str = ""
     joined: float = 0.0
     left: float = 0.0
+    spoken: float = 0.0  # when the speakers' tones were all sent (wall clock, as manifests)
 
 
-async def _hold_call(room: Room, wavs: list[Path], seconds: float) -> None:
-    for speaker in room.speakers:
-        await speaker.caller.join(record=True)
-        if not room.joined:
-            room.joined = time.time()
+async def _hold_call(room: Room, wavs: list[Path], all_joined: asyncio.Barrier) -> None:
+    first, second = (s.caller for s in room.speakers)
+    await first.join(record=True)
+    room.joined = time.time()
+    # A room code names a call in progress: the second speaker joins the first one's room.
+    second.room_name = first.room_name
+    await second.join()
     room.sid = await room.speakers[0].caller.room.sid
-
+    # Every room speaks at once, so the steady-state window sees all of them recorded.
+    await all_joined.wait()
     await asyncio.gather(*(s.caller.speak_wav(w) for s, w in zip(room.speakers, wavs, strict=True)))
+    room.spoken = time.time()
     for speaker in room.speakers:
         await speaker.caller.leave()
     room.left = time.time()
@@ -162,18 +168,30 @@ async def run(rooms: int, seconds: float) -> dict[str, Any]:
 
 async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> dict[str, Any]:
     wavs = [_tone_wav(state / f"tone{i}.wav", 300 + 70 * i, seconds) for i in range(2)]
+    # The speakers only send: subscribing to each other would put decoding on the bench's
+    # share of the cores, not the recorder's.
     rooms = [
-        Room([Speaker(SyntheticCaller(cfg.api_url, name=f"s{i}a", mode="interpret"))])
+        Room(
+            [
+                Speaker(
+                    SyntheticCaller(cfg.api_url, name=f"s{i}{s}", mode="interpret", listen="none")
+                )
+                for s in "ab"
+            ]
+        )
         for i in range(n)
     ]
-    for i, room in enumerate(rooms):
-        first = room.speakers[0].caller
-        first.room_name = f"bench-{i}"
-        room.speakers.append(
-            Speaker(SyntheticCaller(cfg.api_url, name=f"s{i}b", room_name=first.room_name))
-        )
+    all_joined = asyncio.Barrier(n + 1)
     cpu_before, wall_before = _cpu_seconds(pid), time.monotonic()
-    await asyncio.gather(*(_hold_call(room, wavs, seconds) for room in rooms))
+    calls = asyncio.gather(*(_hold_call(room, wavs, all_joined) for room in rooms))
+    # Steady state: every room connected and speaking, joins and leaves outside the window.
+    # This is the cost of a recording that goes on, which is what a core's capacity means.
+    await all_joined.wait()
+    await asyncio.sleep(STEADY_MARGIN_S)
+    steady_cpu, steady_wall = _cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(max(1.0, seconds - 2 * STEADY_MARGIN_S))
+    steady_cpu, steady_wall = _cpu_seconds(pid) - steady_cpu, time.monotonic() - steady_wall
+    await calls
     cpu, wall = _cpu_seconds(pid) - cpu_before, time.monotonic() - wall_before
     calls_ended = time.monotonic()
 
@@ -188,7 +206,11 @@ async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> d
     stored_after_s = time.monotonic() - calls_ended
 
     by_room = {r.sid: r for r in rooms}
+    by_identity = {s.caller.identity: s.caller for r in rooms for s in r.speakers}
     speaker_ratio, mix_ratio, start_lag, gaps, dropped_ms, underrun_ms = [], [], [], 0, 0, 0
+    # Where a speaker's missing tone is: before its first recorded sound, or after its last.
+    missing_start: list[float] = []
+    missing_end: list[float] = []
     for manifest in manifests:
         file = manifest["fileResults"][0]
         audio = await asyncio.to_thread(
@@ -200,6 +222,12 @@ async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> d
             start_lag.append(int(manifest["startedAt"]) / 1e9 - room.joined)
             continue
         voiced = _voiced(audio)
+        heard = np.flatnonzero(voiced)
+        if len(heard):
+            file_start = int(manifest["startedAt"]) / 1e9
+            sent = by_identity[manifest["participant"]["identity"]].wav_started_at
+            missing_start.append(max(0.0, file_start + heard[0] * FRAME_S - sent))
+            missing_end.append(max(0.0, room.spoken - file_start - (heard[-1] + 1) * FRAME_S))
         # Each speaker sent exactly `seconds` of tone.
         speaker_ratio.append(float(np.sum(voiced)) * FRAME_S / seconds)
         gaps += _gaps_over_100ms(voiced)
@@ -208,19 +236,25 @@ async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> d
         underrun_ms += details.get("underrun_ms", 0)
 
     cores_used = cpu / wall
+    steady_cores = steady_cpu / steady_wall
     return {
         "rooms": n,
         "speakers": 2 * n,
         "call_s": seconds,
         "recordings_expected": expected,
         "recordings_stored": len(manifests),
-        "recorder_cpu_cores": round(cores_used, 3),
-        "recordings_per_core": round(n / cores_used, 1) if cores_used else None,
+        "recorder_cpu_cores_steady": round(steady_cores, 3),
+        "recordings_per_core": round(n / steady_cores, 1) if steady_cores else None,
+        # With the joins, connection set-up and the files' finishing included.
+        "recorder_cpu_cores_whole_call": round(cores_used, 3),
+        "recordings_per_core_whole_call": round(n / cores_used, 1) if cores_used else None,
         "speaker_audio_kept_median": round(statistics.median(speaker_ratio), 4),
         "speaker_audio_kept_min": round(min(speaker_ratio), 4),
         "mix_duration_ratio_median": round(statistics.median(mix_ratio), 4),
         "mix_duration_ratio_min": round(min(mix_ratio), 4),
         "recording_start_lag_s_median": round(statistics.median(start_lag), 3),
+        "speaker_missing_at_start_s_median": round(statistics.median(missing_start), 3),
+        "speaker_missing_at_end_s_median": round(statistics.median(missing_end), 3),
         "gaps_over_100ms": gaps,
         "dropped_ms": dropped_ms,
         "underrun_ms": underrun_ms,
