@@ -71,12 +71,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             flush=True,
         )
         while True:
-            for service in stack.services.values():
-                if not service.running():
-                    raise StackError(
-                        f"{service.name} stopped unexpectedly; see {service.log_path}"
-                        f":\n{service.log_tail()}"
-                    )
+            stack.supervise(on_restart=_report_restart)
             time.sleep(1)
     except KeyboardInterrupt:
         print("\n==> stopping", flush=True)
@@ -85,6 +80,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         # On any exit, StackError included (main() prints it last, after this).
         stack.stop(on_stop=lambda s: print(f"==> stopping {s.name}", flush=True))
         print("==> stopped", flush=True)
+
+
+def _report_restart(service: ManagedProcess, code: int) -> None:
+    print(
+        f"==> {service.name} exited with code {code}; restarting it. Last lines of "
+        f"{service.log_path}:\n{service.log_tail(5)}",
+        flush=True,
+    )
 
 
 def cmd_models(args: argparse.Namespace) -> int:

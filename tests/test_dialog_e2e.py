@@ -8,12 +8,15 @@ microphone; what the agent says is transcribed back with Whisper.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 
+from agents.dialog.call import line
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 
@@ -170,3 +173,36 @@ async def test_noise_and_silence_get_no_reply(stack: Stack, caller: SyntheticCal
     assert not [h for h in caller.heard if voiced(h) and h.at > started]
     detail = await history.conversation()
     assert not [t for t in detail["transcript"] if t["role"] == "user"], detail["transcript"]
+
+
+async def test_the_llm_server_dying_mid_call_gets_an_apology_and_the_call_goes_on(
+    stack: Stack, caller: SyntheticCaller
+) -> None:
+    history = History(stack, caller.grant["room"])
+    question = await asyncio.to_thread(speech, "en", "What is the capital city of France?")
+    track = await after_greeting(caller)
+    llm = stack.services["llm"]
+    assert llm.proc is not None
+    os.killpg(llm.proc.pid, signal.SIGKILL)  # a crash: no shutdown, no goodbye
+    await asyncio.to_thread(llm.proc.wait)
+
+    await caller.say(*question)
+    await wait_for(lambda: len(agent_finals(caller)) >= 2, 60, "the apology", caller)
+    assert agent_finals(caller)[1].text == line("en", "sorry")
+    await wait_quiet(caller, track)
+
+    # The stack starts the server again (`make up` supervises it; here the test does), and
+    # the same call carries on: the question is answered.
+    await asyncio.to_thread(llm.start)
+    await asyncio.to_thread(llm.wait_ready)
+    await caller.say(*question)
+    await wait_for(lambda: len(agent_finals(caller)) >= 3, 60, "the answer", caller)
+    assert "paris" in agent_finals(caller)[2].text.lower()
+
+    detail = await history.wait_until(
+        lambda d: sum(t["role"] == "agent" for t in d["transcript"]) >= 3, "the answer stored"
+    )
+    turns = detail["transcript"]
+    assert [t["role"] for t in turns] == ["agent", "user", "agent", "user", "agent"], turns
+    assert turns[2]["text"] == line("en", "sorry")
+    assert "paris" in turns[4]["text"].lower()

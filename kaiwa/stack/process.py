@@ -92,6 +92,10 @@ class ManagedProcess:
     stop_timeout_s: float = 10.0
     user: str | None = None  # run as this user (PostgreSQL refuses to run as root)
     proc: subprocess.Popen[bytes] | None = None
+    # Set by `stop`: a service stopped on purpose is not restarted by `Stack.supervise`.
+    stopped: bool = False
+    # When it was last restarted after exiting on its own (monotonic), for crash-loop checks.
+    restarts: list[float] = field(default_factory=list)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +114,7 @@ class ManagedProcess:
             cwd=self.cwd,
             start_new_session=True,
         )
+        self.stopped = False
         log.close()
 
     def wait_ready(self) -> None:
@@ -140,7 +145,12 @@ class ManagedProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def crashed(self) -> bool:
+        """Started, then exited without being stopped."""
+        return self.proc is not None and not self.stopped and self.proc.poll() is not None
+
     def stop(self) -> None:
+        self.stopped = True
         if self.proc is None or self.proc.poll() is not None:
             return
         os.killpg(self.proc.pid, signal.SIGTERM)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
@@ -26,6 +27,9 @@ from .paths import BIN_DIR, REPO_ROOT
 from .process import ManagedProcess, StackError, check_port_free, free_port, tcp_open
 
 LIVEKIT_BINARY = "livekit-server"
+# A service restarted this many times within the window is crash-looping: the stack stops.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
 S3_BINARY = "versitygw"
 
 
@@ -282,6 +286,26 @@ class Stack:
             service.wait_ready()
             if on_ready is not None:
                 on_ready(service)
+
+    def supervise(self, on_restart: Callable[[ManagedProcess, int], None]) -> None:
+        """One round of supervision: a service that exited on its own is started again, as
+        systemd's `Restart=on-failure` would, so one crashed process (the LLM server, say)
+        does not take every call down. One that keeps crashing is a StackError."""
+        for service in self.services.values():
+            if not service.crashed():
+                continue
+            assert service.proc is not None
+            now = time.monotonic()
+            service.restarts = [t for t in service.restarts if now - t < RESTART_WINDOW_S]
+            if len(service.restarts) >= MAX_RESTARTS:
+                raise StackError(
+                    f"{service.name} exited {MAX_RESTARTS + 1} times within "
+                    f"{RESTART_WINDOW_S:.0f} s; see {service.log_path}:\n{service.log_tail()}"
+                )
+            service.restarts.append(now)
+            on_restart(service, service.proc.returncode)
+            service.start()
+            service.wait_ready()
 
     def stop(self, on_stop: Callable[[ManagedProcess], None] | None = None) -> None:
         for service in reversed(list(self.services.values())):
