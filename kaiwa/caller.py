@@ -49,6 +49,21 @@ class ReceivedText:
     opened: float = 0.0  # when its first bytes arrived (a spoken reply's text streams)
 
 
+# A sample above this (about -36 dBFS) is voice, not the quiet before and after it.
+VOICED_LEVEL = 500
+
+
+@dataclass
+class Utterance:
+    """When an utterance left the microphone for the network (monotonic): its first and last
+    voiced samples, and its last sample. A spoken WAV has quiet at both ends, which does not
+    count as speech."""
+
+    voice_from: float
+    voice_until: float
+    sent_until: float
+
+
 class Microphone:
     """A published track that sends audio all the time, as a real microphone does: silence
     between utterances, so the listener's VAD sees a sentence end the way it would live."""
@@ -57,7 +72,7 @@ class Microphone:
         self.source = source
         self.rate = source.sample_rate
         self._per_frame = self.rate * FRAME_MS // 1000
-        self._queued: deque[tuple[np.ndarray[Any, np.dtype[np.int16]], asyncio.Future[float]]]
+        self._queued: deque[tuple[np.ndarray[Any, np.dtype[np.int16]], asyncio.Future[Utterance]]]
         self._queued = deque()
         self._silence = np.zeros(self._per_frame, dtype=np.int16)
 
@@ -65,13 +80,26 @@ class Microphone:
         while True:
             if self._queued:
                 pcm, done = self._queued.popleft()
-                for start in range(0, len(pcm), self._per_frame):
-                    await self._capture(pcm[start : start + self._per_frame])
-                # The queued audio still ahead of the last frame plays before it is sent.
+                utterance = await self._speak(pcm)
                 if not done.done():
-                    done.set_result(time.monotonic() + self.source.queued_duration)
+                    done.set_result(utterance)
             else:
                 await self._capture(self._silence)
+
+    async def _speak(self, pcm: np.ndarray[Any, np.dtype[np.int16]]) -> Utterance:
+        voiced = np.flatnonzero(np.abs(pcm.astype(np.int32)) > VOICED_LEVEL)
+        first, last = (int(voiced[0]), int(voiced[-1])) if len(voiced) else (0, len(pcm) - 1)
+        voice_from = voice_until = leaves = time.monotonic()
+        for start in range(0, len(pcm), self._per_frame):
+            await self._capture(pcm[start : start + self._per_frame])
+            # The frame just captured is last in the source's queue: it leaves once the audio
+            # ahead of it has.
+            leaves = time.monotonic() + self.source.queued_duration - FRAME_MS / 1000
+            if start <= first < start + self._per_frame:
+                voice_from = leaves + (first - start) / self.rate
+            if start <= last < start + self._per_frame:
+                voice_until = leaves + (last + 1 - start) / self.rate
+        return Utterance(voice_from, voice_until, leaves + FRAME_MS / 1000)
 
     async def _capture(self, chunk: np.ndarray[Any, np.dtype[np.int16]]) -> None:
         if len(chunk) < self._per_frame:
@@ -80,10 +108,9 @@ class Microphone:
         # capture_frame waits while the source's queue is full: that paces us in real time.
         await self.source.capture_frame(frame)
 
-    async def say(self, pcm: np.ndarray[Any, np.dtype[np.int16]]) -> float:
-        """Speak `pcm` (mono, at the microphone's rate); returns the monotonic time its last
-        sample left for the network."""
-        done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    async def speak(self, pcm: np.ndarray[Any, np.dtype[np.int16]]) -> Utterance:
+        """Speak `pcm` (mono, at the microphone's rate), after anything queued before it."""
+        done: asyncio.Future[Utterance] = asyncio.get_running_loop().create_future()
         self._queued.append((pcm, done))
         return await done
 
@@ -240,7 +267,11 @@ class SyntheticCaller:
 
     async def say(self, pcm: np.ndarray[Any, np.dtype[np.int16]], rate: int) -> float:
         """Speak mono 16-bit `pcm` into this caller's always-on microphone (published on first
-        use, at this rate); returns when its last sample left, as `Microphone.say`."""
+        use, at this rate); returns the monotonic time its last sample left."""
+        return (await self.speak(pcm, rate)).sent_until
+
+    async def speak(self, pcm: np.ndarray[Any, np.dtype[np.int16]], rate: int) -> Utterance:
+        """As `say`, with when its voice began and ended."""
         if self.microphone is None:
             source = rtc.AudioSource(rate, 1, queue_size_ms=100)
             track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
@@ -250,7 +281,7 @@ class SyntheticCaller:
             self._spawn(self.microphone.run())
         if rate != self.microphone.rate:
             raise ValueError(f"{rate} Hz audio; the microphone runs at {self.microphone.rate}")
-        return await self.microphone.say(pcm)
+        return await self.microphone.speak(pcm)
 
     @property
     def microphone_sid(self) -> str:

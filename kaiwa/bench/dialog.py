@@ -5,7 +5,8 @@ synthetic caller joins a dialog room in the `assistant` scenario, waits for the 
 and holds a scripted conversation: ten questions, each asked after the previous answer
 ended, then three requests for a story that the caller talks over. Speech is made by the
 project's English voice and spoken into an always-on microphone. Measured at the caller,
-on arrival:
+on arrival; the caller's speech begins and ends at its first and last voiced samples as they
+leave the microphone (the WAV's quiet ends and the microphone's queue are not counted):
 
 - voice-to-voice: end of the caller's speech → first voiced frame of the reply;
 - first reply text: end of the caller's speech → first caption text from the agent;
@@ -185,7 +186,7 @@ async def _conversation(cfg: StackConfig, stack: Stack, design: str) -> dict[str
         cpu_before = cpu_seconds(agent_pid) + cpu_seconds(llm_pid)
         wall_before = time.monotonic()
         for pcm, rate in questions:
-            ended = await caller.say(pcm, rate)
+            ended = (await caller.speak(pcm, rate)).voice_until
             onset = await talk.reply_onset(ended)
             if onset is None:
                 unanswered += 1
@@ -195,17 +196,16 @@ async def _conversation(cfg: StackConfig, stack: Stack, design: str) -> dict[str
             if (opened := talk.agent_text_opened_after(ended)) is not None:
                 first_text.append(opened - ended)
         for _ in range(BARGE_INS):
-            ended = await caller.say(*story)
+            ended = (await caller.speak(*story)).voice_until
             onset = await talk.reply_onset(ended)
             if onset is None:
                 unanswered += 1
                 continue
             await asyncio.sleep(0.8)
-            barged_in = time.monotonic()
-            done = await caller.say(*barge_in)
-            heard = [at for at in talk.voiced_after(barged_in) if at <= done]
-            stops.append((heard[-1] if heard else barged_in) - barged_in)
-            await talk.quiet(done)  # its answer to the barge-in
+            over = await caller.speak(*barge_in)
+            heard = [at for at in talk.voiced_after(over.voice_from) if at <= over.sent_until]
+            stops.append((heard[-1] if heard else over.voice_from) - over.voice_from)
+            await talk.quiet(over.sent_until)  # its answer to the barge-in
         wall = time.monotonic() - wall_before
         cpu = cpu_seconds(agent_pid) + cpu_seconds(llm_pid) - cpu_before
     finally:
