@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,11 +43,17 @@ async def caller(stack: Stack) -> AsyncIterator[SyntheticCaller]:
         yield person
 
 
+@pytest.fixture
+async def question() -> tuple[np.ndarray[Any, Any], int]:
+    """A question with one right answer (Paris), in the caller's voice. Made off the event
+    loop, so no audio from the agent is missed meanwhile."""
+    return await asyncio.to_thread(speech, "en", "What is the capital city of France?")
+
+
 async def test_caller_asks_by_voice_and_hears_a_relevant_answer(
-    stack: Stack, caller: SyntheticCaller
+    stack: Stack, caller: SyntheticCaller, question: tuple[np.ndarray[Any, Any], int]
 ) -> None:
     history = History(stack, caller.grant["room"])
-    question = await asyncio.to_thread(speech, "en", "What is the capital city of France?")
     # The agent speaks first: the scenario's opening line, captioned and heard.
     track = await after_greeting(caller)
     assert "talk about" in agent_finals(caller)[0].text
@@ -176,10 +183,9 @@ async def test_noise_and_silence_get_no_reply(stack: Stack, caller: SyntheticCal
 
 
 async def test_the_llm_server_dying_mid_call_gets_an_apology_and_the_call_goes_on(
-    stack: Stack, caller: SyntheticCaller
+    stack: Stack, caller: SyntheticCaller, question: tuple[np.ndarray[Any, Any], int]
 ) -> None:
     history = History(stack, caller.grant["room"])
-    question = await asyncio.to_thread(speech, "en", "What is the capital city of France?")
     track = await after_greeting(caller)
     llm = stack.services["llm"]
     assert llm.proc is not None
