@@ -27,10 +27,10 @@ from .paths import BIN_DIR, REPO_ROOT
 from .process import ManagedProcess, StackError, check_port_free, free_port, tcp_open
 
 LIVEKIT_BINARY = "livekit-server"
+S3_BINARY = "versitygw"
 # A service restarted this many times within the window is crash-looping: the stack stops.
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
-S3_BINARY = "versitygw"
 
 
 def binary(name: str) -> str:
@@ -288,9 +288,9 @@ class Stack:
                 on_ready(service)
 
     def supervise(self, on_restart: Callable[[ManagedProcess, int], None]) -> None:
-        """One round of supervision: a service that exited on its own is started again, as
-        systemd's `Restart=on-failure` would, so one crashed process (the LLM server, say)
-        does not take every call down. One that keeps crashing is a StackError."""
+        """One round of supervision: a service that exited on its own, whatever its exit code,
+        is started again, so one crashed process (the LLM server, say) does not take every
+        call down. One that keeps crashing is a StackError."""
         for service in self.services.values():
             if not service.crashed():
                 continue
