@@ -158,7 +158,7 @@ class SyntheticCaller:
         self.room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._on_text_stream)
         if self.listens_to_translations:
             self.room.on("track_published", lambda pub, _p: self._choose(pub))
-        subscribe_all = self.listen == "all" or (self.listen == "auto" and self.mode != "interpret")
+        subscribe_all = self.listen != "none" and not self.listens_to_translations
         options = rtc.RoomOptions(auto_subscribe=subscribe_all)
         await self.room.connect(self.grant["url"], self.grant["token"], options)
         if self.listens_to_translations:

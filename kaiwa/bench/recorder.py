@@ -116,7 +116,7 @@ async def _hold_call(room: Room, wavs: list[Path], all_joined: asyncio.Barrier) 
     # A room code names a call in progress: the second speaker joins the first one's room.
     second.room_name = first.room_name
     await second.join()
-    room.sid = await room.speakers[0].caller.room.sid
+    room.sid = await first.room.sid
     # Every room speaks at once, so the steady-state window sees all of them recorded.
     await all_joined.wait()
     await asyncio.gather(*(s.caller.speak_wav(w) for s, w in zip(room.speakers, wavs, strict=True)))
@@ -188,9 +188,9 @@ async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> d
     # This is the cost of a recording that goes on, which is what a core's capacity means.
     await all_joined.wait()
     await asyncio.sleep(STEADY_MARGIN_S)
-    steady_cpu, steady_wall = _cpu_seconds(pid), time.monotonic()
+    cpu_at, wall_at = _cpu_seconds(pid), time.monotonic()
     await asyncio.sleep(max(1.0, seconds - 2 * STEADY_MARGIN_S))
-    steady_cpu, steady_wall = _cpu_seconds(pid) - steady_cpu, time.monotonic() - steady_wall
+    steady_cores = (_cpu_seconds(pid) - cpu_at) / (time.monotonic() - wall_at)
     await calls
     cpu, wall = _cpu_seconds(pid) - cpu_before, time.monotonic() - wall_before
     calls_ended = time.monotonic()
@@ -236,7 +236,6 @@ async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> d
         underrun_ms += details.get("underrun_ms", 0)
 
     cores_used = cpu / wall
-    steady_cores = steady_cpu / steady_wall
     return {
         "rooms": n,
         "speakers": 2 * n,
