@@ -76,8 +76,8 @@ def normalize(text: str) -> str:
     return " ".join(words)
 
 
-def wer(hypothesis: str) -> float:
-    return float(jiwer.wer(normalize(SENTENCE), normalize(hypothesis)))
+def wer(hypothesis: str, reference: str = SENTENCE) -> float:
+    return float(jiwer.wer(normalize(reference), normalize(hypothesis)))
 
 
 @pytest.mark.parametrize("rate,channels", [(16000, 1), (24000, 1), (44100, 2), (48000, 2)])
@@ -161,3 +161,15 @@ async def test_a_language_without_a_model_is_an_error_event_and_recognition_goes
     (error,) = errors
     assert error.recoverable and "'tlh'" in str(error.error)
     assert len(texts) == 1 and wer(texts[0]) <= 0.2, texts
+
+
+async def test_a_recording_longer_than_whisper_window_is_transcribed_in_full(
+    speech: tuple[np.ndarray, int],
+) -> None:
+    # Batch recognition of a long buffer: the sentence, 35 s of quiet, the sentence again.
+    # The encoder takes at most 30 s at once, so the second sentence is in a second window.
+    pcm, rate = speech
+    audio = np.concatenate([pcm, silence(35.0, rate), pcm])
+    event = await make_stt("whisper-base").recognize(frames(audio, rate), language="en")
+    text = event.alternatives[0].text
+    assert wer(text, f"{SENTENCE} {SENTENCE}") <= 0.2, text
