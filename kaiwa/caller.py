@@ -272,6 +272,14 @@ class SyntheticCaller:
 
     async def speak(self, pcm: np.ndarray[Any, np.dtype[np.int16]], rate: int) -> Utterance:
         """As `say`, with when its voice began and ended."""
+        microphone = await self.open_microphone(rate)
+        if rate != microphone.rate:
+            raise ValueError(f"{rate} Hz audio; the microphone runs at {microphone.rate}")
+        return await microphone.speak(pcm)
+
+    async def open_microphone(self, rate: int) -> Microphone:
+        """Publish the microphone `say` speaks on, at `rate`, if not yet: silence until then,
+        as an app's open microphone sends."""
         if self.microphone is None:
             source = rtc.AudioSource(rate, 1, queue_size_ms=100)
             track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
@@ -279,9 +287,7 @@ class SyntheticCaller:
             await self.room.local_participant.publish_track(track, options)
             self.microphone = Microphone(source)
             self._spawn(self.microphone.run())
-        if rate != self.microphone.rate:
-            raise ValueError(f"{rate} Hz audio; the microphone runs at {self.microphone.rate}")
-        return await self.microphone.speak(pcm)
+        return self.microphone
 
     @property
     def microphone_sid(self) -> str:

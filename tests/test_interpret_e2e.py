@@ -15,10 +15,20 @@ from typing import Any
 import numpy as np
 import pytest
 
+from agents import engines
 from kaiwa.caller import ReceivedText, SyntheticCaller
 from kaiwa.stack.services import Stack
 
-from .calls import History, similarity, speech, transcribe, voiced, wait_for, wait_quiet
+from .calls import (
+    History,
+    similarity,
+    speech,
+    transcribe,
+    voiced,
+    wait_for,
+    wait_interpreted,
+    wait_quiet,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.models]
 
@@ -63,7 +73,11 @@ async def alice_and_kenji(stack: Stack) -> AsyncIterator[tuple[SyntheticCaller, 
     )
     await kenji.join()
     try:
-        await alice.wait_for_agent()
+        # Microphones open at join, as the caller page's do; the voices they speak in.
+        await alice.open_microphone(engines.voice("en").sample_rate)
+        await kenji.open_microphone(engines.voice("ja").sample_rate)
+        await wait_interpreted(kenji, alice)
+        await wait_interpreted(alice, kenji)
         yield alice, kenji
     finally:
         await kenji.leave()
@@ -162,6 +176,8 @@ async def test_listener_switching_language_gets_the_new_track_and_captions(stack
     await lee.join()
     try:
         agent = await alice.wait_for_agent()
+        await alice.open_microphone(first[1])
+        await wait_interpreted(lee, alice)
         await alice.say(*first)
         await wait_for(lambda: finals(lee, "ja", source=False), 40, "a Japanese caption")
         track = alice.microphone_sid
@@ -271,7 +287,7 @@ async def test_noise_for_a_while_is_not_translated(
     stack: Stack, alice_and_kenji: tuple[SyntheticCaller, SyntheticCaller]
 ) -> None:
     alice, kenji = alice_and_kenji
-    rate = 16000
+    rate = engines.voice("en").sample_rate  # her open microphone's
     noise = np.random.default_rng(11).normal(0, 600, rate * 15).clip(-32768, 32767)
     await alice.say(noise.astype(np.int16), rate)
     await asyncio.sleep(5)
