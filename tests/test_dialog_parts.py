@@ -18,6 +18,8 @@ def test_the_shipped_catalogue_loads_with_its_default() -> None:
     cafe = catalogue["cafe-ja-beginner"]
     assert cafe.language == "ja" and cafe.opening
     assert "Japanese" in cafe.system_prompt() and "beginner" in cafe.system_prompt()
+    # Learners stop to think mid-sentence: the agent waits longer for them.
+    assert cafe.max_turn_pause_s > catalogue[scenarios.DEFAULT_SCENARIO].max_turn_pause_s
 
 
 def test_an_unknown_or_missing_scenario_falls_back_to_the_default() -> None:
@@ -39,6 +41,14 @@ def test_a_broken_catalogue_is_refused_naming_the_file_and_scenario(tmp_path: Pa
     )
     with pytest.raises(scenarios.ScenarioError, match="assistant"):
         scenarios.load(no_default)
+    endless = tmp_path / "endless.toml"
+    endless.write_text(
+        '[assistant]\ntitle = "A"\nlanguage = "en"\nlevel = "a1"\npersona = "p"\n'
+        'opening = "Hi"\ninstructions = "Be kind."\nmax_turn_pause_s = 60\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(scenarios.ScenarioError, match="max_turn_pause_s"):
+        scenarios.load(endless)
     unreadable = tmp_path / "not.toml"
     unreadable.write_text("[assistant\n", encoding="utf-8")
     with pytest.raises(scenarios.ScenarioError, match=r"not\.toml"):

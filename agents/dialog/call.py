@@ -164,6 +164,7 @@ def local_engines(settings: AgentSettings, scenario: Scenario) -> dict[str, Any]
         "turn_handling": TurnHandlingOptions(
             # LiveKit's end-of-turn model where it knows the language (en, ja), VAD else.
             turn_detection=turns.turn_detection(scenario.language),
+            endpointing={"max_delay": scenario.max_turn_pause_s},
             # Talking over the agent pauses it at once (VAD) and clears it when words
             # follow; a cough that brings no words lets it resume.
             interruption={"min_duration": 0.1, "false_interruption_timeout": 1.5},

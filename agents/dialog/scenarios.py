@@ -26,6 +26,10 @@ class Scenario(BaseModel, frozen=True):
     persona: str = Field(min_length=1, max_length=500)
     opening: str = Field(min_length=1, max_length=500)
     instructions: str = Field(min_length=1, max_length=5000)
+    # How long the agent waits for more when LiveKit's end-of-turn model hears the caller
+    # stop mid-sentence. Each second here is a second of silence before such a reply, and
+    # too short cuts off callers who stop to think: learners more than anyone.
+    max_turn_pause_s: float = Field(default=1.2, ge=0.3, le=5.0)
 
     def system_prompt(self) -> str:
         """What the language model is told: its part, and how a spoken reply must look."""

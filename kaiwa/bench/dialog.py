@@ -10,8 +10,9 @@ leave the microphone (the WAV's quiet ends and the microphone's queue are not co
 
 - voice-to-voice: end of the caller's speech → first voiced frame of the reply;
 - first reply text: end of the caller's speech → first caption text from the agent;
-- barge-in stop: start of the caller's speech over a reply → last voiced frame of the reply
-  (it includes the VAD's detection time and the audio path both ways);
+- barge-in stop: start of the caller's speech over a reply (0.8 s into it, at a moment the
+  agent is heard speaking) → last voiced frame of the reply (it includes the VAD's
+  detection time and the audio path both ways);
 - false interruptions: replies to the ten questions that the history marks interrupted,
   though nobody talked over them;
 - CPU per session: CPU seconds of the agent worker and the LLM server per second of call.
@@ -64,6 +65,7 @@ BARGE_INS = 3
 VOICED = 1000  # int16 peak of a frame that carries speech
 QUIET_S = 1.5  # a reply is over after this much silence
 REPLY_TIMEOUT_S = 30.0
+SPEAKING_NOW_S = 0.05  # the agent is speaking now: a voiced frame arrived this recently
 
 
 def _speech(text: str) -> tuple[np.ndarray[Any, Any], int]:
@@ -97,6 +99,16 @@ class Conversation:
                 return voiced[0]
             await asyncio.sleep(0.02)
         return None
+
+    async def speaking(self) -> None:
+        """Until the agent is heard speaking now: its latest frame, just in, is voiced. (A
+        reply has pauses between sentences; talking over one of those stops nothing.)"""
+        deadline = time.monotonic() + REPLY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if self.voiced_after(now - SPEAKING_NOW_S):
+                return
+            await asyncio.sleep(0.01)
 
     async def quiet(self, after: float) -> None:
         deadline = time.monotonic() + REPLY_TIMEOUT_S
@@ -202,6 +214,7 @@ async def _conversation(cfg: StackConfig, stack: Stack, design: str) -> dict[str
                 unanswered += 1
                 continue
             await asyncio.sleep(0.8)
+            await talk.speaking()
             over = await caller.speak(*barge_in)
             heard = [at for at in talk.voiced_after(over.voice_from) if at <= over.sent_until]
             stops.append((heard[-1] if heard else over.voice_from) - over.voice_from)
@@ -214,9 +227,11 @@ async def _conversation(cfg: StackConfig, stack: Stack, design: str) -> dict[str
     return {
         "voice_to_voice_s_median": median(voice_to_voice),
         "voice_to_voice_s_p95": percentile(voice_to_voice, 95),
+        "voice_to_voice_s_each": [round(v, 3) for v in voice_to_voice],
         "first_reply_text_s_median": median(first_text),
         "barge_in_stop_s_median": median(stops),
         "barge_in_stop_s_max": round(max(stops), 3) if stops else None,
+        "barge_in_stop_s_each": [round(v, 3) for v in stops],
         "false_interruptions": false_interruptions,
         "unanswered": unanswered,
         "turns": len(voice_to_voice),
