@@ -28,25 +28,25 @@ def test_an_unknown_or_missing_scenario_falls_back_to_the_default() -> None:
     assert scenarios.pick("cafe-ja-beginner").id == "cafe-ja-beginner"
 
 
+def _scenario(scenario_id: str, extra: str = "") -> str:
+    """A catalogue of one valid scenario, plus `extra` lines."""
+    return (
+        f'[{scenario_id}]\ntitle = "T"\nlanguage = "en"\nlevel = "a1"\npersona = "p"\n'
+        f'opening = "Hi"\ninstructions = "Be kind."\n{extra}'
+    )
+
+
 def test_a_broken_catalogue_is_refused_naming_the_file_and_scenario(tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
     broken.write_text('[assistant]\ntitle = "x"\n', encoding="utf-8")
     with pytest.raises(scenarios.ScenarioError, match=r"broken\.toml.*'assistant'"):
         scenarios.load(broken)
     no_default = tmp_path / "no_default.toml"
-    no_default.write_text(
-        '[tea]\ntitle = "Tea"\nlanguage = "en"\nlevel = "a1"\npersona = "p"\n'
-        'opening = "Hi"\ninstructions = "Be kind."\n',
-        encoding="utf-8",
-    )
+    no_default.write_text(_scenario("tea"), encoding="utf-8")
     with pytest.raises(scenarios.ScenarioError, match="assistant"):
         scenarios.load(no_default)
     endless = tmp_path / "endless.toml"
-    endless.write_text(
-        '[assistant]\ntitle = "A"\nlanguage = "en"\nlevel = "a1"\npersona = "p"\n'
-        'opening = "Hi"\ninstructions = "Be kind."\nmax_turn_pause_s = 60\n',
-        encoding="utf-8",
-    )
+    endless.write_text(_scenario("assistant", "max_turn_pause_s = 60\n"), encoding="utf-8")
     with pytest.raises(scenarios.ScenarioError, match="max_turn_pause_s"):
         scenarios.load(endless)
     unreadable = tmp_path / "not.toml"
