@@ -7,7 +7,6 @@ GOOGLE_API_KEY or Vertex AI settings for Gemini).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any, Literal
 
@@ -44,11 +43,7 @@ def _require(role: str, ok: bool, what: str) -> None:
         raise EngineNotConfigured(f"{role}=google needs {what}; set it, or use {role}=local")
 
 
-def make_stt(
-    settings: AgentSettings, language: str, *, interims_every_s: float | None = None
-) -> stt.STT[Any]:
-    """`interims_every_s`: how often the local engine re-decodes for interim results (each
-    is a full Whisper decode, competing with the final's for the CPU)."""
+def make_stt(settings: AgentSettings, language: str) -> stt.STT[Any]:
     if settings.stt_engine == "google":
         _require("STT_ENGINE", google_cloud_configured(), "GOOGLE_APPLICATION_CREDENTIALS")
         return google.STT(
@@ -60,8 +55,6 @@ def make_stt(
     # may still ask for another language: the interpreter does, per speaker).
     base = language.split("-")[0].lower()
     options = WhisperOptions(language=base if base in WHISPER_LANGUAGES else None)
-    if interims_every_s is not None:
-        options = dataclasses.replace(options, interim_interval_s=interims_every_s)
     return WhisperSTT(engines.whisper(settings.stt_model), engines.vad(), options)
 
 

@@ -49,7 +49,6 @@ logger = logging.getLogger("kaiwa.dialog")
 # only while the caller listens, and dropped when they speak: the conversation comes first.
 SUMMARY_EVERY_TURNS = 10
 SUMMARY_MID_CALL_S = 30.0
-INTERIMS_EVERY_S = 1.5
 # Shares of the 15 s LiveKit gives a job to end: the summary, then delivering the history.
 END_SUMMARY_S = 6.0
 END_FLUSH_S = 5.0
@@ -155,9 +154,7 @@ def local_engines(settings: AgentSettings, scenario: Scenario) -> dict[str, Any]
     """The offline pipeline: Whisper → the local LLM → the local voice, streamed; for a
     session, or for an agent taking over from Gemini mid-call."""
     return {
-        # Interims at a slower pace than the interpreter's: the caller's own words matter
-        # less live than the reply, and a decode at the end of the turn delays it.
-        "stt": roles.make_stt(settings, scenario.language, interims_every_s=INTERIMS_EVERY_S),
+        "stt": roles.make_stt(settings, scenario.language),
         "llm": roles.make_llm(settings),
         "tts": roles.make_tts(settings, scenario.language),
         "vad": engines.vad(),
