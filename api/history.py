@@ -165,6 +165,20 @@ def _file(info: lkegress.EgressInfo) -> lkegress.FileInfo | None:
     return None
 
 
+def _egress_identity(info: lkegress.EgressInfo, request: str) -> str | None:
+    """Whose audio an egress holds: a participant egress names them; a track egress names
+    only the track, and Kaiwa's recorder adds the publisher to its details."""
+    if request == "participant":
+        return info.participant.identity or None
+    if request == "track" and info.details.startswith("{"):
+        try:
+            identity = json.loads(info.details).get("participant_identity")
+        except (ValueError, AttributeError):
+            return None
+        return identity if isinstance(identity, str) and identity else None
+    return None
+
+
 def _on_egress(session: Session, event: WebhookEventProto) -> None:
     info = event.egress_info
     if not info.room_id:
@@ -182,9 +196,7 @@ def _on_egress(session: Session, event: WebhookEventProto) -> None:
             egress_id=info.egress_id,
             conversation_id=conversation.id,
             kind=_KIND.get(request, "room"),
-            participant_identity=info.participant.identity or None
-            if request == "participant"
-            else None,
+            participant_identity=_egress_identity(info, request),
             status=status,
         )
         session.add(recording)
@@ -195,6 +207,9 @@ def _on_egress(session: Session, event: WebhookEventProto) -> None:
         )
         return
     recording.status = status
+    recording.participant_identity = recording.participant_identity or _egress_identity(
+        info, info.WhichOneof("request") or ""
+    )
     recording.updated_at = updated_at or recording.updated_at
     recording.error = info.error or recording.error
     recording.started_at = _from_nanos(info.started_at) or recording.started_at

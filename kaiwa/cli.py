@@ -157,7 +157,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     # Imported here: the recorder bench pulls in livekit, which `kaiwa up` does not need.
     from .bench import recorder
 
-    figures = asyncio.run(recorder.run(args.rooms, args.seconds))
+    figures = asyncio.run(recorder.run(args.rooms, args.seconds, args.keep_logs))
     if args.json:
         print(json.dumps(figures))
     else:
@@ -239,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     p_recorder.add_argument("--rooms", type=int, default=20, help="concurrent calls")
     p_recorder.add_argument("--seconds", type=float, default=60, help="length of each call")
     p_recorder.add_argument("--json", action="store_true", help="print one JSON object")
+    p_recorder.add_argument(
+        "--keep-logs", type=Path, metavar="DIR", help="copy the stack's logs here at the end"
+    )
     p_recorder.set_defaults(func=cmd_bench)
     p_interpret = bench.add_parser(
         "interpret", help="caption and translation lag, interim cadence, CPU (a stack of its own)"

@@ -56,12 +56,15 @@ class StoredRecording:
 
     @property
     def kind(self) -> str:
-        return "room" if "roomComposite" in self.manifest else "participant"
+        return "room" if "roomComposite" in self.manifest else "track"
 
     @property
     def identity(self) -> str | None:
-        participant = self.manifest.get("participant")
-        return participant.get("identity") if participant else None
+        """Whose track it is: a track egress names them in its details."""
+        if "track" not in self.manifest:
+            return None
+        details = json.loads(self.manifest.get("details") or "{}")
+        return details.get("participant_identity") or None
 
     @property
     def status(self) -> str:

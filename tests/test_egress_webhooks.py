@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,6 +154,20 @@ def test_participant_and_track_egress_kinds(sessions: sessionmaker[Session]) -> 
     assert (by_id["EG_p"].kind, by_id["EG_p"].participant_identity) == ("participant", "caller-1")
     assert (by_id["EG_t"].kind, by_id["EG_t"].participant_identity) == ("track", None)
     assert len({r.conversation_id for r in by_id.values()}) == 1
+
+
+def test_the_recorders_track_egress_names_its_speaker(sessions: sessionmaker[Session]) -> None:
+    # Kaiwa's recorder names the track's publisher in the details (a track egress request has
+    # no identity); a details string that is not our JSON names nobody.
+    ours = events.egress_info("active", updated_s=T0, egress_id="EG_ours", kind="track")
+    ours.details = json.dumps({"participant_identity": "caller-1", "track_name": "mic"})
+    other = events.egress_info("active", updated_s=T0, egress_id="EG_other", kind="track")
+    other.details = "{not json"
+    apply_event(sessions, events.egress_event("egress_started", ours))
+    apply_event(sessions, events.egress_event("egress_started", other))
+    by_id = {r.egress_id: r for r in recordings(sessions)}
+    assert by_id["EG_ours"].participant_identity == "caller-1"
+    assert by_id["EG_other"].participant_identity is None
 
 
 def test_recording_before_room_event_joins_the_same_conversation(

@@ -76,8 +76,8 @@ async def test_call_is_recorded_whole_with_each_speaker_in_place(
 
     await _check_the_api_serves_the_recordings(stack, room_sid, recordings)
 
-    alice_rec = by_kind[("participant", alice.identity)]
-    bob_rec = by_kind[("participant", bob.identity)]
+    alice_rec = by_kind[("track", alice.identity)]
+    bob_rec = by_kind[("track", bob.identity)]
     for own, other_at, own_at in ((alice_rec, b, a), (bob_rec, a, b)):
         assert own.status == "EGRESS_COMPLETE"
         samples = decode_ogg(own.data)

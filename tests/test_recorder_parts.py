@@ -1,24 +1,29 @@
-"""The recorder's parts on their own: room clock buffers, Ogg/Opus files, spooled uploads."""
+"""The recorder's parts on their own: room clock buffers, Ogg/Opus files, received packets
+in order, spooled uploads."""
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
-from agents.recorder.encoder import OggOpusEncoder
+from agents.recorder.encoder import OggOpusEncoder, OggOpusPacketWriter
 from agents.recorder.mixer import SAMPLE_RATE, TICK_MS, TICK_SAMPLES, JitterBuffer, mix
 from agents.recorder.service import ogg_duration_ns
+from agents.recorder.subscriber import OpusPacket, ssrc_tracks
+from agents.recorder.track import FRAME_20MS, Timeline, Track, opus_samples, plc_packet
 from agents.recorder.upload import MIN_PART_SIZE, SpooledObject, Uploader, VerificationError
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import ephemeral_config, s3_client, s3_service
 
-from .recordings import decode_ogg
+from .recordings import decode_ogg, rms
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +97,126 @@ def test_ogg_opus_file_has_the_ticks_length_and_survives_truncation(tmp_path: Pa
     cut = tmp_path / "cut.ogg"
     cut.write_bytes(bytes(sink.data[: len(sink.data) // 2]))
     assert 1.0 < ogg_duration_ns(cut) / 1e9 < 4.0
+
+
+def opus_packets(seconds: float) -> list[bytes]:
+    """A 440 Hz tone as WebRTC sends it: 20 ms Opus packets."""
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate = SAMPLE_RATE
+    encoder.layout = "mono"
+    encoder.format = "s16"
+    out: list[bytes] = []
+    for i in range(int(seconds * 50)):
+        t = (np.arange(FRAME_20MS) + i * FRAME_20MS) / SAMPLE_RATE
+        frame = av.AudioFrame.from_ndarray(
+            (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16).reshape(1, -1),
+            format="s16",
+            layout="mono",
+        )
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = i * FRAME_20MS
+        out.extend(bytes(p) for p in encoder.encode(frame))
+    return out
+
+
+def rtp(
+    payloads: list[bytes], first_sequence: int = 0, first_timestamp: int = 0
+) -> list[OpusPacket]:
+    return [
+        OpusPacket(
+            sequence=(first_sequence + i) % 65536,
+            timestamp=(first_timestamp + i * FRAME_20MS) % 2**32,
+            payload=p,
+            arrived_ns=i * 20_000_000,
+        )
+        for i, p in enumerate(payloads)
+    ]
+
+
+def test_opus_packet_lengths_come_from_the_toc() -> None:
+    assert opus_samples(bytes([0xF8])) == FRAME_20MS  # CELT FB 20 ms, one frame
+    assert opus_samples(bytes([0x08 | 0x1, 0, 0])) == 2 * FRAME_20MS  # SILK 20 ms, two frames
+    assert opus_samples(bytes([0xE3, 0x03])) == 3 * 120  # CELT FB 2.5 ms, code 3: three
+    assert plc_packet(0x7C | 0x4) == bytes([0xFC])  # 20 ms, stereo kept, one empty frame
+
+
+def test_timeline_orders_packets_drops_repeats_and_counts_losses() -> None:
+    packets = rtp([bytes([0xF8, i]) for i in range(10)], first_sequence=65530)
+    timeline = Timeline()
+    # Out of order within a tick, across the sequence number's wrap.
+    first = timeline.accept([packets[1], packets[0], packets[2]])
+    assert [p.payload[1] for p, _, _ in first] == [0, 1, 2]
+    assert all(silence == 0 for _, _, silence in first)
+    # A repeat and a packet older than what was stored are not stored again.
+    again = timeline.accept([packets[2], packets[1], packets[3]])
+    assert [p.payload[1] for p, _, _ in again] == [3]
+    assert timeline.stats.late_packets == 2
+    # Packets 4..8 lost (100 ms): the next one comes after 100 ms of silence to fill.
+    (after_loss,) = timeline.accept([packets[9]])
+    assert after_loss[2] == 5 * FRAME_20MS
+    assert timeline.stats.lost_samples == 5 * FRAME_20MS
+    assert timeline.stats.gaps_over_100ms == 0  # 100 ms exactly is not over
+
+
+def test_a_silence_the_sender_skipped_is_filled_but_not_counted_lost() -> None:
+    # DTX: consecutive sequence numbers, the timestamp jumps 2 s.
+    timeline = Timeline()
+    timeline.accept(rtp([bytes([0xF8])]))
+    skipped = OpusPacket(
+        sequence=1, timestamp=FRAME_20MS + 2 * SAMPLE_RATE, payload=b"\xf8", arrived_ns=0
+    )
+    ((_, _, silence),) = timeline.accept([skipped])
+    assert silence == 2 * SAMPLE_RATE
+    assert timeline.stats.lost_samples == 0
+
+
+def test_a_track_file_keeps_the_packets_and_the_senders_timeline() -> None:
+    payloads = opus_packets(3.0)
+    packets = rtp(payloads)
+    # One second of the call never arrived (sequence numbers 50..99).
+    received = packets[:50] + packets[100:]
+    sink = Collect()
+    track = Track(sid="TR_a", participant_sid="PA_a", identity="alice", name="mic")
+
+    class Writing:
+        writer: OggOpusPacketWriter | None = None
+
+        def packet_writer(self, channels: int) -> OggOpusPacketWriter:
+            if self.writer is None:
+                self.writer = OggOpusPacketWriter(sink, channels)
+            return self.writer
+
+    recording = Writing()
+    track.recording = recording  # type: ignore[assignment]
+    decoded = [track.ingest(received[i : i + 10]) for i in range(0, len(received), 10)]
+    assert recording.writer is not None
+    recording.writer.close()
+    # The mix gets the received audio only; the file has the call's length, the lost
+    # second concealed where it was.
+    assert sum(len(d) for d in decoded if d is not None) == 100 * FRAME_20MS
+    audio = decode_ogg(bytes(sink.data))
+    assert abs(len(audio) / SAMPLE_RATE - 3.0) < 0.02
+    # Tone (RMS 0.17 of full scale) before and after; the lost second concealed, not the
+    # tone moved up to fill it.
+    assert rms(audio, 0.0, 0.95) > 0.1 and rms(audio, 2.05, 2.95) > 0.1
+    assert rms(audio, 1.2, 1.8) < 0.05
+    # The stored packets are the sender's, byte for byte: no re-encoding.
+    with av.open(io.BytesIO(bytes(sink.data))) as container:
+        stored = [bytes(p) for p in container.demux(audio=0) if p.size]
+    assert stored[:50] == payloads[:50]
+    assert stored[50:100] == [plc_packet(payloads[0][0])] * 50
+    assert stored[100:] == payloads[100:]
+
+
+def test_an_offer_names_each_ssrcs_track() -> None:
+    sdp = (
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        "a=ssrc:3576780255 cname:PA_x|TR_AAA\r\n"
+        "a=ssrc:3576780255 msid:PA_x|TR_AAA TR_AAA\r\n"
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        "a=ssrc:42 msid:PA_y|TR_BBB TR_BBB\r\n"
+    )
+    assert ssrc_tracks(sdp) == {3576780255: "TR_AAA", 42: "TR_BBB"}
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """LiveKit Egress's data model for our recordings, and its webhooks, delivered for sure.
 
-Each recording is an `EgressInfo` (a room mix is a room-composite egress, a speaker's own
-track a participant egress) with one `FileInfo`, a JSON manifest next to the file, and the
+Each recording is an `EgressInfo` (a room mix is a room-composite egress, each audio
+track a track egress) with one `FileInfo`, a JSON manifest next to the file, and the
 `egress_started` / `egress_updated` / `egress_ended` webhooks signed exactly as LiveKit signs
 its own. The API therefore handles a real LiveKit Egress the same way.
 

@@ -1,7 +1,12 @@
-"""Ogg/Opus encoding with PyAV (libopus), writing pages to any byte sink as they are made."""
+"""Ogg/Opus files with PyAV, writing pages to any byte sink as they are made.
+
+Two writers: `OggOpusEncoder` encodes PCM (libopus) for the room mix; `OggOpusPacketWriter`
+stores Opus packets as they were received, for a track's own file, without re-encoding.
+"""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Protocol
 
 import av
@@ -68,3 +73,33 @@ class OggOpusEncoder:
     @property
     def duration_s(self) -> float:
         return self.samples / SAMPLE_RATE
+
+
+class OggOpusPacketWriter:
+    """Stores Opus packets in Ogg as they came, each at its place on the track's timeline.
+
+    Not thread-safe, like the encoder. Playable up to its last complete page if `close` never
+    runs. The caller gives each packet's length in samples; silences in between are filled
+    by the caller with packets the decoder conceals (see `track.plc_packet`).
+    """
+
+    def __init__(self, sink: ByteSink, channels: int) -> None:
+        self._container = av.open(_Writer(sink), mode="w", format="ogg")
+        # The stream's encoder is opened (PyAV opens every output stream) but never fed: it
+        # only writes the Opus header, whose 312-sample pre-skip trims the first 6.5 ms.
+        layout = "stereo" if channels == 2 else "mono"
+        self._stream = self._container.add_stream("libopus", rate=SAMPLE_RATE, layout=layout)
+        self._time_base = Fraction(1, SAMPLE_RATE)
+        self.samples = 0
+
+    def write(self, payload: bytes, samples: int) -> None:
+        packet = av.Packet(payload)
+        packet.pts = packet.dts = self.samples
+        packet.duration = samples
+        packet.time_base = self._time_base
+        packet.stream = self._stream
+        self._container.mux(packet)
+        self.samples += samples
+
+    def close(self) -> None:
+        self._container.close()

@@ -1,13 +1,15 @@
-"""Records one room: a hidden, subscribe-only participant writing the mix and each speaker.
+"""Records one room: a hidden, subscribe-only participant writing the mix and each track.
 
 Layout of a room's recordings (each an Egress with one Ogg/Opus file):
-- the room mix, a room-composite egress, from the first participant to the end of the call;
-- one participant egress per speaker session, mixing that participant's audio tracks, on the
-  same clock: its `started_at` minus the mix's is its exact offset in the mix.
+- the room mix, a room-composite egress, from the first participant to the end of the call,
+  decoded, mixed on the room clock and encoded;
+- one track egress per audio track, its Opus packets stored as they came, without
+  re-encoding (as LiveKit's track egress does). Its `started_at` minus the mix's is its
+  offset in the mix, to the precision of the packets' arrival times.
 
-The room clock (see `mixer`) ticks on the event loop; encoding and storage calls run in the
-shared thread pool. The spool folder of each recording holds everything needed to finish it
-if this process dies (see `service.recover`).
+The room clock (see `mixer`) ticks on the event loop; storing, decoding, encoding and storage
+calls run in the shared thread pool. The spool folder of each recording holds everything
+needed to finish it if this process dies (see `service.recover`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 from livekit import api as lkapi
-from livekit import rtc
 from livekit.protocol import egress as lkegress
+from livekit.protocol import models as lkmodels
 
 from .egress import (
     ABORTED,
@@ -38,9 +39,11 @@ from .egress import (
     new_id,
     now_ns,
 )
-from .encoder import OggOpusEncoder
-from .mixer import PRIME_MS, TICK_MS, JitterBuffer, Samples, TrackStats, mix
+from .encoder import OggOpusEncoder, OggOpusPacketWriter
+from .mixer import PRIME_MS, SAMPLE_RATE, TICK_MS, Samples, mix
 from .settings import RecorderSettings
+from .subscriber import OpusPacket, Subscriber
+from .track import Track, TrackStats
 from .upload import SpooledObject, StorageError, Uploader, VerificationError
 
 logger = logging.getLogger("kaiwa.recorder")
@@ -51,15 +54,8 @@ TICK_NS = TICK_MS * 1_000_000
 # only be that wait, so the mix starts after them and its time 0 is when the recorder began.
 PRIME_TICKS = PRIME_MS // TICK_MS
 NO_AUDIO_ERROR = "the call ended before any audio was recorded"
-# Each AudioStream event carries this much audio: fewer, larger frames cost less per track.
-STREAM_FRAME_MS = 200
-# Frames an AudioStream holds for a slow reader before dropping the oldest (2 s).
-STREAM_CAPACITY = 10
-CALLER_KINDS = (
-    rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
-    rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
-    rtc.ParticipantKind.PARTICIPANT_KIND_INGRESS,
-)
+_KIND = lkmodels.ParticipantInfo.Kind
+CALLER_KINDS = (_KIND.STANDARD, _KIND.SIP, _KIND.INGRESS)
 
 
 def recorder_token(settings: RecorderSettings, room_name: str, identity: str) -> str:
@@ -87,14 +83,19 @@ def recorder_token(settings: RecorderSettings, room_name: str, identity: str) ->
 
 @dataclass
 class Recording:
-    """One file being written: its Egress, its spooled object, its encoder, its timeline."""
+    """One file being written: its Egress, its spooled object, its writer, its timeline."""
 
     record: EgressRecord
     obj: SpooledObject
     start_tick: int
-    encoder: OggOpusEncoder | None = None
+    encoder: OggOpusEncoder | None = None  # the mix: PCM encoded
+    packets: OggOpusPacketWriter | None = None  # a track: packets stored as received
     end_tick: int | None = None
     upload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def is_mix(self) -> bool:
+        return bool(self.record.info.WhichOneof("request") == "room_composite")
 
     def encode(self, samples: Samples) -> None:
         """In the encoding pool."""
@@ -102,35 +103,27 @@ class Recording:
             self.encoder = OggOpusEncoder(self.obj)
         self.encoder.encode(samples)
 
+    def packet_writer(self, channels: int) -> OggOpusPacketWriter:
+        """In the encoding pool."""
+        if self.packets is None:
+            self.packets = OggOpusPacketWriter(self.obj, channels)
+        return self.packets
+
     def close_encoder(self) -> None:
         """In the encoding pool."""
-        if self.encoder is None:
-            self.encoder = OggOpusEncoder(self.obj)
-        self.encoder.close()
+        if self.packets is not None:
+            self.packets.close()
+        elif self.is_mix:
+            if self.encoder is None:
+                self.encoder = OggOpusEncoder(self.obj)
+            self.encoder.close()
         self.obj.close_input()
 
-
-@dataclass
-class Speaker:
-    """A participant session with audio: its tracks' buffers and its own recording."""
-
-    identity: str
-    sid: str
-    buffers: dict[str, JitterBuffer] = field(default_factory=dict)
-    recording: Recording | None = None
-    left: bool = False
-
-    @property
-    def drained(self) -> bool:
-        return all(b.buffered_samples == 0 for b in self.buffers.values())
-
-    def stats(self) -> TrackStats:
-        total = TrackStats()
-        for buffer in self.buffers.values():
-            total.underrun_samples += buffer.stats.underrun_samples
-            total.gaps_over_100ms += buffer.stats.gaps_over_100ms
-            total.dropped_samples += buffer.stats.dropped_samples
-        return total
+    def duration_ns(self) -> int:
+        if self.packets is not None:
+            return self.packets.samples * 1_000_000_000 // SAMPLE_RATE
+        end = self.end_tick if self.end_tick is not None else self.start_tick
+        return max(0, end - self.start_tick) * TICK_NS
 
 
 class RoomRecorder:
@@ -150,15 +143,15 @@ class RoomRecorder:
         self.uploader = uploader
         self.pool = pool
         self.on_event = on_event
-        self.room = rtc.Room()
-        self.speakers: dict[str, Speaker] = {}
+        self.subscriber = Subscriber(self._on_packet)
+        self.tracks: dict[str, Track] = {}
+        self._finished_tracks: set[str] = set()  # late packets of these are not a new track
         self.mix: Recording | None = None
         self.t0_ns = 0
         self.tick = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._stop_reason: str | None = None
-        self._callers_changed = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -169,15 +162,10 @@ class RoomRecorder:
 
     async def run(self) -> None:
         identity = f"recorder-{new_id('')}"
-        self.room.on("track_subscribed", self._on_track_subscribed)
-        self.room.on("participant_disconnected", self._on_participant_disconnected)
-        self.room.on("participant_connected", lambda _p: self._callers_changed.set())
-        self.room.on("disconnected", lambda _reason: self._stop.set())
-        await self.room.connect(
-            self.settings.livekit_url,
-            recorder_token(self.settings, self.room_name, identity),
-            rtc.RoomOptions(auto_subscribe=True),
+        await self.subscriber.connect(
+            self.settings.livekit_url, recorder_token(self.settings, self.room_name, identity)
         )
+        self._spawn(self._watch_connection(), f"recorder-connection-{self.room_sid}")
         try:
             if await self._wait_for_callers(self.settings.recorder_first_caller_timeout_s):
                 self._start_mix()
@@ -187,10 +175,19 @@ class RoomRecorder:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self.room.disconnect()
+            await self.subscriber.close()
+
+    async def _watch_connection(self) -> None:
+        await self.subscriber.closed.wait()
+        if not self._stop.is_set():
+            logger.info(
+                "left the room",
+                extra={"room_sid": self.room_sid, "reason": self.subscriber.close_reason},
+            )
+        self._stop.set()
 
     def _callers_present(self) -> bool:
-        return any(p.kind in CALLER_KINDS for p in self.room.remote_participants.values())
+        return any(p.kind in CALLER_KINDS for p in self.subscriber.participants.values())
 
     async def _wait_for_callers(self, timeout_s: float) -> bool:
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -198,9 +195,9 @@ class RoomRecorder:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0 or self._stop.is_set():
                 return False
-            self._callers_changed.clear()
+            self.subscriber.changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._callers_changed.wait(), min(remaining, 1.0))
+                await asyncio.wait_for(self.subscriber.changed.wait(), min(remaining, 1.0))
         return True
 
     # --- tracks ----------------------------------------------------------------------------
@@ -210,42 +207,41 @@ class RoomRecorder:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _on_track_subscribed(
-        self,
-        track: rtc.Track,
-        publication: rtc.RemoteTrackPublication,
-        participant: rtc.RemoteParticipant,
-    ) -> None:
-        if track.kind != rtc.TrackKind.KIND_AUDIO:
-            return
-        speaker = self.speakers.get(participant.sid)
-        if speaker is None:
-            speaker = Speaker(identity=participant.identity, sid=participant.sid)
-            self.speakers[participant.sid] = speaker
-        buffer = JitterBuffer()
-        speaker.buffers[publication.sid] = buffer
-        stream = rtc.AudioStream.from_track(
-            track=track,
-            sample_rate=48_000,
-            num_channels=1,
-            capacity=STREAM_CAPACITY,
-            frame_size_ms=STREAM_FRAME_MS,
-        )
-        self._spawn(self._read(stream, buffer), f"recorder-read-{publication.sid}")
+    def _on_packet(self, track_sid: str, packet: OpusPacket) -> None:
+        track = self.tracks.get(track_sid)
+        if track is None:
+            if track_sid in self._finished_tracks:
+                return
+            track = self.tracks[track_sid] = Track(
+                sid=track_sid, participant_sid="", identity="", name=""
+            )
+            self._describe(track)
+        if not track.ended:
+            track.receive(packet)
 
-    async def _read(self, stream: rtc.AudioStream, buffer: JitterBuffer) -> None:
-        try:
-            async for event in stream:
-                # Copied: the frame's memory belongs to the stream.
-                buffer.push(np.frombuffer(event.frame.data, dtype=np.int16).copy())
-        finally:
-            await stream.aclose()
+    def _describe(self, track: Track) -> None:
+        """Who publishes the track, once LiveKit has said (participant updates come first)."""
+        for participant in self.subscriber.participants.values():
+            for info in participant.tracks:
+                if info.sid == track.sid:
+                    track.participant_sid = participant.sid
+                    track.identity = participant.identity
+                    track.name = info.name
+                    return
 
-    def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
-        speaker = self.speakers.get(participant.sid)
-        if speaker is not None:
-            speaker.left = True
-        self._callers_changed.set()
+    def _sync_tracks(self) -> None:
+        """Marks the tracks whose publisher left or unpublished them as ended."""
+        for track in self.tracks.values():
+            if not track.identity:
+                self._describe(track)
+            participant = self.subscriber.participants.get(track.participant_sid)
+            published = participant is not None and any(
+                info.sid == track.sid for info in participant.tracks
+            )
+            if not published and track.identity and not track.ended:
+                track.ended = True
+                # What is buffered plays out now rather than waiting to fill the priming.
+                track.buffer.prime_ms = 0
 
     # --- the clock -------------------------------------------------------------------------
 
@@ -263,47 +259,45 @@ class RoomRecorder:
         # Ticks made after the last caller left, held back: if a caller comes back (a reload)
         # they are written and the recording goes on; if not, the recording ends where the
         # last caller left, not a grace period later.
-        held: list[tuple[Recording, Samples]] = []
+        held: list[Samples] = []
         callers_gone: tuple[float, int] | None = None
         while not self._stop.is_set():
             await asyncio.sleep(max(0.0, start + (self.tick + 1) * TICK_S - loop.time()))
             due = int((loop.time() - start) / TICK_S)
+            self._sync_tracks()
+            callers = self._callers_present()
             # A caller who just left still has audio in flight: not gone until it is written.
-            present = self._callers_present() or any(s.left for s in self.speakers.values())
+            present = callers or any(t.ended for t in self.tracks.values())
             if not present and callers_gone is None:
                 callers_gone = (loop.time(), self.tick)
-            batch: list[tuple[Recording, Samples]] = []
+            ticks: list[Samples] = []
             while self.tick < due:
-                batch.extend(self._take_tick(start_speakers=present))
+                ticks.extend(self._take_tick())
                 self.tick += 1
             if present:
-                batch, held, callers_gone = held + batch, [], None
+                ticks, held, callers_gone = held + ticks, [], None
             else:
-                held.extend(batch)
-                batch = []
-            await loop.run_in_executor(self.pool, _encode_batch, batch)
-            await self._end_departed_speakers()
+                held.extend(ticks)
+                ticks = []
+            work = []
+            for track in self.tracks.values():
+                packets = track.take_pending()
+                if packets and track.recording is None and callers:
+                    track.recording = self._start_track(track, packets[0].arrived_ns)
+                work.append((track, packets))
+            decoded = await loop.run_in_executor(self.pool, _process, self.mix, ticks, work)
+            for track, samples in decoded:
+                track.buffer.push(samples)
+            await self._end_departed_tracks()
             if callers_gone and loop.time() - callers_gone[0] >= self.settings.recorder_end_grace_s:
                 self.tick = callers_gone[1]
                 break
 
-    def _take_tick(self, *, start_speakers: bool) -> list[tuple[Recording, Samples]]:
-        """One tick of every speaker and of the mix, for the encoding pool."""
-        out: list[tuple[Recording, Samples]] = []
-        voices: list[Samples] = []
-        for speaker in self.speakers.values():
-            parts = [s for b in speaker.buffers.values() if (s := b.pop_tick()) is not None]
-            voice = mix(parts) if parts else None
-            if voice is not None:
-                voices.append(voice)
-                if speaker.recording is None and start_speakers:
-                    speaker.recording = self._start_speaker(speaker)
-            if speaker.recording is not None:
-                out.append((speaker.recording, voice if voice is not None else _silence()))
+    def _take_tick(self) -> list[Samples]:
+        """One tick of the mix, if it has started."""
+        voices = [s for t in self.tracks.values() if (s := t.buffer.pop_tick()) is not None]
         assert self.mix is not None
-        if self.tick >= self.mix.start_tick:
-            out.append((self.mix, mix(voices)))
-        return out
+        return [mix(voices)] if self.tick >= self.mix.start_tick else []
 
     # --- recordings ------------------------------------------------------------------------
 
@@ -328,37 +322,38 @@ class RoomRecorder:
         self.mix = self._new_recording(lkegress.EgressInfo(room_composite=request))
         self.mix.start_tick = self.tick + PRIME_TICKS
 
-    def _start_speaker(self, speaker: Speaker) -> Recording:
-        request = lkegress.ParticipantEgressRequest(
-            room_name=self.room_name, identity=speaker.identity
-        )
-        recording = self._new_recording(lkegress.EgressInfo(participant=request))
+    def _start_track(self, track: Track, first_arrival_ns: int) -> Recording:
+        request = lkegress.TrackEgressRequest(room_name=self.room_name, track_id=track.sid)
+        # A track egress names no participant: who it was travels in the details.
+        details = json.dumps(_describe_track(track))
+        recording = self._new_recording(lkegress.EgressInfo(track=request, details=details))
         info = recording.record.info
-        info.started_at = self.t0_ns + self.tick * TICK_NS
+        info.started_at = first_arrival_ns
         info.status = ACTIVE
         recording.record.publish("egress_updated")
         return recording
 
-    async def _end_departed_speakers(self) -> None:
-        """A speaker who left is ended once the audio still buffered for them is written."""
-        for sid, speaker in list(self.speakers.items()):
-            if speaker.left and speaker.drained:
-                del self.speakers[sid]
-                if speaker.recording is not None:
-                    await self._end(speaker.recording, speaker.stats(), error=None)
+    async def _end_departed_tracks(self) -> None:
+        """A track that ended is closed once the audio still buffered for it is written."""
+        for sid, track in list(self.tracks.items()):
+            if track.ended and track.drained:
+                del self.tracks[sid]
+                self._finished_tracks.add(sid)
+                if track.recording is not None:
+                    await self._end(track.recording, track, error=None)
 
     async def _finish(self) -> None:
         error = None
         if self._stop_reason is not None:
             error = f"recording stopped before the call ended: {self._stop_reason}"
-        for speaker in list(self.speakers.values()):
-            if speaker.recording is not None:
-                await self._end(speaker.recording, speaker.stats(), error=error)
-        self.speakers.clear()
+        for track in list(self.tracks.values()):
+            if track.recording is not None:
+                await self._end(track.recording, track, error=error)
+        self.tracks.clear()
         if self.mix is not None:
             await self._end(self.mix, None, error=error)
 
-    async def _end(self, recording: Recording, stats: TrackStats | None, error: str | None) -> None:
+    async def _end(self, recording: Recording, track: Track | None, error: str | None) -> None:
         """Close the file, upload what is left, verify, and report the Egress as ended."""
         loop = asyncio.get_running_loop()
         recording.end_tick = self.tick
@@ -366,18 +361,19 @@ class RoomRecorder:
         record.info.status = ENDING
         if not record.info.started_at:
             record.info.started_at = self.t0_ns + recording.start_tick * TICK_NS
-        record.info.ended_at = self.t0_ns + self.tick * TICK_NS
-        if stats is not None:
+        if track is not None:
             record.info.details = json.dumps(
-                {
-                    "underrun_ms": stats.underrun_samples // 48,
-                    "gaps_over_100ms": stats.gaps_over_100ms,
-                    "dropped_ms": stats.dropped_samples // 48,
-                }
+                _describe_track(track) | _track_figures(track.timeline.stats)
             )
         record.publish("egress_updated")
         self.on_event()
         await loop.run_in_executor(self.pool, recording.close_encoder)
+        duration_ns = recording.duration_ns()
+        record.info.ended_at = (
+            record.info.started_at + duration_ns
+            if track is not None
+            else self.t0_ns + self.tick * TICK_NS
+        )
         if recording.obj.size == 0:
             await self._abort(recording)
             return
@@ -387,7 +383,6 @@ class RoomRecorder:
             # The spool copy is kept (it is never dropped unverified) for an operator.
             logger.error("stored recording failed verification", extra={"key": recording.obj.key})
             error = f"the stored file failed verification: {exc}"
-        duration_ns = max(0, recording.end_tick - recording.start_tick) * TICK_NS
         record.info.file_results.append(
             lkegress.FileInfo(
                 filename=recording.obj.key,
@@ -434,7 +429,7 @@ class RoomRecorder:
         """Uploads full parts while the call runs, so long calls reach S3 as they happen."""
         while True:
             await asyncio.sleep(self.settings.recorder_upload_interval_s)
-            recordings = [s.recording for s in self.speakers.values() if s.recording]
+            recordings = [t.recording for t in self.tracks.values() if t.recording]
             if self.mix is not None:
                 recordings.append(self.mix)
             for recording in recordings:
@@ -451,13 +446,39 @@ class RoomRecorder:
                         logger.warning("part upload failed; kept in the spool", exc_info=True)
 
 
-def _silence() -> Samples:
-    return mix([])
+def _process(
+    mix_recording: Recording | None,
+    ticks: list[Samples],
+    work: list[tuple[Track, list[OpusPacket]]],
+) -> list[tuple[Track, Samples]]:
+    """In the pool, once per clock tick: encode the mix's ticks, then store and decode each
+    track's new packets (their audio joins the mix on a later tick)."""
+    if mix_recording is not None:
+        for samples in ticks:
+            mix_recording.encode(samples)
+    decoded = []
+    for track, packets in work:
+        pcm = track.ingest(packets)
+        if pcm is not None:
+            decoded.append((track, pcm))
+    return decoded
 
 
-def _encode_batch(batch: list[tuple[Recording, Samples]]) -> None:
-    for recording, samples in batch:
-        recording.encode(samples)
+def _describe_track(track: Track) -> dict[str, str]:
+    return {
+        "participant_identity": track.identity,
+        "participant_sid": track.participant_sid,
+        "track_name": track.name,
+    }
+
+
+def _track_figures(stats: TrackStats) -> dict[str, int]:
+    return {
+        "lost_ms": stats.lost_samples * 1000 // SAMPLE_RATE,
+        "gaps_over_100ms": stats.gaps_over_100ms,
+        "late_packets": stats.late_packets,
+        "dropped_packets": stats.dropped_packets,
+    }
 
 
 async def finish_upload(

@@ -11,7 +11,7 @@ Measured from outside the recorder:
 - completeness: the room mix's duration ÷ the call's duration (first join to last leave),
   and the tone found in each speaker's own file ÷ the tone that speaker sent;
 - gaps: silences over 100 ms inside a speaker's file;
-- dropped and late audio as the recorder itself counted it (EgressInfo details);
+- lost and dropped audio as the recorder itself counted it (EgressInfo details);
 - uploads keeping up: time from the end of the calls until every file is stored and verified.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -142,7 +143,7 @@ def _object(cfg: Any, key: str) -> bytes:
     return body
 
 
-async def run(rooms: int, seconds: float) -> dict[str, Any]:
+async def run(rooms: int, seconds: float, keep_logs: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kaiwa-bench-") as state:
         # Every synthetic caller asks for its token from this one address: lift the per-address
         # limit that would otherwise turn the 31st away.
@@ -164,6 +165,8 @@ async def run(rooms: int, seconds: float) -> dict[str, Any]:
         finally:
             for service in reversed(services):
                 service.stop()
+            if keep_logs is not None:
+                shutil.copytree(cfg.logs_dir, keep_logs, dirs_exist_ok=True)
 
 
 async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> dict[str, Any]:
@@ -207,7 +210,7 @@ async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> d
 
     by_room = {r.sid: r for r in rooms}
     by_identity = {s.caller.identity: s.caller for r in rooms for s in r.speakers}
-    speaker_ratio, mix_ratio, start_lag, gaps, dropped_ms, underrun_ms = [], [], [], 0, 0, 0
+    speaker_ratio, mix_ratio, start_lag, gaps, lost_ms, dropped_packets = [], [], [], 0, 0, 0
     # Where a speaker's missing tone is: before its first recorded sound, or after its last.
     missing_start: list[float] = []
     missing_end: list[float] = []
@@ -221,19 +224,19 @@ async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> d
             mix_ratio.append(len(audio) / RATE / (room.left - room.joined))
             start_lag.append(int(manifest["startedAt"]) / 1e9 - room.joined)
             continue
+        details = json.loads(manifest.get("details") or "{}")
         voiced = _voiced(audio)
         heard = np.flatnonzero(voiced)
         if len(heard):
             file_start = int(manifest["startedAt"]) / 1e9
-            sent = by_identity[manifest["participant"]["identity"]].wav_started_at
+            sent = by_identity[details["participant_identity"]].wav_started_at
             missing_start.append(max(0.0, file_start + heard[0] * FRAME_S - sent))
             missing_end.append(max(0.0, room.spoken - file_start - (heard[-1] + 1) * FRAME_S))
         # Each speaker sent exactly `seconds` of tone.
         speaker_ratio.append(float(np.sum(voiced)) * FRAME_S / seconds)
         gaps += _gaps_over_100ms(voiced)
-        details = json.loads(manifest.get("details") or "{}")
-        dropped_ms += details.get("dropped_ms", 0)
-        underrun_ms += details.get("underrun_ms", 0)
+        lost_ms += details.get("lost_ms", 0)
+        dropped_packets += details.get("dropped_packets", 0)
 
     cores_used = cpu / wall
     return {
@@ -255,8 +258,8 @@ async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> d
         "speaker_missing_at_start_s_median": round(statistics.median(missing_start), 3),
         "speaker_missing_at_end_s_median": round(statistics.median(missing_end), 3),
         "gaps_over_100ms": gaps,
-        "dropped_ms": dropped_ms,
-        "underrun_ms": underrun_ms,
+        "lost_ms": lost_ms,
+        "dropped_packets": dropped_packets,
         "all_stored_after_calls_s": round(stored_after_s, 2),
         "machine_cpus": os.cpu_count(),
     }
