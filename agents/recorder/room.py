@@ -155,6 +155,10 @@ class RoomRecorder:
 
     # --- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def lost_connection(self) -> bool:
+        return self.subscriber.lost
+
     def stop(self, reason: str) -> None:
         """End the recording early (recorder shutting down): the files are kept, marked."""
         self._stop_reason = reason
@@ -179,12 +183,17 @@ class RoomRecorder:
 
     async def _watch_connection(self) -> None:
         await self.subscriber.closed.wait()
-        if not self._stop.is_set():
-            logger.info(
-                "left the room",
-                extra={"room_sid": self.room_sid, "reason": self.subscriber.close_reason},
-            )
-        self._stop.set()
+        if self._stop.is_set():
+            return
+        reason = self.subscriber.close_reason
+        if self.subscriber.lost:
+            # The files so far are kept, marked as ending early; the service records the rest
+            # of the call, if it goes on, in new files.
+            logger.warning("lost the room", extra={"room_sid": self.room_sid, "reason": reason})
+            self.stop(f"lost the connection to LiveKit ({reason})")
+        else:
+            logger.info("left the room", extra={"room_sid": self.room_sid, "reason": reason})
+            self._stop.set()
 
     def _callers_present(self) -> bool:
         return any(p.kind in CALLER_KINDS for p in self.subscriber.participants.values())

@@ -145,7 +145,10 @@ class RecorderService:
         finally:
             self.recorders.pop(room_sid, None)
             self.tasks.pop(room_sid, None)
-            self.finished.add(room_sid)
+            if not recorder.lost_connection:
+                # A lost connection is not the end of the call: the room listing starts a
+                # new recording while the room is live.
+                self.finished.add(room_sid)
             with contextlib.suppress(Exception):
                 key = LOCK_KEY.format(room_sid)
                 if await self.redis.get(key) == self.settings.instance_id:

@@ -83,7 +83,8 @@ class Subscriber:
     each audio packet, on the event loop (keep it cheap: it runs 50 times a second a track).
 
     `participants` holds the others in the room (by participant sid) as LiveKit last described
-    them; `changed` is set whenever that changes. `closed` is set when the connection ends.
+    them; `changed` is set whenever that changes. `closed` is set when the connection ends;
+    `lost` says it ended without LiveKit or us ending it (a dropped socket, failed media).
     """
 
     def __init__(self, on_packet: PacketHandler) -> None:
@@ -92,6 +93,7 @@ class Subscriber:
         self.changed = asyncio.Event()
         self.closed = asyncio.Event()
         self.close_reason = ""
+        self.lost = False
         self.local_sid = ""
         self._ws: ClientConnection | None = None
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -129,9 +131,10 @@ class Subscriber:
         await self._pc.close()
         self._end("closed")
 
-    def _end(self, reason: str) -> None:
+    def _end(self, reason: str, *, lost: bool = False) -> None:
         if not self.closed.is_set():
             self.close_reason = reason
+            self.lost = lost
             self.closed.set()
             self.changed.set()
 
@@ -155,7 +158,7 @@ class Subscriber:
         except Exception as exc:  # a dropped socket or a message we could not apply
             logger.warning("signalling connection lost", extra={"error": str(exc)[:300]})
         finally:
-            self._end(self.close_reason or "signalling connection closed")
+            self._end("signalling connection closed", lost=True)
 
     async def _on_signal(self, message: lkrtc.SignalResponse) -> None:
         kind = message.WhichOneof("message")
@@ -225,7 +228,7 @@ class Subscriber:
 
     def _on_connection_state(self) -> None:
         if self._pc.connectionState in ("failed", "closed"):
-            self._end(f"media connection {self._pc.connectionState}")
+            self._end(f"media connection {self._pc.connectionState}", lost=True)
 
     # --- media -------------------------------------------------------------------------------
 
