@@ -208,6 +208,25 @@ def test_a_track_file_keeps_the_packets_and_the_senders_timeline() -> None:
     assert stored[100:] == payloads[100:]
 
 
+def test_dtx_packets_reach_the_file_but_not_the_mix() -> None:
+    # Speech, then 1 s of silence sent as DTX (a 1-byte packet every 400 ms), then speech.
+    speech = opus_packets(0.4)
+    packets = rtp(speech[:10])
+    for i, timestamp in enumerate((10 * FRAME_20MS, 30 * FRAME_20MS, 50 * FRAME_20MS)):
+        packets.append(
+            OpusPacket(sequence=10 + i, timestamp=timestamp, payload=b"\xf8", arrived_ns=0)
+        )
+    packets += [
+        OpusPacket(sequence=13 + i, timestamp=(70 + i) * FRAME_20MS, payload=p, arrived_ns=0)
+        for i, p in enumerate(speech[10:])
+    ]
+    track = Track(sid="TR_a", participant_sid="PA_a", identity="alice", name="mic")
+    decoded = track.ingest(packets)
+    assert decoded is not None
+    assert len(decoded) == 20 * FRAME_20MS  # the speech only
+    assert track.timeline.stats.lost_samples == 0
+
+
 def test_an_offer_names_each_ssrcs_track() -> None:
     sdp = (
         "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"

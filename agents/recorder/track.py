@@ -29,6 +29,8 @@ FRAME_20MS = SAMPLE_RATE // 50
 # jumps over it, and the gap is reported.
 MAX_FILL_SAMPLES = SAMPLE_RATE * 600
 
+# Opus packets this small hold no audio to mix: DTX and comfort-noise updates (RFC 6716 2.1.9).
+DTX_MAX_BYTES = 2
 # Frame lengths in 2.5 ms units by the TOC's configuration (RFC 6716 3.1): SILK 10, 20, 40,
 # 60 ms; hybrid 10, 20 ms; CELT 2.5, 5, 10, 20 ms.
 _FRAME_UNITS = [4, 8, 16, 24] * 3 + [4, 8] * 2 + [1, 2, 4, 8] * 4
@@ -166,6 +168,11 @@ class Track:
             self._decoder.layout = "mono"
         pcm: list[Samples] = []
         for packet, _length, _silence in ordered:
+            if len(packet.payload) <= DTX_MAX_BYTES:
+                # Silence the sender skipped (DTX): one tiny packet every 400 ms. Decoded,
+                # each would trickle 20 ms of stale comfort noise into the mix's buffer;
+                # left out, the buffer runs dry and primes again when speech returns.
+                continue
             try:
                 frames = self._decoder.decode(av.Packet(packet.payload))
             except av.error.InvalidDataError:
