@@ -183,7 +183,7 @@ def cmd_bench_dialog(args: argparse.Namespace) -> int:
 
     from .bench import dialog
 
-    figures = asyncio.run(dialog.run(args.compare, args.keep_logs))
+    figures = asyncio.run(dialog.run(args.compare, args.keep_logs, args.llm))
     print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
     return 0
 
@@ -258,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         "--compare", action="store_true", help="also run a plain AgentSession with defaults"
     )
     p_dialog.add_argument("--json", action="store_true", help="print one JSON object")
+    p_dialog.add_argument(
+        "--llm", metavar="MODEL", help="the LLM from the model catalogue (default: the stack's)"
+    )
     p_dialog.add_argument(
         "--keep-logs", type=Path, metavar="DIR", help="copy the stack's logs here at the end"
     )

@@ -241,9 +241,12 @@ async def _conversation(cfg: StackConfig, stack: Stack, design: str) -> dict[str
     }
 
 
-async def run(compare: bool, keep_logs: Path | None = None) -> dict[str, Any]:
+async def run(
+    compare: bool, keep_logs: Path | None = None, llm_model: str | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kaiwa-bench-") as state_dir:
-        cfg = ephemeral_config(Path(state_dir))
+        overrides = {"llm_model": llm_model} if llm_model else {}
+        cfg = ephemeral_config(Path(state_dir), **overrides)
         stack = Stack(cfg)
         try:
             await asyncio.to_thread(stack.start)
