@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from agents.recorder.encoder import OggOpusEncoder, OggOpusPacketWriter
 from agents.recorder.mixer import SAMPLE_RATE, TICK_MS, TICK_SAMPLES, JitterBuffer, mix
 from agents.recorder.service import ogg_duration_ns
-from agents.recorder.subscriber import OpusPacket, ssrc_tracks
+from agents.recorder.subscriber import OpusPacket, opus_payload_types, ssrc_tracks
 from agents.recorder.track import FRAME_20MS, Timeline, Track, opus_samples, plc_packet
 from agents.recorder.upload import MIN_PART_SIZE, SpooledObject, Uploader, VerificationError
 from kaiwa.stack.config import StackConfig
@@ -236,6 +236,8 @@ def test_an_offer_names_each_ssrcs_track() -> None:
         "a=ssrc:42 msid:PA_y|TR_BBB TR_BBB\r\n"
     )
     assert ssrc_tracks(sdp) == {3576780255: "TR_AAA", 42: "TR_BBB"}
+    answer = "a=rtpmap:111 opus/48000/2\r\na=rtpmap:63 red/48000/2\r\na=rtpmap:0 PCMU/8000\r\n"
+    assert opus_payload_types(answer) == {111}
 
 
 @pytest.fixture(scope="module")

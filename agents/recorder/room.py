@@ -299,8 +299,12 @@ class RoomRecorder:
                 track.buffer.push(samples)
             await self._end_departed_tracks()
             if callers_gone and loop.time() - callers_gone[0] >= self.settings.recorder_end_grace_s:
-                self.tick = callers_gone[1]
                 break
+        if callers_gone is not None:
+            # The call ended where the last caller left, whatever stopped us during the wait
+            # for a return: the held ticks are not written, and the recording is whole.
+            self.tick = callers_gone[1]
+            self._stop_reason = None
 
     def _take_tick(self) -> list[Samples]:
         """One tick of the mix, if it has started."""

@@ -71,11 +71,17 @@ def signal_url(livekit_url: str, token: str) -> str:
 
 
 _SSRC_MSID = re.compile(r"^a=ssrc:(\d+) msid:\S+ (\S+)", re.MULTILINE)
+_OPUS_RTPMAP = re.compile(r"^a=rtpmap:(\d+) opus/48000", re.MULTILINE | re.IGNORECASE)
 
 
 def ssrc_tracks(sdp: str) -> dict[int, str]:
     """SSRC → track sid, from an offer's `a=ssrc:<ssrc> msid:<stream> <track>` lines."""
     return {int(ssrc): track for ssrc, track in _SSRC_MSID.findall(sdp)}
+
+
+def opus_payload_types(sdp: str) -> set[int]:
+    """The payload types an SDP maps to Opus (not RED, which wraps Opus in its own format)."""
+    return {int(pt) for pt in _OPUS_RTPMAP.findall(sdp)}
 
 
 class Subscriber:
@@ -100,6 +106,7 @@ class Subscriber:
         self._pc.on("track", self._on_track)
         self._pc.on("connectionstatechange", self._on_connection_state)
         self._ssrc_tracks: dict[int, str] = {}
+        self._opus_types: set[int] = set()
         self._early_candidates: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._joined = asyncio.Event()
@@ -208,6 +215,9 @@ class Subscriber:
         self._early_candidates.clear()
         await self._pc.setLocalDescription(await self._pc.createAnswer())
         local = self._pc.localDescription
+        # Our answer says which payload types carry plain Opus; browsers publish RED too, which
+        # LiveKit strips for a subscriber that, like aiortc, does not accept it.
+        self._opus_types = opus_payload_types(local.sdp)
         # aiortc gathers every candidate before answering: they travel in the answer.
         answer = lkrtc.SessionDescription(type="answer", sdp=local.sdp, id=offer.id)
         await self._send(lkrtc.SignalRequest(answer=answer))
@@ -249,7 +259,7 @@ class Subscriber:
         # new track can arrive before its negotiation ends, and aiortc then gives them to
         # another receiver of the same payload type, for good.
         track_sid = self._ssrc_tracks.get(packet.ssrc)
-        if track_sid and packet.payload:
+        if track_sid and packet.payload and packet.payload_type in self._opus_types:
             self.on_packet(
                 track_sid,
                 OpusPacket(
