@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
@@ -239,3 +240,49 @@ async def _check_the_api_serves_the_recordings(
                 assert play.status_code == 200, play.text
                 body = (await storage.get(play.json()["url"])).content
                 assert body == by_size[recording["size"]]
+
+
+async def test_livekit_frozen_mid_call_loses_only_what_it_never_forwarded(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """LiveKit stops answering for 10 s mid-call: every connection stalls, the recorder's own
+    client too. What was said before and after is recorded; nothing is left unfinished."""
+    livekit = stack.services["livekit"].proc
+    assert livekit is not None
+    before = write_tone(tmp_path / "before.wav", freq=330, seconds=3)
+    after = write_tone(tmp_path / "after.wav", freq=660, seconds=3)
+    alice, bob, room_sid = await _start_call(stack)
+    try:
+        await asyncio.sleep(2)
+        said_before = time.time()
+        await alice.speak_wav(before)
+        livekit.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(10)
+        finally:
+            livekit.send_signal(signal.SIGCONT)
+        await asyncio.sleep(8)  # the callers reconnect; a recorder that lost the room rejoins
+        said_after = time.time()
+        await alice.speak_wav(after)
+        await asyncio.sleep(2)
+    finally:
+        await bob.leave()
+        await alice.leave()
+
+    recordings = await wait_for_recordings(stack.cfg, room_sid, count=2, timeout_s=90)
+    await asyncio.sleep(5)  # a second recording, if the first one lost the room
+    recordings = await asyncio.to_thread(stored_recordings, stack.cfg, room_sid)
+    mixes = [r for r in recordings if r.kind == "room"]
+
+    def voiced_at(said: float) -> bool:
+        for mix in mixes:
+            audio = decode_ogg(mix.data)
+            at = said - mix.started_ns / 1e9
+            if 0 <= at and at + 2.5 < len(audio) / RATE and rms(audio, at + 0.5, at + 2.5) > VOICED:
+                return True
+        return False
+
+    assert voiced_at(said_before) and voiced_at(said_after)
+    for recording in recordings:
+        assert recording.status in ("EGRESS_COMPLETE", "EGRESS_FAILED")
+        assert int(recording.file["size"]) == len(recording.data)
