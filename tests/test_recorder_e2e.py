@@ -286,3 +286,39 @@ async def test_livekit_frozen_mid_call_loses_only_what_it_never_forwarded(
     for recording in recordings:
         assert recording.status in ("EGRESS_COMPLETE", "EGRESS_FAILED")
         assert int(recording.file["size"]) == len(recording.data)
+
+
+async def test_livekit_restarted_mid_call_keeps_what_was_recorded_and_records_on(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """LiveKit restarts: the recorder's connection is gone (its client does not reconnect).
+    What it recorded is finished and marked; a new recording takes the call on."""
+    livekit = stack.services["livekit"]
+    before = write_tone(tmp_path / "before.wav", freq=330, seconds=3)
+    after = write_tone(tmp_path / "after.wav", freq=660, seconds=3)
+    alice, bob, room_sid = await _start_call(stack)
+    try:
+        await asyncio.sleep(2)
+        said_before = time.time()
+        await alice.speak_wav(before)
+        livekit.stop()
+        livekit.start()
+        livekit.wait_ready()
+        await asyncio.sleep(12)  # the callers reconnect; the room listing finds the room
+        said_after = time.time()
+        await alice.speak_wav(after)
+        await asyncio.sleep(2)
+    finally:
+        await bob.leave()
+        await alice.leave()
+
+    recordings = await wait_for_recordings(stack.cfg, room_sid, count=4, timeout_s=90, mixes=2)
+    mixes = sorted((r for r in recordings if r.kind == "room"), key=lambda r: r.started_ns)
+    assert [m.status for m in mixes] == ["EGRESS_FAILED", "EGRESS_COMPLETE"]
+    lost, continued = mixes
+    assert "lost the connection to LiveKit" in lost.manifest["error"]
+    for mix, said in ((lost, said_before), (continued, said_after)):
+        assert int(mix.file["size"]) == len(mix.data)
+        audio = decode_ogg(mix.data)
+        at = said - mix.started_ns / 1e9
+        assert rms(audio, at + 0.5, at + 2.5) > VOICED
