@@ -275,7 +275,10 @@ async def test_a_speaker_leaving_mid_sentence_is_still_captioned_translated_and_
         kenji,
     )
     source = finals(kenji, "en", source=True)
-    assert "pizza" in text_of(source).lower(), source
+    # Words she said before the cut (whisper-base hears this voice's "pizza" as "piece" in
+    # some runs, so that one word is not the test).
+    said = text_of(source).lower()
+    assert "order" in said and "mushrooms" in said, source
     history = History(stack, room_name)
     ids = {c.attributes["lk.segment_id"] for c in source}
     segments = await history.wait_for_segments(ids)

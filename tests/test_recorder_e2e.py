@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -38,7 +40,9 @@ async def test_call_is_recorded_whole_with_each_speaker_in_place(
     high = write_tone(tmp_path / "high.wav", freq=990, seconds=6)
     alice = SyntheticCaller(cfg.api_url, name="Alice", mode="interpret", language="en")
     await alice.join()
-    joined = time.time()
+    # Durations by the monotonic clock: this machine's wall clock has been seen to step by
+    # seconds mid-call. The wall clock only anchors the call's start to the mix's.
+    joined, joined_wall = time.monotonic(), time.time()
     bob = SyntheticCaller(
         cfg.api_url, name="Bob", mode="interpret", language="ja", room_name=alice.room_name
     )
@@ -46,15 +50,15 @@ async def test_call_is_recorded_whole_with_each_speaker_in_place(
     room_sid = await alice.room.sid
     # Alice speaks at ~5-11 s of the call, Bob at ~30-36 s; silence otherwise.
     await asyncio.sleep(5)
-    alice_said = time.time()
+    alice_said = time.monotonic() - joined
     await alice.speak_wav(low)
-    await asyncio.sleep(30 - (time.time() - joined))
-    bob_said = time.time()
+    await asyncio.sleep(30 - (time.monotonic() - joined))
+    bob_said = time.monotonic() - joined
     await bob.speak_wav(high)
-    await asyncio.sleep(60 - (time.time() - joined))
+    await asyncio.sleep(60 - (time.monotonic() - joined))
     await bob.leave()
     await alice.leave()
-    left = time.time()
+    left = time.monotonic()
 
     recordings = await wait_for_recordings(cfg, room_sid, count=3)
     by_kind = {(r.kind, r.identity): r for r in recordings}
@@ -68,8 +72,8 @@ async def test_call_is_recorded_whole_with_each_speaker_in_place(
     call = left - joined
     assert abs(duration - call) / call < 0.01, (duration, call)
 
-    start = mix.started_ns / 1e9
-    a, b = alice_said - start, bob_said - start
+    call_at = joined_wall - mix.started_ns / 1e9  # the call's start in the mix
+    a, b = call_at + alice_said, call_at + bob_said
     assert rms(audio, a + 0.5, a + 5.5) > VOICED
     assert rms(audio, b + 0.5, b + 5.5) > VOICED
     assert rms(audio, a + 7, b - 1) < SILENT
@@ -136,41 +140,23 @@ async def test_killed_recorder_leaves_a_partial_recording_and_a_new_one_continue
 ) -> None:
     """SIGKILL mid-call: what was recorded is finished as partial; the call is recorded on."""
     recorder = stack.services["recorder"]
-    before = write_tone(tmp_path / "before.wav", freq=330, seconds=3)
-    after = write_tone(tmp_path / "after.wav", freq=660, seconds=3)
-    alice, bob, room_sid = await _start_call(stack)
-    try:
-        await asyncio.sleep(2)
-        said_before = time.time()
-        await alice.speak_wav(before)
+
+    async def kill_and_restart() -> None:
         await asyncio.sleep(2)
         assert recorder.proc is not None
         recorder.proc.kill()
         recorder.proc.wait()
         recorder.start()
         recorder.wait_ready()
-        await asyncio.sleep(8)  # the restarted recorder finds the live room and rejoins
-        said_after = time.time()
-        await alice.speak_wav(after)
-        await asyncio.sleep(2)
-    finally:
-        await bob.leave()
-        await alice.leave()
 
+    # The restarted recorder finds the live room and rejoins.
+    call = await _call_across(stack, tmp_path, kill_and_restart, settle_s=8)
     # Interrupted: mix + Alice's own (+ the interpreter's silent voice track, published for
     # Bob). Continued: mix + Alice's own (Bob never spoke).
-    recordings = await wait_for_recordings(stack.cfg, room_sid, count=4, timeout_s=90, mixes=2)
-    mixes = sorted((r for r in recordings if r.kind == "room"), key=lambda r: r.started_ns)
-    assert [m.status for m in mixes] == ["EGRESS_FAILED", "EGRESS_COMPLETE"]
-    partial, continued = mixes
+    partial, continued = await _two_mixes(stack, call.room_sid)
     assert "ends early" in partial.manifest["error"]
-    assert int(partial.file["size"]) == len(partial.data)
-    first = decode_ogg(partial.data)
-    at = said_before - partial.started_ns / 1e9
-    assert rms(first, at + 0.5, at + 2.5) > VOICED
-    second = decode_ogg(continued.data)
-    at = said_after - continued.started_ns / 1e9
-    assert rms(second, at + 0.5, at + 2.5) > VOICED
+    assert _voiced_at(partial, call.said_before)
+    assert _voiced_at(continued, call.said_after)
     # Nothing is left half-done in the spool.
     spool = stack.cfg.state_dir / "recorder"
     await _wait_for_empty(spool)
@@ -249,40 +235,22 @@ async def test_livekit_frozen_mid_call_loses_only_what_it_never_forwarded(
     client too. What was said before and after is recorded; nothing is left unfinished."""
     livekit = stack.services["livekit"].proc
     assert livekit is not None
-    before = write_tone(tmp_path / "before.wav", freq=330, seconds=3)
-    after = write_tone(tmp_path / "after.wav", freq=660, seconds=3)
-    alice, bob, room_sid = await _start_call(stack)
-    try:
-        await asyncio.sleep(2)
-        said_before = time.time()
-        await alice.speak_wav(before)
+
+    async def freeze() -> None:
         livekit.send_signal(signal.SIGSTOP)
         try:
             await asyncio.sleep(10)
         finally:
             livekit.send_signal(signal.SIGCONT)
-        await asyncio.sleep(8)  # the callers reconnect; a recorder that lost the room rejoins
-        said_after = time.time()
-        await alice.speak_wav(after)
-        await asyncio.sleep(2)
-    finally:
-        await bob.leave()
-        await alice.leave()
 
-    recordings = await wait_for_recordings(stack.cfg, room_sid, count=2, timeout_s=90)
+    # The callers reconnect; a recorder that lost the room would rejoin.
+    call = await _call_across(stack, tmp_path, freeze, settle_s=8)
+    await wait_for_recordings(stack.cfg, call.room_sid, count=2, timeout_s=90)
     await asyncio.sleep(5)  # a second recording, if the first one lost the room
-    recordings = await asyncio.to_thread(stored_recordings, stack.cfg, room_sid)
+    recordings = await asyncio.to_thread(stored_recordings, stack.cfg, call.room_sid)
     mixes = [r for r in recordings if r.kind == "room"]
-
-    def voiced_at(said: float) -> bool:
-        for mix in mixes:
-            audio = decode_ogg(mix.data)
-            at = said - mix.started_ns / 1e9
-            if 0 <= at and at + 2.5 < len(audio) / RATE and rms(audio, at + 0.5, at + 2.5) > VOICED:
-                return True
-        return False
-
-    assert voiced_at(said_before) and voiced_at(said_after)
+    assert any(_voiced_at(m, call.said_before) for m in mixes)
+    assert any(_voiced_at(m, call.said_after) for m in mixes)
     for recording in recordings:
         assert recording.status in ("EGRESS_COMPLETE", "EGRESS_FAILED")
         assert int(recording.file["size"]) == len(recording.data)
@@ -294,6 +262,31 @@ async def test_livekit_restarted_mid_call_keeps_what_was_recorded_and_records_on
     """LiveKit restarts: the recorder's connection is gone (its client does not reconnect).
     What it recorded is finished and marked; a new recording takes the call on."""
     livekit = stack.services["livekit"]
+
+    async def restart() -> None:
+        livekit.stop()
+        livekit.start()
+        livekit.wait_ready()
+
+    # The callers reconnect; the room listing finds the room for a new recording.
+    call = await _call_across(stack, tmp_path, restart, settle_s=12)
+    lost, continued = await _two_mixes(stack, call.room_sid)
+    assert "lost the connection to LiveKit" in lost.manifest["error"]
+    assert _voiced_at(lost, call.said_before)
+    assert _voiced_at(continued, call.said_after)
+
+
+@dataclass
+class Interrupted:
+    room_sid: str
+    said_before: float  # when Alice's tone before the fault began (wall clock)
+    said_after: float
+
+
+async def _call_across(
+    stack: Stack, tmp_path: Path, fault: Callable[[], Awaitable[None]], *, settle_s: float
+) -> Interrupted:
+    """Alice speaks, the fault happens, and `settle_s` later she speaks again; both leave."""
     before = write_tone(tmp_path / "before.wav", freq=330, seconds=3)
     after = write_tone(tmp_path / "after.wav", freq=660, seconds=3)
     alice, bob, room_sid = await _start_call(stack)
@@ -301,24 +294,29 @@ async def test_livekit_restarted_mid_call_keeps_what_was_recorded_and_records_on
         await asyncio.sleep(2)
         said_before = time.time()
         await alice.speak_wav(before)
-        livekit.stop()
-        livekit.start()
-        livekit.wait_ready()
-        await asyncio.sleep(12)  # the callers reconnect; the room listing finds the room
+        await fault()
+        await asyncio.sleep(settle_s)
         said_after = time.time()
         await alice.speak_wav(after)
         await asyncio.sleep(2)
     finally:
         await bob.leave()
         await alice.leave()
+    return Interrupted(room_sid, said_before, said_after)
 
+
+async def _two_mixes(stack: Stack, room_sid: str) -> tuple[StoredRecording, StoredRecording]:
+    """The mix that was cut short and the one that took the call on, each stored whole."""
     recordings = await wait_for_recordings(stack.cfg, room_sid, count=4, timeout_s=90, mixes=2)
     mixes = sorted((r for r in recordings if r.kind == "room"), key=lambda r: r.started_ns)
     assert [m.status for m in mixes] == ["EGRESS_FAILED", "EGRESS_COMPLETE"]
-    lost, continued = mixes
-    assert "lost the connection to LiveKit" in lost.manifest["error"]
-    for mix, said in ((lost, said_before), (continued, said_after)):
+    for mix in mixes:
         assert int(mix.file["size"]) == len(mix.data)
-        audio = decode_ogg(mix.data)
-        at = said - mix.started_ns / 1e9
-        assert rms(audio, at + 0.5, at + 2.5) > VOICED
+    return mixes[0], mixes[1]
+
+
+def _voiced_at(mix: StoredRecording, said: float) -> bool:
+    """The 3 s tone said at `said` (wall clock) is heard in the mix where it belongs."""
+    audio = decode_ogg(mix.data)
+    at = said - mix.started_ns / 1e9
+    return 0 <= at and at + 2.5 < len(audio) / RATE and rms(audio, at + 0.5, at + 2.5) > VOICED

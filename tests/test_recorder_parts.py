@@ -97,6 +97,10 @@ def test_ogg_opus_file_has_the_ticks_length_and_survives_truncation(tmp_path: Pa
     cut = tmp_path / "cut.ogg"
     cut.write_bytes(bytes(sink.data[: len(sink.data) // 2]))
     assert 1.0 < ogg_duration_ns(cut) / 1e9 < 4.0
+    # Killed before its first audio page (a quiet track): headers only, or less.
+    for size in (100, 0):
+        cut.write_bytes(bytes(sink.data[:size]))
+        assert ogg_duration_ns(cut) == 0
 
 
 def opus_packets(seconds: float) -> list[bytes]:

@@ -78,12 +78,18 @@ def recording_wanted(metadata: str) -> bool:
 def ogg_duration_ns(path: Path) -> int:
     """The playable length of a (possibly truncated) Ogg/Opus file, from its packets."""
     end = 0
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        for packet in container.demux(stream):
-            if packet.pts is not None and packet.duration is not None:
-                end = max(end, packet.pts + packet.duration)
-        base = stream.time_base
+    base = None
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.audio[0]
+            base = stream.time_base
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.duration is not None:
+                    end = max(end, packet.pts + packet.duration)
+    except (av.FFmpegError, EOFError, IndexError):
+        # Cut short, possibly before its first audio page (a recorder killed early on a
+        # quiet track): what was read so far is what plays.
+        pass
     return int(end * base * 1_000_000_000) if base is not None else 0
 
 
