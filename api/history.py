@@ -165,9 +165,10 @@ def _file(info: lkegress.EgressInfo) -> lkegress.FileInfo | None:
     return None
 
 
-def _egress_identity(info: lkegress.EgressInfo, request: str) -> str | None:
+def _egress_identity(info: lkegress.EgressInfo) -> str | None:
     """Whose audio an egress holds: a participant egress names them; a track egress names
     only the track, and Kaiwa's recorder adds the publisher to its details."""
+    request = info.WhichOneof("request")
     if request == "participant":
         return info.participant.identity or None
     if request == "track" and info.details.startswith("{"):
@@ -196,7 +197,6 @@ def _on_egress(session: Session, event: WebhookEventProto) -> None:
             egress_id=info.egress_id,
             conversation_id=conversation.id,
             kind=_KIND.get(request, "room"),
-            participant_identity=_egress_identity(info, request),
             status=status,
         )
         session.add(recording)
@@ -207,9 +207,8 @@ def _on_egress(session: Session, event: WebhookEventProto) -> None:
         )
         return
     recording.status = status
-    recording.participant_identity = recording.participant_identity or _egress_identity(
-        info, info.WhichOneof("request") or ""
-    )
+    # A later report may name whose audio it is when the first did not.
+    recording.participant_identity = recording.participant_identity or _egress_identity(info)
     recording.updated_at = updated_at or recording.updated_at
     recording.error = info.error or recording.error
     recording.started_at = _from_nanos(info.started_at) or recording.started_at

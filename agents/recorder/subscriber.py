@@ -247,12 +247,10 @@ class Subscriber:
             return
         for transceiver in self._pc.getTransceivers():
             receiver = transceiver.receiver
-            if receiver.track is not track or getattr(receiver, "_kaiwa_tap", False):
-                continue
-            # aiortc has no API for encoded media: take each packet where its receiver would,
-            # before the jitter buffer and the decoder, which then stay idle.
-            receiver._kaiwa_tap = True  # type: ignore[attr-defined]
-            receiver._handle_rtp_packet = self._tap  # type: ignore[method-assign]
+            if receiver.track is track:
+                # aiortc has no API for encoded media: take each packet where its receiver
+                # would, before the jitter buffer and the decoder, which then stay idle.
+                receiver._handle_rtp_packet = self._tap  # type: ignore[method-assign]
 
     async def _tap(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         # By SSRC, as the offers declare them, not by the receiver aiortc chose: packets of a

@@ -126,13 +126,10 @@ class Track:
     pending: list[OpusPacket] = field(default_factory=list)
     recording: Recording | None = None
     ended: bool = False
-    first_arrival_ns: int = 0
     _decoder: av.AudioCodecContext | None = None
 
     def receive(self, packet: OpusPacket) -> None:
         """On the event loop, for every packet: keep it cheap."""
-        if not self.first_arrival_ns:
-            self.first_arrival_ns = packet.arrived_ns
         self.pending.append(packet)
         if len(self.pending) > MAX_PENDING:
             del self.pending[0]
