@@ -11,7 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from livekit import api as lkapi
 
+from agents.recorder.subscriber import Subscriber
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 
@@ -320,3 +322,20 @@ def _voiced_at(mix: StoredRecording, said: float) -> bool:
     audio = decode_ogg(mix.data)
     at = said - mix.started_ns / 1e9
     return 0 <= at and at + 2.5 < len(audio) / RATE and rms(audio, at + 0.5, at + 2.5) > VOICED
+
+
+async def test_the_recorders_own_leave_is_not_a_lost_connection(stack: Stack) -> None:
+    """Only a connection that dropped makes the service record a live room again."""
+    secrets = stack.cfg.secrets
+    grants = lkapi.VideoGrants(room_join=True, room="leave-check", hidden=True, can_publish=False)
+    token = (
+        lkapi.AccessToken(secrets.livekit_api_key, secrets.livekit_api_secret)
+        .with_identity("recorder-leave-check")
+        .with_grants(grants)
+        .to_jwt()
+    )
+    subscriber = Subscriber(lambda _track, _packet: None)
+    await subscriber.connect(stack.cfg.livekit_url, token)
+    await subscriber.close()
+    assert subscriber.closed.is_set()
+    assert not subscriber.lost, subscriber.close_reason

@@ -128,6 +128,8 @@ class Subscriber:
             raise SubscriberError("LiveKit did not answer the join") from None
 
     async def close(self) -> None:
+        # Ended by us, before the socket closes: its reader would call that a lost connection.
+        self._end("closed")
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._send(lkrtc.SignalRequest(leave=lkrtc.LeaveRequest()))
@@ -136,7 +138,6 @@ class Subscriber:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._pc.close()
-        self._end("closed")
 
     def _end(self, reason: str, *, lost: bool = False) -> None:
         if not self.closed.is_set():
