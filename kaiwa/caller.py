@@ -37,6 +37,7 @@ class HeardAudio:
     track_name: str
     sample_rate: int
     samples: np.ndarray[Any, np.dtype[np.int16]]
+    peak: int = 0  # the largest absolute sample: how loud the frame is
 
 
 @dataclass
@@ -216,13 +217,15 @@ class SyntheticCaller:
             frame = event.frame
             if len(self.heard) >= self.max_heard_frames:
                 del self.heard[: len(self.heard) // 10]
+            samples = np.frombuffer(frame.data, dtype=np.int16).copy()
             self.heard.append(
                 HeardAudio(
                     at=time.monotonic(),
                     participant=identity,
                     track_name=track_name,
                     sample_rate=frame.sample_rate,
-                    samples=np.frombuffer(frame.data, dtype=np.int16).copy(),
+                    samples=samples,
+                    peak=int(np.abs(samples.astype(np.int32)).max(initial=0)),
                 )
             )
 

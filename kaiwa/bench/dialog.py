@@ -86,11 +86,15 @@ class Conversation:
         return min(opened, default=None)
 
     def voiced_after(self, at: float) -> list[float]:
-        return [
-            h.at
-            for h in self.caller.heard[-3000:]
-            if h.at > at and int(np.abs(h.samples).max(initial=0)) >= VOICED
-        ]
+        """When the voiced frames heard since `at` arrived. Polled every few ms on the same
+        two cores as the agent, so it reads only the frames since `at`."""
+        voiced: list[float] = []
+        for heard in reversed(self.caller.heard):
+            if heard.at <= at:
+                break
+            if heard.peak >= VOICED:
+                voiced.append(heard.at)
+        return voiced[::-1]
 
     async def reply_onset(self, after: float) -> float | None:
         deadline = time.monotonic() + REPLY_TIMEOUT_S
