@@ -150,7 +150,8 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
     async def end_call() -> None:
         await ctx.delete_room()
 
-    if metadata.get("design") == PLAIN_DESIGN:
+    plain = metadata.get("design") == PLAIN_DESIGN
+    if plain:
         session = plain_session(settings, scenario, idle_s=limits.idle_s)
         engine = f"{PLAIN_DESIGN}/{settings.llm_model}"
     elif use_gemini(settings):
@@ -163,7 +164,7 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
         room,
         scenario=scenario,
         session=session,
-        make_agent=lambda: ScenarioAgent(scenario),
+        make_agent=lambda: ScenarioAgent(scenario, eager=not plain),
         # The session's own text LLM where it has one: a second client per call would be
         # built on the event loop (its SSL context alone takes a few hundred ms).
         summary_model=(
