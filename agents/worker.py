@@ -160,11 +160,16 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
     else:
         session = local_session(settings, scenario, idle_s=limits.idle_s)
         engine = f"local/{settings.llm_model}"
+    reader: llm.LLM[Any] | None = None
+    if not plain and not use_gemini(settings) and settings.llm_engine == "local":
+        # A second client of the local LLM server, for reading prompts ahead (ScenarioAgent);
+        # built off the event loop (an OpenAI client's SSL context takes a few hundred ms).
+        reader = await asyncio.to_thread(roles.make_llm, settings)
     call = DialogCall(
         room,
         scenario=scenario,
         session=session,
-        make_agent=lambda: ScenarioAgent(scenario, eager=not plain),
+        make_agent=lambda: ScenarioAgent(scenario, eager=not plain, reader=reader),
         # The session's own text LLM where it has one: a second client per call would be
         # built on the event loop (its SSL context alone takes a few hundred ms).
         summary_model=(
@@ -181,7 +186,11 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
     logger.info(
         "dialog started", extra={"room": room.name, "scenario": scenario.id, "engine": engine}
     )
-    await call.run(done)
+    try:
+        await call.run(done)
+    finally:
+        if reader is not None:
+            await reader.aclose()
 
 
 async def interpret(ctx: JobContext, done: asyncio.Event) -> None:

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from livekit import rtc
 from livekit.agents import (
@@ -31,7 +31,8 @@ from livekit.agents import (
     tts,
 )
 from livekit.agents.metrics.usage import LLMModelUsage, STTModelUsage, TTSModelUsage
-from livekit.agents.voice import ModelSettings, SpeechHandle
+from livekit.agents.types import FlushSentinel
+from livekit.agents.voice import ModelSettings, SpeechHandle, UserInputTranscribedEvent
 from livekit.agents.voice.transcription import TranscriptSynchronizer
 from livekit.agents.voice.turn import TurnHandlingOptions
 
@@ -83,6 +84,9 @@ def is_backchannel(text: str) -> bool:
     return 0 < len(words) <= 2 and all(w in BACKCHANNELS for w in words)
 
 
+# How long an answer waits for a read-ahead of its prompt still running (ScenarioAgent).
+READ_AHEAD_WAIT_S = 1.0
+
 # A scenario's opening line is the same in every call: its audio is synthesized once per
 # worker process and replayed, so the caller hears the greeting without waiting for TTS.
 # Keyed by (language, text); jobs are threads of one process, and frames are only read.
@@ -113,17 +117,39 @@ async def _keep_opening(model: tts.TTS[Any], key: tuple[str, str], after: Speech
 class ScenarioAgent(Agent):
     """The agent's part in the scenario; it greets first (DialogCall says when).
 
-    `eager` (off in the plain reference session) is what it does to answer sooner: with a
-    voice that speaks whole texts, it starts speaking at the reply's first clause
-    (agents/tts/chunks.py), and it has the LLM read its instructions while the greeting plays.
+    Two things make it answer sooner than LiveKit's defaults (the plain reference session
+    of `kaiwa bench dialog --compare` has neither):
+    - with a voice that speaks whole texts, it starts speaking at the reply's first clause
+      (agents/tts/chunks.py), unless `eager` is off;
+    - given a `reader` (a client of the local LLM server that is not the session's, so it
+      adds nothing to the call's usage), it has the server read the prompt ahead: the
+      instructions while the greeting plays, and the caller's words while they speak. The
+      server keeps what it read (its prompt cache), so an answer starts with only the
+      caller's last words left to read.
     """
 
-    def __init__(self, scenario: Scenario, *, eager: bool = True, **overrides: Any) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        eager: bool = True,
+        reader: llm.LLM[Any] | None = None,
+        **overrides: Any,
+    ) -> None:
         super().__init__(instructions=scenario.system_prompt(), **overrides)
         self.scenario = scenario
         self.eager = eager
+        self._reader = reader
         self._keeping: asyncio.Task[None] | None = None
         self._reading: asyncio.Task[None] | None = None
+
+    async def on_enter(self) -> None:
+        if self._reader is not None:
+            self.session.on("user_input_transcribed", self._on_transcribed)
+
+    async def on_exit(self) -> None:
+        if self._reader is not None:
+            self.session.off("user_input_transcribed", self._on_transcribed)
 
     async def tts_node(
         self, text: AsyncIterable[str], model_settings: ModelSettings
@@ -141,14 +167,25 @@ class ScenarioAgent(Agent):
                 async for audio in stream:
                     yield audio.frame
 
+    async def llm_node(
+        self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings
+    ) -> AsyncIterator[llm.ChatChunk | str | FlushSentinel]:
+        # A read-ahead still running holds the server's slot that has this conversation
+        # cached: wait for it (a fraction of a second) rather than go to another slot and
+        # read the whole prompt again.
+        if self._reading is not None and not self._reading.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._reading), READ_AHEAD_WAIT_S)
+        async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
+            yield chunk
+
     def greet(self) -> None:
         if isinstance(self.session.llm, llm.RealtimeModel):  # it speaks for itself
             self.session.generate_reply(
                 instructions=f"Greet the caller by saying exactly: {self.scenario.opening}"
             )
             return
-        if self.eager:
-            self._reading = asyncio.create_task(self._read_ahead(), name="llm-read-ahead")
+        self.read_ahead(self.scenario.opening, role="assistant")
         key = (self.scenario.language, self.scenario.opening)
         if (frames := _openings.get(key)) is not None:
             self.session.say(self.scenario.opening, audio=_replay(frames))
@@ -159,23 +196,32 @@ class ScenarioAgent(Agent):
                 _keep_opening(self.session.tts, key, handle), name="keep-opening"
             )
 
-    async def _read_ahead(self) -> None:
-        """Have the LLM read the instructions and the opening line while the greeting plays.
+    def _on_transcribed(self, event: UserInputTranscribedEvent) -> None:
+        # Only while the agent listens: over a reply, the server is busy writing it.
+        if not event.is_final and self.session.agent_state == "listening":
+            self.read_ahead(event.transcript, role="user")
 
-        The LLM server keeps what it has read (its prompt cache), so the first answer starts
-        from there instead of reading the whole prompt, about 100 tokens, while the caller
-        waits: 1.3 s on 2 cores. Later answers find the conversation so far cached anyway.
-        """
-        model = self.session.llm
-        if not isinstance(model, llm.LLM):
-            return
+    def read_ahead(
+        self, text: str, *, role: Literal["user", "assistant"]
+    ) -> asyncio.Task[None] | None:
+        """Have the server read the conversation so far plus `text`; one read at a time, so
+        None while one runs (or with no reader)."""
+        if self._reader is None or not text.strip():
+            return None
+        if self._reading is not None and not self._reading.done():
+            return None
         chat = self.chat_ctx.copy()
-        chat.add_message(role="assistant", content=self.scenario.opening)
+        chat.add_message(role=role, content=text)
+        self._reading = asyncio.create_task(self._read(self._reader, chat), name="llm-read")
+        return self._reading
+
+    async def _read(self, reader: llm.LLM[Any], chat: llm.ChatContext) -> None:
         try:
-            async with model.chat(chat_ctx=chat) as stream:
+            # One token: reading the prompt is all this is for.
+            async with reader.chat(chat_ctx=chat, extra_kwargs={"max_tokens": 1}) as stream:
                 async for _chunk in stream:
-                    break  # the prompt has been read, which is all this was for
-        except Exception as exc:  # the first answer reads the prompt itself
+                    pass
+        except Exception as exc:  # the answer reads the prompt itself
             logger.info("the LLM did not read ahead", extra={"error": repr(exc)})
 
     async def on_user_turn_completed(

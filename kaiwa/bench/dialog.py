@@ -11,8 +11,8 @@ leave the microphone (the WAV's quiet ends and the microphone's queue are not co
 - voice-to-voice: end of the caller's speech → first voiced frame of the reply;
 - first reply text: end of the caller's speech → first caption text from the agent;
 - barge-in stop: start of the caller's speech over a reply (0.8 s into it, at a moment the
-  agent is heard speaking) → last voiced frame of the reply (it includes the VAD's
-  detection time and the audio path both ways);
+  agent is heard in the middle of speaking) → last voiced frame of the reply (it includes
+  the VAD's detection time and the audio path both ways);
 - false interruptions: replies to the ten questions that the history marks interrupted,
   though nobody talked over them;
 - CPU per session: CPU seconds of the agent worker and the LLM server per second of call.
@@ -66,6 +66,8 @@ VOICED = 1000  # int16 peak of a frame that carries speech
 QUIET_S = 1.5  # a reply is over after this much silence
 REPLY_TIMEOUT_S = 30.0
 SPEAKING_NOW_S = 0.05  # the agent is speaking now: a voiced frame arrived this recently
+SPOKEN_FOR_S = 0.3  # ... and it has been speaking for this long,
+SPOKEN_SHARE = 0.6  # with this share of voiced frames (words have short dips between them)
 
 
 def _speech(text: str) -> tuple[np.ndarray[Any, Any], int]:
@@ -105,12 +107,20 @@ class Conversation:
         return None
 
     async def speaking(self) -> None:
-        """Until the agent is heard speaking now: its latest frame, just in, is voiced. (A
-        reply has pauses between sentences; talking over one of those stops nothing.)"""
+        """Until the agent is heard in the middle of speaking: its latest frame, just in, is
+        voiced, and so were most frames of the last `SPOKEN_FOR_S`. (A reply has pauses
+        between its pieces; talking over one of those, or over a piece's last syllable,
+        measures when the piece ended, not how soon the agent stops.)"""
         deadline = time.monotonic() + REPLY_TIMEOUT_S
+        frames_per_s = 100  # the caller hears 10 ms frames
         while time.monotonic() < deadline:
             now = time.monotonic()
-            if self.voiced_after(now - SPEAKING_NOW_S):
+            recent = self.voiced_after(now - SPOKEN_FOR_S)
+            if (
+                recent
+                and recent[-1] > now - SPEAKING_NOW_S
+                and len(recent) >= SPOKEN_SHARE * SPOKEN_FOR_S * frames_per_s
+            ):
                 return
             await asyncio.sleep(0.01)
 
