@@ -151,6 +151,7 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
         await ctx.delete_room()
 
     plain = metadata.get("design") == PLAIN_DESIGN
+    reader: llm.LLM[Any] | None = None
     if plain:
         session = plain_session(settings, scenario, idle_s=limits.idle_s)
         engine = f"{PLAIN_DESIGN}/{settings.llm_model}"
@@ -160,11 +161,11 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
     else:
         session = local_session(settings, scenario, idle_s=limits.idle_s)
         engine = f"local/{settings.llm_model}"
-    reader: llm.LLM[Any] | None = None
-    if not plain and not use_gemini(settings) and settings.llm_engine == "local":
-        # A second client of the local LLM server, for reading prompts ahead (ScenarioAgent);
-        # built off the event loop (an OpenAI client's SSL context takes a few hundred ms).
-        reader = await asyncio.to_thread(roles.make_llm, settings)
+        if settings.llm_engine == "local":
+            # A second client of the local LLM server, for reading prompts ahead
+            # (ScenarioAgent); built off the event loop (an OpenAI client's SSL context takes
+            # a few hundred ms).
+            reader = await asyncio.to_thread(roles.make_llm, settings)
     call = DialogCall(
         room,
         scenario=scenario,

@@ -37,7 +37,7 @@ class HeardAudio:
     track_name: str
     sample_rate: int
     samples: np.ndarray[Any, np.dtype[np.int16]]
-    peak: int = 0  # the largest absolute sample: how loud the frame is
+    peak: int  # the largest absolute sample: how loud the frame is
 
 
 @dataclass

@@ -17,7 +17,7 @@ from livekit import rtc
 from agents import engines
 from agents.stt.whisper import WhisperOptions
 from api.admin_auth import mint_admin_token
-from kaiwa.caller import ReceivedText, SyntheticCaller
+from kaiwa.caller import HeardAudio, ReceivedText, SyntheticCaller
 from kaiwa.stack.services import Stack
 
 
@@ -133,8 +133,8 @@ async def wait_quiet(caller: SyntheticCaller, track_name: str, quiet_s: float = 
     await wait_for(quiet, 30, f"{track_name} to finish speaking")
 
 
-def voiced(frame: Any) -> bool:
-    return bool(np.abs(frame.samples).max() > 1000)
+def voiced(frame: HeardAudio) -> bool:
+    return frame.peak > 1000
 
 
 class History:

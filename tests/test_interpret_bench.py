@@ -20,7 +20,8 @@ def frames(track: str, spans: list[tuple[float, float]], until: float) -> list[H
     for i in range(int(until * 100)):
         at = i / 100
         voiced = any(start <= at < end for start, end in spans)
-        out.append(HeardAudio(at, "agent", track, 48000, SPEECH if voiced else SILENCE))
+        samples = SPEECH if voiced else SILENCE
+        out.append(HeardAudio(at, "agent", track, 48000, samples, int(samples.max())))
     return out
 
 

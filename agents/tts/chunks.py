@@ -42,10 +42,10 @@ async def speakable_pieces(text: AsyncIterable[str]) -> AsyncIterator[str]:
             marks, min_chars = (
                 (SENTENCE_ENDS + CLAUSE_ENDS, 2) if first else (SENTENCE_ENDS, LATER_MIN_CHARS)
             )
-            end = _boundary(pending.lstrip(), marks, min_chars)
+            pending = pending.lstrip()
+            end = _boundary(pending, marks, min_chars)
             if end is None:
                 break
-            pending = pending.lstrip()
             piece, pending = pending[:end].strip(), pending[end:]
             first = False
             yield piece

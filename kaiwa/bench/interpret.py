@@ -92,7 +92,7 @@ def _onsets(frames: list[HeardAudio]) -> list[float]:
     onsets: list[float] = []
     last_voiced = -1e9
     for frame in frames:
-        if int(np.abs(frame.samples).max(initial=0)) < VOICED:
+        if frame.peak < VOICED:
             continue
         if frame.at - last_voiced > PAUSE_S:
             onsets.append(frame.at)
@@ -111,7 +111,7 @@ async def _quiet(listener: SyntheticCaller, track: str, since: float, quiet_s: f
         voiced = [
             h.at
             for h in listener.heard[-1000:]
-            if h.track_name == track and h.at > since and np.abs(h.samples).max() >= VOICED
+            if h.track_name == track and h.at > since and h.peak >= VOICED
         ]
         if voiced and time.monotonic() - voiced[-1] > quiet_s:
             return
