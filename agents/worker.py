@@ -53,13 +53,41 @@ def prewarm(_proc: JobProcess) -> None:
         engines.warm(settings.stt_model)
 
 
-def session_load(server: AgentServer) -> float:
-    """The worker's load as LiveKit sees it: the share of its call slots in use.
+class CallSlots:
+    """The worker's calls against AGENT_MAX_SESSIONS, and its load as LiveKit sees it.
 
-    LiveKit's default is the machine's CPU use, which turns the worker away (\"full\") whenever
-    anything else on the machine is busy; counting our own calls keeps dispatch predictable.
+    LiveKit's default load is the machine's CPU use, which turns the worker away ("full")
+    whenever anything else on the machine is busy; counting our own calls keeps dispatch
+    predictable. LiveKit dispatches while load < its `agents.target_load` (livekit.yaml sets
+    1.0) and never retries a dispatch, so a call that arrives while every slot is taken gets
+    no agent: that is logged here when the worker fills, and shown by the API's /healthz.
     """
-    return min(1.0, len(server.active_jobs) / settings.agent_max_sessions)
+
+    def __init__(self, max_calls: int) -> None:
+        self.max_calls = max_calls
+        self.in_use = 0
+        self.full = False
+
+    def load(self, server: AgentServer) -> float:
+        self.in_use = len(server.active_jobs)
+        full = self.in_use >= self.max_calls
+        if full != self.full:
+            self.full = full
+            if full:
+                logger.warning(
+                    "worker full: every call slot is in use; new calls get no agent from this "
+                    "worker until one ends",
+                    extra={"calls": self.in_use, "max_calls": self.max_calls},
+                )
+            else:
+                logger.info(
+                    "worker has a free call slot again",
+                    extra={"calls": self.in_use, "max_calls": self.max_calls},
+                )
+        return min(1.0, self.in_use / self.max_calls)
+
+
+call_slots = CallSlots(settings.agent_max_sessions)
 
 
 # Jobs run as threads of this process, not as processes of their own: the models are then
@@ -71,7 +99,7 @@ server = AgentServer(
     job_executor_type=JobExecutorType.THREAD,
     setup_fnc=prewarm,
     initialize_process_timeout=120,
-    load_fnc=session_load,
+    load_fnc=call_slots.load,
     load_threshold=1.0,
 )
 
@@ -235,6 +263,8 @@ class Heartbeat:
                     "agent_name": AGENT_NAME,
                     "pid": os.getpid(),
                     "registered_at": registered_at,
+                    "calls": call_slots.in_use,
+                    "max_calls": call_slots.max_calls,
                     **engines.loaded(),
                 }
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -69,10 +70,18 @@ async def _llm(r: Resources) -> str:
 
 
 async def _agent_worker(r: Resources) -> str:
-    workers = [key async for key in r.redis.scan_iter(match=f"{KEY_PREFIX}*", count=100)]
+    keys = [key async for key in r.redis.scan_iter(match=f"{KEY_PREFIX}*", count=100)]
+    # A key may expire between the scan and the read: its worker has just gone.
+    workers = [json.loads(raw) for raw in await r.redis.mget(keys) if raw] if keys else []
     if not workers:
         raise RuntimeError("no agent worker registered")
-    return f"{len(workers)} registered"
+    calls = sum(int(w.get("calls", 0)) for w in workers)
+    slots = sum(int(w.get("max_calls", 0)) for w in workers)
+    detail = f"{len(workers)} registered, {calls} of {slots} call slots in use"
+    if calls >= slots:
+        # Healthy, but at capacity: LiveKit dispatches no agent to a call that starts now.
+        detail += ": full, a new call gets no agent until one ends"
+    return detail
 
 
 CHECKS: dict[str, Callable[[Resources], Awaitable[str]]] = {
