@@ -24,6 +24,9 @@ BATCH = 50
 # A call's worth of segments many times over; past it, the oldest are given up, loudly.
 MAX_BUFFERED = 5000
 RETRY_MAX_S = 10.0
+# Answers after which the same segments are posted again: the API is busy, or did not accept
+# this worker's service token (yet).
+RETRIED_STATUSES = frozenset({401, 403, 408, 429})
 
 
 class SegmentStore:
@@ -38,6 +41,7 @@ class SegmentStore:
         self._drained = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.stored = 0
+        self.refused = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="segment-store")
@@ -72,7 +76,7 @@ class SegmentStore:
                 delay = min(delay * 2, RETRY_MAX_S)
 
     async def _post_batch(self) -> bool:
-        """True when the batch was settled (stored, or refused for good)."""
+        """True when the batch was settled: each segment stored, or refused for good."""
         batch = [self._buffer[i] for i in range(min(BATCH, len(self._buffer)))]
         token = mint_service_token(self._key, self._secret, ttl_s=60)
         try:
@@ -84,21 +88,34 @@ class SegmentStore:
         except httpx.HTTPError as exc:
             logger.warning("history API unreachable; segments kept", extra={"error": str(exc)})
             return False
-        if response.status_code >= 500 or response.status_code == 429:
+        if response.status_code in RETRIED_STATUSES or response.status_code >= 500:
+            # 401/403: a clock skewed, or a key rotated mid-call and not yet right here or
+            # there. Nothing in the segments is at fault, so they wait for a fresh token.
             logger.warning(
-                "history API busy; segments kept", extra={"status": response.status_code}
+                "history API did not take segments; kept for a retry",
+                extra={"status": response.status_code},
             )
             return False
         for _ in batch:
             self._buffer.popleft()
         if response.is_success:
-            self.stored += int(response.json().get("stored", 0))
+            answer = response.json()
+            self.stored += int(answer.get("stored", 0))
+            for outcome in answer.get("results", []):
+                if outcome.get("result") == "refused":
+                    self.refused += 1
+                    logger.error(
+                        "history API refused a segment",
+                        extra={"segment_id": outcome.get("id"), "reason": outcome.get("reason")},
+                    )
         elif response.status_code == 410:
             logger.info("conversation deleted by an admin: its transcript is not kept")
         else:
+            # The batch as a whole is malformed (its room sid, its size): no retry mends it.
+            self.refused += len(batch)
             logger.error(
-                "history API refused segments",
-                extra={"status": response.status_code, "body": response.text[:500]},
+                "history API refused a batch of segments",
+                extra={"status": response.status_code, "segments": len(batch)},
             )
         return True
 
@@ -127,10 +144,10 @@ class SegmentStore:
             else:
                 if response.is_success:
                     return True
-                if response.status_code < 500 and response.status_code != 429:
+                if response.status_code < 500 and response.status_code not in RETRIED_STATUSES:
                     logger.error(
                         "history API refused the report",
-                        extra={"status": response.status_code, "body": response.text[:500]},
+                        extra={"status": response.status_code},
                     )
                     return False
             await asyncio.sleep(0.5 * 2**attempt)
@@ -146,7 +163,11 @@ class SegmentStore:
         """Flush what is buffered (within the timeout), then stop."""
         await self.flush(timeout_s)
         if self._buffer:
-            logger.error("history not flushed before leaving", extra={"pending": self.pending})
+            # Retried until now, the end of the call: what is left is lost, and said so.
+            logger.error(
+                "call ended before the history API took its segments: segments lost",
+                extra={"lost": self.pending, "stored": self.stored},
+            )
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

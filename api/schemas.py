@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from .tokens import Language
 
@@ -146,17 +154,73 @@ class SegmentIn(BaseModel):
         return self
 
 
+class InvalidSegment(BaseModel):
+    """An item of a batch that is not a valid segment. It is refused on its own: the rest of
+    the batch is stored."""
+
+    id: str | None = Field(description="The item's id, when that at least was valid.")
+    reason: str = Field(description="The fields at fault and why; never their values.")
+
+
+_segment_id = TypeAdapter(SegmentId)
+
+
+def _segment_or_invalid(value: Any) -> SegmentIn | InvalidSegment:
+    try:
+        return SegmentIn.model_validate(value)
+    except ValidationError as exc:
+        raw_id = value.get("id") if isinstance(value, dict) else None
+        try:
+            valid_id: str | None = _segment_id.validate_python(raw_id)
+        except ValidationError:
+            valid_id = None
+        return InvalidSegment(id=valid_id, reason=validation_summary(exc))
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """Each failed field and the rule it broke: the input itself is never echoed back."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+        for error in exc.errors(include_input=False, include_url=False)
+    )[:500]
+
+
+# A batch item: validated alone, so that one bad segment does not cost the others.
+BatchItem = Annotated[
+    SegmentIn | InvalidSegment,
+    PlainValidator(_segment_or_invalid, json_schema_input_type=SegmentIn),
+]
+
+
 class SegmentBatch(BaseModel):
     room_sid: RoomSid
     room_name: str | None = Field(
         default=None, max_length=128, description="Shown until LiveKit's room event arrives."
     )
-    segments: list[SegmentIn] = Field(min_length=1, max_length=MAX_SEGMENTS_PER_BATCH)
+    segments: list[BatchItem] = Field(
+        min_length=1,
+        max_length=MAX_SEGMENTS_PER_BATCH,
+        description="Each is settled on its own: see the answer's `results`.",
+    )
+
+
+SegmentResult = Literal["stored", "duplicate", "refused"]
+
+
+class SegmentOutcome(BaseModel):
+    id: str | None = Field(description="The segment's id; null when it had no valid id.")
+    result: SegmentResult = Field(
+        description="stored: new; duplicate: already held (new translations kept); "
+        "refused: not stored, see `reason`."
+    )
+    reason: str | None = Field(default=None, description="Why it was refused.")
 
 
 class SegmentsStored(BaseModel):
     stored: int = Field(description="Segments new to the store.")
     duplicates: int = Field(description="Segments it already had (their new translations kept).")
+    refused: int = Field(description="Segments refused; the others were settled.")
+    results: list[SegmentOutcome] = Field(description="One per posted segment, in order.")
 
 
 # A usage counter: "stt_audio_s", "tts_characters", "llm_input_tokens", ...

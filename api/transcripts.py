@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
@@ -10,32 +11,39 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .history import conversation_for_room
 from .models import Segment, Translation
-from .schemas import MAX_USAGE_COUNTERS, CallReport, CallReportStored, SegmentBatch, SegmentsStored
+from .schemas import (
+    MAX_USAGE_COUNTERS,
+    CallReport,
+    CallReportStored,
+    InvalidSegment,
+    SegmentBatch,
+    SegmentIn,
+    SegmentOutcome,
+    SegmentsStored,
+)
 from .search import search_terms
 
 logger = logging.getLogger("kaiwa.api")
-
-
-class SegmentConflict(Exception):
-    """A segment id the store already holds for another conversation."""
 
 
 class ConversationDeleted(Exception):
     """The conversation was deleted by an admin; its transcript takes no more text."""
 
 
+FOREIGN_SEGMENT = "its id belongs to another conversation"
+
+
 def _store(session: Session, batch: SegmentBatch) -> SegmentsStored:
+    """Settle each segment on its own: stored, a duplicate, or refused with a reason."""
     conversation = conversation_for_room(session, batch.room_sid, room_name=batch.room_name or "")
     if conversation.deleted_at is not None:
         raise ConversationDeleted(conversation.id)
-    ids = [s.id for s in batch.segments]
+    valid = [s for s in batch.segments if isinstance(s, SegmentIn)]
     known = {
-        s.id: s.conversation_id for s in session.scalars(select(Segment).where(Segment.id.in_(ids)))
+        s.id: s.conversation_id
+        for s in session.scalars(select(Segment).where(Segment.id.in_([s.id for s in valid])))
     }
-    for segment_id, owner in known.items():
-        if owner != conversation.id:
-            raise SegmentConflict(segment_id)
-    wanted = [(s.id, lang) for s in batch.segments for lang in s.translations]
+    wanted = [(s.id, lang) for s in valid for lang in s.translations]
     translated: set[tuple[str, str]] = set()
     if wanted:
         rows = session.execute(
@@ -44,10 +52,19 @@ def _store(session: Session, batch: SegmentBatch) -> SegmentsStored:
             )
         )
         translated = {(segment_id, language) for segment_id, language in rows}
-    stored = 0
+    results: list[SegmentOutcome] = []
     seen: set[str] = set()
     for item in batch.segments:
-        if item.id not in known and item.id not in seen:
+        if isinstance(item, InvalidSegment):
+            results.append(SegmentOutcome(id=item.id, result="refused", reason=item.reason))
+            continue
+        owner = known.get(item.id, conversation.id)
+        if owner != conversation.id:
+            results.append(SegmentOutcome(id=item.id, result="refused", reason=FOREIGN_SEGMENT))
+            continue
+        if item.id in known or item.id in seen:
+            results.append(SegmentOutcome(id=item.id, result="duplicate"))
+        else:
             session.add(
                 Segment(
                     id=item.id,
@@ -64,7 +81,7 @@ def _store(session: Session, batch: SegmentBatch) -> SegmentsStored:
                     search_terms=search_terms(item.text),
                 )
             )
-            stored += 1
+            results.append(SegmentOutcome(id=item.id, result="stored"))
         seen.add(item.id)
         for language, text in item.translations.items():
             if (item.id, language) in translated:
@@ -79,11 +96,17 @@ def _store(session: Session, batch: SegmentBatch) -> SegmentsStored:
                     search_terms=search_terms(text),
                 )
             )
-    return SegmentsStored(stored=stored, duplicates=len(batch.segments) - stored)
+    counts = Counter(r.result for r in results)
+    return SegmentsStored(
+        stored=counts["stored"],
+        duplicates=counts["duplicate"],
+        refused=counts["refused"],
+        results=results,
+    )
 
 
 def store_segments(sessions: sessionmaker[Session], batch: SegmentBatch) -> SegmentsStored:
-    """Store a batch in one transaction. Raises SegmentConflict or ConversationDeleted.
+    """Store a batch in one transaction. Raises ConversationDeleted.
 
     An agent retries a post it got no answer to, possibly while the first is still running:
     the second then fails on a unique key, and a retry sees the first's rows as duplicates.

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -43,20 +44,24 @@ def transcript_of(client: TestClient, settings: Settings, room_sid: str) -> list
     return segments
 
 
+def counts(answer: dict[str, Any]) -> tuple[int, int]:
+    return answer["stored"], answer["duplicates"]
+
+
 def test_posting_twice_stores_once_and_adds_translations(
     client: TestClient, settings: Settings
 ) -> None:
     first = [seg("s-1", "Hello there", 0.5), seg("s-2", "I need a table", 2.0)]
-    assert post_segments(client, settings, "RM_a", first) == {"stored": 2, "duplicates": 0}
+    assert counts(post_segments(client, settings, "RM_a", first)) == (2, 0)
     again = [
         seg("s-1", "Hello there", 0.5, translations={"ja": "こんにちは"}),
         seg("s-2", "I need a table", 2.0),
         seg("s-3", "For two", 4.0),
     ]
-    assert post_segments(client, settings, "RM_a", again) == {"stored": 1, "duplicates": 2}
+    assert counts(post_segments(client, settings, "RM_a", again)) == (1, 2)
     # The translation arrives again, and a second language later: one row each.
     later = [seg("s-1", "Hello there", 0.5, translations={"ja": "こんにちは", "vi": "Xin chào"})]
-    assert post_segments(client, settings, "RM_a", later) == {"stored": 0, "duplicates": 1}
+    assert counts(post_segments(client, settings, "RM_a", later)) == (0, 1)
 
     segments = transcript_of(client, settings, "RM_a")
     assert [s["id"] for s in segments] == ["s-1", "s-2", "s-3"]
@@ -65,7 +70,7 @@ def test_posting_twice_stores_once_and_adds_translations(
 
 def test_same_id_in_one_batch_counts_once(client: TestClient, settings: Settings) -> None:
     batch = [seg("s-1", "Hello", 0.0), seg("s-1", "Hello", 0.0)]
-    assert post_segments(client, settings, "RM_a", batch) == {"stored": 1, "duplicates": 1}
+    assert counts(post_segments(client, settings, "RM_a", batch)) == (1, 1)
 
 
 def test_concurrent_retries_store_each_segment_once(client: TestClient, settings: Settings) -> None:
@@ -81,16 +86,13 @@ def test_concurrent_retries_store_each_segment_once(client: TestClient, settings
     assert all(s["translations"] == {"ja": f"行 {str(s['id'])[2:]}"} for s in segments)
 
 
-def test_segment_id_of_another_conversation_is_a_conflict(
+def test_segment_id_of_another_conversation_is_refused(
     client: TestClient, settings: Settings
 ) -> None:
     post_segments(client, settings, "RM_a", [seg("s-1", "Hello", 0.0)])
-    response = client.post(
-        "/api/internal/segments",
-        json={"room_sid": "RM_b", "segments": [seg("s-1", "Hello", 0.0)]},
-        headers=agent_headers(settings),
-    )
-    assert response.status_code == 409
+    answer = post_segments(client, settings, "RM_b", [seg("s-1", "Hello", 0.0)])
+    assert answer["refused"] == 1 and answer["results"][0]["result"] == "refused"
+    assert transcript_of(client, settings, "RM_b") == []
 
 
 def test_deleted_conversation_takes_no_more_text(
@@ -202,9 +204,9 @@ def test_token_signed_with_another_secret_is_refused(
 def test_invalid_segments_are_refused(
     client: TestClient, settings: Settings, change: dict[str, object]
 ) -> None:
-    body = {"room_sid": "RM_a", "segments": [{**seg("s-1", "Hello", 0.0), **change}]}
-    response = client.post("/api/internal/segments", json=body, headers=agent_headers(settings))
-    assert response.status_code == 422
+    answer = post_segments(client, settings, "RM_a", [{**seg("s-1", "Hello", 0.0), **change}])
+    assert answer["stored"] == 0 and answer["refused"] == 1, answer
+    assert transcript_of(client, settings, "RM_a") == []
 
 
 def test_batch_size_is_limited(client: TestClient, settings: Settings) -> None:

@@ -9,7 +9,6 @@ from ..deps import AgentDep, Deps
 from ..schemas import MAX_USAGE_COUNTERS, CallReport, CallReportStored, SegmentBatch, SegmentsStored
 from ..transcripts import (
     ConversationDeleted,
-    SegmentConflict,
     TooManyCounters,
     store_report,
     store_segments,
@@ -23,18 +22,16 @@ router = APIRouter(tags=["internal"])
     responses={
         401: {"description": "No token, or not a genuine current one"},
         403: {"description": "A genuine token that is not a service token"},
-        409: {"description": "A segment id already used in another conversation"},
         410: {"description": "The conversation was deleted"},
     },
 )
 async def post_segments(batch: SegmentBatch, deps: Deps, _agent: AgentDep) -> SegmentsStored:
-    """Store segments once each (by id); translations of known segments are added."""
+    """Store segments once each (by id); translations of known segments are added.
+
+    Each segment is settled on its own: one that is invalid, or whose id another
+    conversation holds, is refused in `results` while the rest are stored."""
     try:
         return await run_in_threadpool(store_segments, deps.sessions, batch)
-    except SegmentConflict as exc:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"segment {exc} belongs to another conversation"
-        ) from exc
     except ConversationDeleted as exc:
         raise HTTPException(status.HTTP_410_GONE, "the conversation was deleted") from exc
 

@@ -1,0 +1,169 @@
+"""Each posted segment is settled on its own, and an agent's segments outlive a refused key.
+
+The API answers per segment (stored, duplicate, refused with a reason); the agent's
+`SegmentStore` drops only what was refused, and keeps retrying through auth failures until
+the call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from agents.history import SegmentStore
+from api.settings import Settings
+from kaiwa.stack.config import StackConfig
+from kaiwa.stack.process import free_port
+from kaiwa.stack.services import api_service
+
+from .apiclient import admin_headers, api_settings, client_for, post_segments
+from .apiclient import segment as seg
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(services_config: StackConfig, database_url: str, tmp_path: Path) -> Settings:
+    return api_settings(services_config, database_url, tmp_path)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with client_for(settings) as client:
+        yield client
+
+
+def stored_ids(client: TestClient, settings: Settings, room_sid: str) -> list[str]:
+    listing = client.get("/api/conversations", headers=admin_headers(settings)).json()
+    (conversation,) = [c for c in listing["items"] if c["room_sid"] == room_sid]
+    transcript = client.get(
+        f"/api/conversations/{conversation['id']}/transcript", headers=admin_headers(settings)
+    ).json()
+    return [str(s["id"]) for s in transcript["segments"]]
+
+
+def test_an_invalid_and_a_foreign_segment_cost_no_other(
+    client: TestClient, settings: Settings
+) -> None:
+    post_segments(client, settings, "RM_other", [seg("taken", "Elsewhere", 0.0)])
+    batch = [seg(f"s-{i}", f"line {i}", float(i)) for i in range(50)]
+    batch[10] = {**batch[10], "text": "x" * 4001}  # too long
+    batch[30] = seg("taken", "Hello", 30.0)  # an id another conversation holds
+
+    answer = post_segments(client, settings, "RM_a", batch)
+
+    assert (answer["stored"], answer["duplicates"], answer["refused"]) == (48, 0, 2)
+    results = answer["results"]
+    assert [r["id"] for r in results] == [s["id"] for s in batch]
+    refused = {r["id"]: r["reason"] for r in results if r["result"] == "refused"}
+    assert refused.keys() == {"s-10", "taken"}
+    # The reason names the field and the rule, never the value posted.
+    assert refused["s-10"].startswith("text:") and "xxxx" not in refused["s-10"]
+    assert "another conversation" in refused["taken"]
+    expected = [s["id"] for i, s in enumerate(batch) if i not in (10, 30)]
+    assert stored_ids(client, settings, "RM_a") == expected
+    # Posting the batch again: the 48 are duplicates, the same two refused.
+    again = post_segments(client, settings, "RM_a", batch)
+    assert (again["stored"], again["duplicates"], again["refused"]) == (0, 48, 2)
+
+
+def test_an_item_without_a_valid_id_is_refused_by_position(
+    client: TestClient, settings: Settings
+) -> None:
+    batch = [seg("s-1", "Hello", 0.0), {**seg("s-2", "Hi", 1.0), "id": "../x"}, {"text": 3}]
+    answer = post_segments(client, settings, "RM_a", batch)
+    assert [(r["id"], r["result"]) for r in answer["results"]] == [
+        ("s-1", "stored"),
+        (None, "refused"),
+        (None, "refused"),
+    ]
+    assert "../x" not in answer["results"][1]["reason"]
+
+
+@pytest.fixture
+def api_config(services_config: StackConfig, redis_url: str, tmp_path: Path) -> StackConfig:
+    """A standalone API process on the session's Redis, with a database of its own."""
+    return replace(
+        services_config,
+        state_dir=tmp_path,
+        ports=replace(services_config.ports, api=free_port()),
+        database_url=f"sqlite:///{tmp_path / 'kaiwa.db'}",
+    )
+
+
+async def test_a_key_rotated_mid_call_loses_no_segment(api_config: StackConfig) -> None:
+    """The API restarts with a new service key; the agent still has the old one. Segments
+    are kept and retried, and all are stored once the keys agree again."""
+    api = api_service(api_config)
+    await asyncio.to_thread(api.start)
+    await asyncio.to_thread(api.wait_ready)
+    secrets = api_config.secrets
+    store = SegmentStore(
+        api_config.api_url,
+        secrets.livekit_api_key,
+        secrets.livekit_api_secret,
+        room_sid="RM_rotated",
+        room_name="rotated",
+    )
+    store.start()
+    try:
+        for i in range(10):
+            store.add(seg(f"before-{i}", f"line {i}", float(i)))
+        await store.flush(timeout_s=20)
+        assert store.stored == 10
+
+        rotated = replace(secrets, livekit_api_secret=secrets.livekit_api_secret[::-1])
+        await asyncio.to_thread(api.stop)
+        api = api_service(replace(api_config, secrets=rotated))
+        await asyncio.to_thread(api.start)
+        await asyncio.to_thread(api.wait_ready)
+        for i in range(20):
+            store.add(seg(f"during-{i}", f"line {i}", 10.0 + i))
+        await asyncio.sleep(2.0)  # several posts, each refused: 401
+        assert store.pending == 20 and store.stored == 10 and store.refused == 0
+
+        # The key is right again (here: the API back on the key the agent has).
+        await asyncio.to_thread(api.stop)
+        api = api_service(api_config)
+        await asyncio.to_thread(api.start)
+        await asyncio.to_thread(api.wait_ready)
+        await store.aclose(timeout_s=30)
+        assert store.pending == 0 and store.stored == 30 and store.refused == 0
+    finally:
+        await store.aclose(timeout_s=0)
+        await asyncio.to_thread(api.stop)
+
+
+async def test_segments_left_when_the_call_ends_are_counted_as_lost(
+    api_config: StackConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key that never comes right: the store gives up at the end of the call, and says how
+    many segments it could not deliver."""
+    secrets = api_config.secrets
+    rotated = replace(secrets, livekit_api_secret=secrets.livekit_api_secret[::-1])
+    api = api_service(replace(api_config, secrets=rotated))
+    await asyncio.to_thread(api.start)
+    await asyncio.to_thread(api.wait_ready)
+    store = SegmentStore(
+        api_config.api_url,
+        secrets.livekit_api_key,
+        secrets.livekit_api_secret,
+        room_sid="RM_lost",
+        room_name="lost",
+    )
+    store.start()
+    try:
+        for i in range(3):
+            store.add(seg(f"s-{i}", f"line {i}", float(i)))
+        with caplog.at_level("ERROR", logger="kaiwa.history"):
+            await store.aclose(timeout_s=1.5)
+        (record,) = [r for r in caplog.records if "segments lost" in r.getMessage()]
+        assert record.__dict__["lost"] == 3
+        assert store.stored == 0
+    finally:
+        await asyncio.to_thread(api.stop)
