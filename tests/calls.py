@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from difflib import SequenceMatcher
@@ -93,6 +94,29 @@ def similarity(a: str, b: str) -> float:
         return "".join(c for c in text.lower() if c.isalnum())
 
     return SequenceMatcher(None, letters(a), letters(b)).ratio()
+
+
+# A question whose answer survives a misheard word: asked "What is the capital city of
+# France?", a machine that heard "friends" was told "New York". Here every word is common, and
+# the answer holds even for "What color is this guy on a clear sunny day?" (tried on the
+# default model). The reply is asserted on the one word the question asks for.
+SKY_QUESTION = "What color is the sky on a clear sunny day?"
+SKY_WORDS = {"color", "sky", "clear", "sunny", "day"}
+SKY_ANSWER = "blue"
+
+
+def answers_sky(reply: str) -> bool:
+    return SKY_ANSWER in reply.lower()
+
+
+def keyword_share(text: str, keywords: set[str]) -> float:
+    """The share of `keywords` (lower-case words) found among the words of `text`.
+
+    Small models hear and say a word differently on another CPU (kernels are picked by
+    instruction set): content is asserted on a share of several words, never one word.
+    """
+    words = set(re.findall(r"\w+", text.lower()))
+    return len(keywords & words) / len(keywords)
 
 
 async def wait_for(

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import ephemeral_config
 
+# The catalogue's small LLM, for stacks whose tests check no word the model says.
+SMALL_LLM = "qwen2.5-0.5b-instruct"
 
-def make_stack_config(state_dir: Path) -> StackConfig:
-    # The small model: tests check behaviour.
-    return ephemeral_config(state_dir, env_name="test", llm_model="qwen2.5-0.5b-instruct")
+
+def make_stack_config(state_dir: Path, *, llm_model: str | None = None) -> StackConfig:
+    """A test stack. Its LLM is the default one that users run, because tests assert what
+    it says (with margins); a stack whose tests check no model content may take SMALL_LLM."""
+    config = ephemeral_config(state_dir, env_name="test")
+    return replace(config, llm_model=llm_model) if llm_model else config

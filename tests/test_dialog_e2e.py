@@ -22,10 +22,14 @@ from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 
 from .calls import (
+    SKY_QUESTION,
+    SKY_WORDS,
     History,
     after_greeting,
     agent_finals,
+    answers_sky,
     dialog_caller,
+    keyword_share,
     similarity,
     speech,
     transcribe,
@@ -45,9 +49,9 @@ async def caller(stack: Stack) -> AsyncIterator[SyntheticCaller]:
 
 @pytest.fixture
 async def question() -> tuple[np.ndarray[Any, Any], int]:
-    """A question with one right answer (Paris), in the caller's voice. Made off the event
-    loop, so no audio from the agent is missed meanwhile."""
-    return await asyncio.to_thread(speech, "en", "What is the capital city of France?")
+    """The question in the caller's voice. Made off the event loop, so no audio from the agent
+    is missed meanwhile."""
+    return await asyncio.to_thread(speech, "en", SKY_QUESTION)
 
 
 async def test_caller_asks_by_voice_and_hears_a_relevant_answer(
@@ -62,12 +66,11 @@ async def test_caller_asks_by_voice_and_hears_a_relevant_answer(
     await caller.say(*question)
     await wait_for(lambda: len(agent_finals(caller)) >= 2, 60, "the agent's answer", caller)
     answer = agent_finals(caller)[1].text
-    assert "paris" in answer.lower()
+    assert answers_sky(answer), answer
     await wait_quiet(caller, track)
     caller.heard[:] = caller.heard[heard_before:]
     heard = await transcribe(caller, track, "en")
-    # What was heard is the captioned answer, give or take Whisper-base's ear ("Harris is
-    # the capital...", "of Francis Paris").
+    # What was heard is the captioned answer, give or take Whisper-base's ear.
     assert similarity(heard, answer) > 0.7, (heard, answer)
 
     # Each turn is stored once, with who said it and the engine that served it.
@@ -77,10 +80,10 @@ async def test_caller_asks_by_voice_and_hears_a_relevant_answer(
     turns = detail["transcript"]
     assert len({t["id"] for t in turns}) == len(turns)
     (asked,) = [t for t in turns if t["role"] == "user"]
-    assert "france" in asked["text"].lower()
+    assert keyword_share(asked["text"], SKY_WORDS) >= 0.6, asked
     assert asked["participant_identity"] == caller.identity
     greeting, reply = [t for t in turns if t["role"] == "agent"]
-    assert "talk about" in greeting["text"] and "paris" in reply["text"].lower()
+    assert "talk about" in greeting["text"] and answers_sky(reply["text"]), reply
     assert greeting["start_s"] <= asked["start_s"] <= reply["start_s"]
     assert all(t["engine"] and t["language"] == "en" and not t["interrupted"] for t in turns)
     # Each is stored under its caption's segment id, with the caption's final text: a page
@@ -162,7 +165,7 @@ async def test_hanging_up_mid_reply_keeps_the_partial_turn_marked_interrupted(
     )
     turns = detail["transcript"]
     (request,) = [t for t in turns if t["role"] == "user"]
-    assert "story" in request["text"].lower()
+    assert keyword_share(request["text"], {"tell", "story", "brave", "little", "cat"}) >= 0.6
     story = [t for t in turns if t["role"] == "agent"][1]
     assert story["interrupted"] is True, turns
 
@@ -203,7 +206,7 @@ async def test_the_llm_server_dying_mid_call_gets_an_apology_and_the_call_goes_o
     await asyncio.to_thread(llm.wait_ready)
     await caller.say(*question)
     await wait_for(lambda: len(agent_finals(caller)) >= 3, 60, "the answer", caller)
-    assert "paris" in agent_finals(caller)[2].text.lower()
+    assert answers_sky(agent_finals(caller)[2].text), agent_finals(caller)[2].text
 
     detail = await history.wait_until(
         lambda d: sum(t["role"] == "agent" for t in d["transcript"]) >= 3, "the answer stored"
@@ -211,4 +214,4 @@ async def test_the_llm_server_dying_mid_call_gets_an_apology_and_the_call_goes_o
     turns = detail["transcript"]
     assert [t["role"] for t in turns] == ["agent", "user", "agent", "user", "agent"], turns
     assert turns[2]["text"] == line("en", "sorry")
-    assert "paris" in turns[4]["text"].lower()
+    assert answers_sky(turns[4]["text"]), turns[4]

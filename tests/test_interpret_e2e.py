@@ -21,6 +21,7 @@ from kaiwa.stack.services import Stack
 
 from .calls import (
     History,
+    keyword_share,
     similarity,
     speech,
     transcribe,
@@ -64,6 +65,23 @@ def bigrams(text: str) -> set[str]:
     return {a + b for a, b in zip(chars, chars[1:], strict=False)}
 
 
+def bigram_share(heard: str, said: str) -> float:
+    """The share of what was said (character pairs) that was heard: for Japanese, which has
+    no spaces to count words by."""
+    wanted = bigrams(said)
+    return len(wanted & bigrams(heard)) / len(wanted)
+
+
+# What the callers say, and the words of it a transcript must mostly hold.
+ALICE_ORDER = (
+    "Good morning. I would like a large cup of hot coffee with milk and two sugars, please."
+)
+ALICE_WORDS = {"morning", "large", "cup", "hot", "coffee", "milk", "sugars"}
+KENJI_ASKS = "明日は雨が降りますか。"
+STATION = "Where is the nearest train station?"
+STATION_WORDS = {"where", "nearest", "train", "station"}
+
+
 @pytest.fixture
 async def alice_and_kenji(stack: Stack) -> AsyncIterator[tuple[SyntheticCaller, SyntheticCaller]]:
     alice = SyntheticCaller(stack.cfg.api_url, name="Alice", mode="interpret", language="en")
@@ -89,16 +107,13 @@ async def test_english_and_japanese_callers_understand_each_other(
 ) -> None:
     alice, kenji = alice_and_kenji
     # Two sentences in one breath: the first is translated before Alice stops speaking.
-    alice_says = speech(
-        "en",
-        "Good morning. I would like a large cup of hot coffee with milk and two sugars, please.",
-    )
-    kenji_says = speech("ja", "明日は雨が降りますか。")
+    alice_says = speech("en", ALICE_ORDER)
+    kenji_says = speech("ja", KENJI_ASKS)
 
     await alice.say(*alice_says)
     await wait_for(
         lambda: (
-            "coffee" in text_of(finals(kenji, "en", source=True)).lower()
+            keyword_share(text_of(finals(kenji, "en", source=True)), ALICE_WORDS) >= 0.5
             and translated_all(kenji, "en", "ja")
         ),
         40,
@@ -113,7 +128,7 @@ async def test_english_and_japanese_callers_understand_each_other(
     # Captions: each receives the other's words in both languages; a translation names its
     # source segment and track.
     alice_source = finals(kenji, "en", source=True)
-    assert "coffee" in text_of(alice_source).lower(), alice_source
+    assert keyword_share(text_of(alice_source), ALICE_WORDS) >= 0.5, alice_source
     alice_translated = finals(kenji, "ja", source=False)
     # Japanese text (what it says is the small test model's business: `kaiwa eval speech`
     # measures translation quality; here it has once rendered "coffee" as "ハムコップ").
@@ -127,7 +142,7 @@ async def test_english_and_japanese_callers_understand_each_other(
         assert float(caption.attributes["kaiwa.start_s"]) > 0
     kenji_source = finals(alice, "ja", source=True)
     kenji_translated = finals(alice, "en", source=False)
-    assert "雨" in text_of(kenji_source), kenji_source
+    assert bigram_share(text_of(kenji_source), KENJI_ASKS) >= 0.4, kenji_source
     assert kenji_translated and not any(JAPANESE.search(t.text) for t in kenji_translated)
     # While Alice spoke her long sentence, interim captions came, replaced by its final.
     interims = [t for t in kenji.texts if t.attributes.get("lk.transcription_final") == "false"]
@@ -143,8 +158,7 @@ async def test_english_and_japanese_callers_understand_each_other(
     # What Kenji heard is the Japanese caption spoken: most of its character pairs come back
     # (Whisper mishears some Japanese words, as speech-eval.md records).
     heard_ja = await transcribe(kenji, f"{alice_track}-ja", "ja")
-    said = bigrams(text_of(alice_translated))
-    assert len(said & bigrams(heard_ja)) >= 0.4 * len(said), (heard_ja, alice_translated)
+    assert bigram_share(heard_ja, text_of(alice_translated)) >= 0.4, (heard_ja, alice_translated)
     heard_en = await transcribe(alice, f"{kenji_track}-en", "en")
     said_en = text_of(kenji_translated)
     assert similarity(heard_en, said_en) > 0.6, (heard_en, said_en)
@@ -229,7 +243,7 @@ async def test_api_restart_mid_call_loses_no_segment(
     history = History(stack, alice.room_name or "")
     segments = await history.wait_for_segments({c.attributes["lk.segment_id"] for c in spoken})
     assert [s["id"] for s in segments] == [c.attributes["lk.segment_id"] for c in spoken]
-    assert "coffee" in segments[-1]["text"].lower()
+    assert keyword_share(segments[-1]["text"], {"would", "like", "cup", "coffee"}) >= 0.5
     assert segments[-1]["translations"]["ja"]
 
 
@@ -237,8 +251,8 @@ async def test_two_people_speaking_at_once_are_transcribed_separately(
     stack: Stack, alice_and_kenji: tuple[SyntheticCaller, SyntheticCaller]
 ) -> None:
     alice, kenji = alice_and_kenji
-    alice_says = await asyncio.to_thread(speech, "en", "Where is the nearest train station?")
-    kenji_says = await asyncio.to_thread(speech, "ja", "明日は雨が降りますか。")
+    alice_says = await asyncio.to_thread(speech, "en", STATION)
+    kenji_says = await asyncio.to_thread(speech, "ja", KENJI_ASKS)
     # Cross-talk: both speak over each other.
     await asyncio.gather(alice.say(*alice_says), kenji.say(*kenji_says))
     await wait_for(
@@ -253,8 +267,8 @@ async def test_two_people_speaking_at_once_are_transcribed_separately(
     # One stream each: each person's words on their own track, in their own language.
     assert {c.attributes["lk.transcribed_track_id"] for c in alice_source} == {alice.microphone_sid}
     assert {c.attributes["lk.transcribed_track_id"] for c in kenji_source} == {kenji.microphone_sid}
-    assert "station" in text_of(alice_source).lower(), alice_source
-    assert "雨" in text_of(kenji_source), kenji_source
+    assert keyword_share(text_of(alice_source), STATION_WORDS) >= 0.5, alice_source
+    assert bigram_share(text_of(kenji_source), KENJI_ASKS) >= 0.4, kenji_source
 
 
 async def test_a_speaker_leaving_mid_sentence_is_still_captioned_translated_and_stored(
@@ -276,9 +290,9 @@ async def test_a_speaker_leaving_mid_sentence_is_still_captioned_translated_and_
     )
     source = finals(kenji, "en", source=True)
     # Words she said before the cut (whisper-base hears this voice's "pizza" as "piece" in
-    # some runs, so that one word is not the test).
-    said = text_of(source).lower()
-    assert "order" in said and "mushrooms" in said, source
+    # some runs, so that word is not among them).
+    said = {"would", "like", "order", "large", "mushrooms"}
+    assert keyword_share(text_of(source), said) >= 0.6, source
     history = History(stack, room_name)
     ids = {c.attributes["lk.segment_id"] for c in source}
     segments = await history.wait_for_segments(ids)

@@ -17,12 +17,31 @@ from .speech.synth import espeak_wav, frames, read_wav, resample, silence
 
 pytestmark = pytest.mark.models
 
-SENTENCE = "please book a table for four people at seven tonight"
+# Content is asserted as a word error rate over a passage long enough for a bound to mean
+# something. A 10-word sentence left one or two words of margin: "at seven tonight" heard as
+# "at 7 to 9" was already WER 0.2, and another CPU's kernels or 8 kHz audio cost a word more.
+# On this passage whisper-base makes 0-1 errors in 32 words at 16 kHz and 3-4 at 8 kHz, alike
+# with CTranslate2 forced to GENERIC, AVX, AVX2 or AVX-512 (docs/speech-eval.md).
+PASSAGE = (
+    "good evening, I would like to book a table for four people at seven o'clock tonight, "
+    "near the window if possible, and one of us needs a chair for a small child"
+)
+# At most 4 words in 32 wrong on wideband audio; 9 on telephone-band audio.
+MAX_WER = 0.125
+MAX_WER_8KHZ = 0.28
 
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, int]:
-    pcm, rate, _ = read_wav(espeak_wav(SENTENCE, tmp_path_factory.mktemp("s") / "s.wav"))
+    pcm, rate, _ = read_wav(espeak_wav(PASSAGE, tmp_path_factory.mktemp("s") / "s.wav"))
+    return pcm, rate
+
+
+@pytest.fixture(scope="module")
+def short_speech(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, int]:
+    """One short sentence, for behaviour that needs no words checked."""
+    sentence = "please book a table for four people at seven tonight"
+    pcm, rate, _ = read_wav(espeak_wav(sentence, tmp_path_factory.mktemp("s") / "short.wav"))
     return pcm, rate
 
 
@@ -76,8 +95,15 @@ def normalize(text: str) -> str:
     return " ".join(words)
 
 
-def wer(hypothesis: str, reference: str = SENTENCE) -> float:
+def wer(hypothesis: str, reference: str = PASSAGE) -> float:
     return float(jiwer.wer(normalize(reference), normalize(hypothesis)))
+
+
+def heard(events: list[stt.SpeechEvent]) -> str:
+    """Every final, in order: where the VAD cuts a pause is not what these tests check."""
+    texts = finals(events)
+    assert texts, "no final transcript"
+    return " ".join(texts)
 
 
 @pytest.mark.parametrize("rate,channels", [(16000, 1), (24000, 1), (44100, 2), (48000, 2)])
@@ -89,19 +115,18 @@ async def test_any_rate_and_channel_count_is_transcribed(
     audio = np.concatenate(
         [silence(0.5, rate), resample(pcm, source_rate, rate), silence(1.0, rate)]
     )
-    events = await run_stream(make_stt("whisper-base"), frames(audio, rate, channels))
-    (text,) = finals(events)
-    assert wer(text) <= 0.2, text
+    text = heard(await run_stream(make_stt("whisper-base"), frames(audio, rate, channels)))
+    assert wer(text) <= MAX_WER, text
 
 
 async def test_telephone_band_audio_is_transcribed(speech: tuple[np.ndarray, int]) -> None:
-    """8 kHz (SIP) loses the band robotic consonants live in: the content words must survive."""
+    """8 kHz (SIP) loses the band robotic consonants live in: most words must survive."""
     pcm, source_rate = speech
     audio = np.concatenate(
         [silence(0.5, 8000), resample(pcm, source_rate, 8000), silence(1.0, 8000)]
     )
-    (text,) = finals(await run_stream(make_stt("whisper-base"), frames(audio, 8000)))
-    assert {"please", "table", "people"} <= set(normalize(text).split()), text
+    text = heard(await run_stream(make_stt("whisper-base"), frames(audio, 8000)))
+    assert wer(text) <= MAX_WER_8KHZ, text
 
 
 async def test_rate_change_mid_stream_is_not_an_error(speech: tuple[np.ndarray, int]) -> None:
@@ -113,14 +138,14 @@ async def test_rate_change_mid_stream_is_not_an_error(speech: tuple[np.ndarray, 
         48000,
     )
     second = frames(np.concatenate([resample(pcm, source_rate, 16000), silence(1.0, 16000)]), 16000)
-    texts = finals(await run_stream(make_stt("whisper-base"), first + second))
-    assert len(texts) == 2 and all(wer(t) <= 0.2 for t in texts), texts
+    text = heard(await run_stream(make_stt("whisper-base"), first + second))
+    assert wer(text, f"{PASSAGE} {PASSAGE}") <= MAX_WER, text
 
 
 async def test_interims_arrive_while_speaking_then_one_final(
-    speech: tuple[np.ndarray, int],
+    short_speech: tuple[np.ndarray, int],
 ) -> None:
-    pcm, rate = speech
+    pcm, rate = short_speech
     audio = np.concatenate([silence(0.3, rate), pcm, silence(1.0, rate)])
     events = await run_stream(make_stt(), frames(audio, rate), realtime=True)
     kinds = [e.type for e in events]
@@ -146,7 +171,7 @@ async def test_silence_and_noise_yield_no_transcript(kind: str) -> None:
 async def test_batch_recognize(speech: tuple[np.ndarray, int]) -> None:
     pcm, rate = speech
     event = await make_stt("whisper-base").recognize(frames(pcm, rate), language="en")
-    assert wer(event.alternatives[0].text) <= 0.2
+    assert wer(event.alternatives[0].text) <= MAX_WER, event.alternatives[0].text
 
 
 async def test_a_language_without_a_model_is_an_error_event_and_recognition_goes_on(
@@ -157,10 +182,10 @@ async def test_a_language_without_a_model_is_an_error_event_and_recognition_goes
     engine.on("error", errors.append)
     pcm, rate = speech
     audio = np.concatenate([silence(0.3, rate), pcm, silence(1.0, rate)])
-    texts = finals(await run_stream(engine, frames(audio, rate), language="tlh"))
+    text = heard(await run_stream(engine, frames(audio, rate), language="tlh"))
     (error,) = errors
     assert error.recoverable and "'tlh'" in str(error.error)
-    assert len(texts) == 1 and wer(texts[0]) <= 0.2, texts
+    assert wer(text) <= MAX_WER, text
 
 
 async def test_a_recording_longer_than_whisper_window_is_transcribed_in_full(
@@ -172,4 +197,4 @@ async def test_a_recording_longer_than_whisper_window_is_transcribed_in_full(
     audio = np.concatenate([pcm, silence(35.0, rate), pcm])
     event = await make_stt("whisper-base").recognize(frames(audio, rate), language="en")
     text = event.alternatives[0].text
-    assert wer(text, f"{SENTENCE} {SENTENCE}") <= 0.2, text
+    assert wer(text, f"{PASSAGE} {PASSAGE}") <= MAX_WER, text
