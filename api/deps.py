@@ -25,6 +25,7 @@ from .service_auth import (
     verify_service_token,
 )
 from .settings import Settings
+from .tokens import RejoinRefused, read_rejoin_ticket
 
 
 @dataclass
@@ -186,3 +187,21 @@ async def require_caller(request: Request, deps: Deps) -> CallerGrant:
 
 
 CallerDep = Annotated[CallerGrant, Depends(require_caller)]
+
+
+async def require_ticket(request: Request, deps: Deps) -> CallerGrant:
+    """A caller's rejoin ticket (see api/tokens.py): proof that it is this identity in this
+    room, for the few changes the API makes on its behalf."""
+    token = _bearer(request)
+    if not token:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing ticket", headers=_UNAUTHORIZED)
+    try:
+        room, identity = read_rejoin_ticket(deps.settings, token)
+    except RejoinRefused as exc:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "invalid or expired ticket", headers=_UNAUTHORIZED
+        ) from exc
+    return CallerGrant(room=room, identity=identity)
+
+
+TicketDep = Annotated[CallerGrant, Depends(require_ticket)]

@@ -31,7 +31,7 @@ def _from_nanos(value: int) -> datetime | None:
     return datetime.fromtimestamp(value / 1e9, UTC) if value > 0 else None
 
 
-def _room_mode(metadata: str) -> str | None:
+def room_mode(metadata: str) -> str | None:
     try:
         mode = json.loads(metadata or "{}").get("mode")
     except (json.JSONDecodeError, AttributeError):
@@ -67,7 +67,7 @@ def _conversation(session: Session, room: lkmodels.Room) -> Conversation:
     if room.name:
         found.room_name = room.name
     if found.mode is None:
-        found.mode = _room_mode(room.metadata)
+        found.mode = room_mode(room.metadata)
     return found
 
 

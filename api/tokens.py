@@ -7,19 +7,27 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
+import jwt
 from livekit import api as lkapi
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from agents.dialog import scenarios
 from agents.settings import AGENT_NAME
 
+from .languages import LANGUAGE_TAG_PATTERN
 from .settings import Settings
+from .text import plain_line
 
 RoomName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 Identity = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-# BCP 47 language tags as callers send them: "en", "ja", "pt-BR", "zh-Hant".
-Language = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$")]
-DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+# BCP 47 language tags as callers send them ("en", "ja", "pt-BR", "zh-Hant"), of a language
+# the speech-to-text serves.
+Language = Annotated[str, StringConstraints(pattern=LANGUAGE_TAG_PATTERN)]
+DisplayName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, strip_whitespace=True),
+    AfterValidator(plain_line),
+]
 
 # Identities of the platform's own participants; a caller may not pose as one.
 RESERVED_IDENTITY_PREFIXES = ("agent-", "kaiwa-", "recorder-", "sip_")
@@ -42,7 +50,12 @@ class TokenRequest(BaseModel):
         default=None, description="Room code to join; a new room is made when omitted."
     )
     identity: Identity | None = Field(
-        default=None, description="Reuse to rejoin as the same participant after a reload."
+        default=None,
+        description="Rejoin as this participant after a reload: needs `rejoin`, the ticket "
+        "that came with the first token for this room and identity.",
+    )
+    rejoin: str | None = Field(
+        default=None, max_length=2048, description="The rejoin ticket of `identity`."
     )
     scenario: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")] | None = None
     record: bool = Field(
@@ -56,6 +69,11 @@ class TokenResponse(BaseModel):
     room: str
     identity: str
     expires_at: datetime
+    rejoin: str = Field(
+        description="Proof that this caller is `identity` in `room`: send it with `identity` "
+        "to rejoin after a reload, and as the bearer token of /api/call/language and "
+        "/api/call/leave. Keep it with the call (the page: sessionStorage)."
+    )
 
 
 class UnknownScenarioError(ValueError):
@@ -64,6 +82,70 @@ class UnknownScenarioError(ValueError):
 
 class ReservedIdentityError(ValueError):
     pass
+
+
+class RejoinRefused(ValueError):
+    """An identity asked for without a valid rejoin ticket for it and the room."""
+
+
+# A ticket outlives its LiveKit token (which LiveKit refreshes while connected): it must
+# last as long as a call may.
+REJOIN_TICKET_TTL = timedelta(hours=6)
+# Tells a rejoin ticket from every other token signed with the same secret.
+REJOIN_AUDIENCE = "kaiwa-rejoin"
+
+
+def mint_rejoin_ticket(settings: Settings, room: str, identity: str) -> str:
+    now = datetime.now(UTC)
+    claims = {
+        "iss": settings.livekit_api_key,
+        "aud": REJOIN_AUDIENCE,
+        "sub": identity,
+        "room": room,
+        "iat": int(now.timestamp()),
+        "exp": int((now + REJOIN_TICKET_TTL).timestamp()),
+    }
+    return jwt.encode(claims, settings.livekit_api_secret, algorithm="HS256")
+
+
+def read_rejoin_ticket(settings: Settings, ticket: str) -> tuple[str, str]:
+    """(room, identity) of a genuine, current ticket. Raises RejoinRefused."""
+    try:
+        claims = jwt.decode(
+            ticket,
+            settings.livekit_api_secret,
+            algorithms=["HS256"],
+            audience=REJOIN_AUDIENCE,
+            issuer=settings.livekit_api_key,
+            options={"require": ["exp", "iss", "aud", "sub"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise RejoinRefused("not a valid rejoin ticket") from exc
+    room, identity = claims.get("room"), claims.get("sub")
+    if not isinstance(room, str) or not isinstance(identity, str):
+        raise RejoinRefused("not a valid rejoin ticket")
+    return room, identity
+
+
+def refuse_reserved(identity: str) -> None:
+    if identity.lower().startswith(RESERVED_IDENTITY_PREFIXES):
+        raise ReservedIdentityError(f"identity {identity!r} is reserved for the platform")
+
+
+def rejoining(settings: Settings, request: TokenRequest) -> bool:
+    """Whether the request rejoins as an identity it owns. Raises RejoinRefused when it names
+    an identity without the ticket for it and the room: anyone who knows a call's room code
+    could otherwise take a caller's place (LiveKit drops the older of two participants with
+    one identity)."""
+    if request.identity is None:
+        return False
+    refuse_reserved(request.identity)
+    if request.rejoin is None:
+        raise RejoinRefused("rejoining as an identity needs its rejoin ticket")
+    room, identity = read_rejoin_ticket(settings, request.rejoin)
+    if identity != request.identity or room != request.room:
+        raise RejoinRefused("the rejoin ticket is for another room or identity")
+    return True
 
 
 def caller_grants(room: str) -> lkapi.VideoGrants:
@@ -75,8 +157,9 @@ def caller_grants(room: str) -> lkapi.VideoGrants:
         can_subscribe=True,
         # Callers send nothing but their voice; captions and state come from agents.
         can_publish_data=False,
-        # Lets the app change its own `language` attribute mid-call without a new token.
-        can_update_own_metadata=True,
+        # Attributes have one writer, the API (PUT /api/call/language): a caller who could set
+        # its own could pose as an agent (`lk.agent.state`) or claim a language no engine has.
+        can_update_own_metadata=False,
         room_admin=False,
         room_create=False,
         room_list=False,
@@ -88,8 +171,7 @@ def caller_grants(room: str) -> lkapi.VideoGrants:
 
 def mint_caller_token(settings: Settings, request: TokenRequest) -> TokenResponse:
     identity = request.identity or f"caller-{secrets.token_hex(6)}"
-    if identity.lower().startswith(RESERVED_IDENTITY_PREFIXES):
-        raise ReservedIdentityError(f"identity {identity!r} is reserved for the platform")
+    refuse_reserved(identity)
     if request.scenario is not None and request.scenario not in scenarios.load(
         settings.scenarios_file
     ):
@@ -123,4 +205,5 @@ def mint_caller_token(settings: Settings, request: TokenRequest) -> TokenRespons
         room=room,
         identity=identity,
         expires_at=datetime.now(UTC) + ttl,
+        rejoin=mint_rejoin_ticket(settings, room, identity),
     )

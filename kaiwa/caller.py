@@ -19,8 +19,6 @@ import httpx
 import numpy as np
 from livekit import rtc
 
-from api.tokens import CALLER_ENDED_ATTRIBUTE
-
 TRANSCRIPTION_TOPIC = "lk.transcription"
 FRAME_MS = 10
 # A played file goes out in larger frames: the SDK cuts them into 10 ms packets itself, and a
@@ -124,6 +122,8 @@ class SyntheticCaller:
     language: str = "en"
     room_name: str | None = None
     identity: str | None = None
+    # The rejoin ticket that came with the first token: proof of `identity` in `room_name`.
+    rejoin: str | None = None
     # Bounded: a caller left listening for a long bench keeps at most this much audio.
     max_heard_frames: int = 100 * 60 * 10
     # In an interpreted call an app hears the interpreter's track in its own language, not
@@ -145,6 +145,7 @@ class SyntheticCaller:
             body["room"] = self.room_name
         if self.identity:
             body["identity"] = self.identity
+            body["rejoin"] = self.rejoin
         body.update(extra)
         async with httpx.AsyncClient(base_url=self.api_url, timeout=10) as client:
             response = await client.post("/api/token", json=body)
@@ -155,6 +156,7 @@ class SyntheticCaller:
     async def join(self, **extra: Any) -> None:
         self.grant = await self.request_token(**extra)
         self.room_name, self.identity = self.grant["room"], self.grant["identity"]
+        self.rejoin = self.grant["rejoin"]
         self.room.on("track_subscribed", self._on_track_subscribed)
         self.room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._on_text_stream)
         if self.listens_to_translations:
@@ -188,10 +190,18 @@ class SyntheticCaller:
                     self._choose(publication)
 
     async def set_language(self, language: str) -> None:
-        """Switch language mid-call, as the app does: the attribute, then the tracks."""
+        """Switch language mid-call, as the app does: the API sets the attribute, then the
+        caller picks its tracks."""
+        response = await self._as_caller("PUT", "/api/call/language", json={"language": language})
+        response.raise_for_status()
         self.language = language
-        await self.room.local_participant.set_attributes({"language": language})
         self._choose_all()
+
+    async def _as_caller(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request to the API on this caller's behalf, with its rejoin ticket."""
+        headers = {"Authorization": f"Bearer {self.rejoin}"}
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=10) as client:
+            return await client.request(method, path, headers=headers, **kwargs)
 
     def _on_track_subscribed(
         self,
@@ -320,8 +330,5 @@ class SyntheticCaller:
                 await task
         if ended and self.room.isconnected():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self.room.local_participant.set_attributes({CALLER_ENDED_ATTRIBUTE: "true"}),
-                    2.0,
-                )
+                await asyncio.wait_for(self._as_caller("POST", "/api/call/leave"), 2.0)
         await self.room.disconnect()

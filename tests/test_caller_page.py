@@ -60,9 +60,23 @@ def _microphone(folder: Path, language: str, text: str, *, lead_s: float) -> Pat
     return write_wav(folder / f"{language}.wav", samples, rate, lead_s=lead_s, tail_s=40)
 
 
+# Whatever the page's Content-Security-Policy blocks, kept for the test to read.
+CSP_PROBE = """
+window.__blocked = [];
+document.addEventListener("securitypolicyviolation", (e) =>
+  window.__blocked.push(`${e.violatedDirective} ${e.blockedURI}`));
+"""
+
+
+async def _blocked_by_csp(page: Page) -> list[str]:
+    blocked: list[str] = await page.evaluate("window.__blocked")
+    return blocked
+
+
 async def _open(browser: Browser, url: str, viewport: ViewportSize = PHONE) -> Page:
     context = await browser.new_context(viewport=viewport, permissions=["microphone"])
     await context.add_init_script(AUDIO_PROBE)
+    await context.add_init_script(CSP_PROBE)
     page = await context.new_page()
     await page.goto(url)
     return page
@@ -145,6 +159,7 @@ async def test_dialog_page_hears_the_agent_and_keeps_every_turn_across_a_reload(
         (track,) = await _audio_tracks(page)
         assert track["from"].startswith("agent-")
         assert (await _loudest(page))[track["name"]] > 0.02
+        assert await _blocked_by_csp(page) == []
 
         # Reload mid-call: every turn stays, once; the question, asked again, is answered.
         history = History(stack, await page.locator("#room-name").inner_text())
@@ -182,6 +197,7 @@ class InterpretedCall:
     japanese: Page
     room: str
     history: History
+    api_url: str
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +218,7 @@ async def interpreted(
         room = await _join(english, "Emma", "interpret", "en")
         japanese = await _open(ja_browser, stack.cfg.api_url)
         await _join(japanese, "Kenji", "interpret", "ja", room)
-        yield InterpretedCall(english, japanese, room, History(stack, room))
+        yield InterpretedCall(english, japanese, room, History(stack, room), stack.cfg.api_url)
         for page in (english, japanese):
             await page.context.close()
 
@@ -238,6 +254,8 @@ async def test_each_page_reads_and_hears_the_other_in_its_own_language(
         return any(peak > 0.02 for name, peak in loudest.items() if name.endswith("-ja"))
 
     await _poll(translated_voice_heard, REPLY_TIMEOUT_MS / 1000, "the ja voice on the ja page")
+    # The whole call ran under the page's Content-Security-Policy, with nothing blocked.
+    assert await _blocked_by_csp(en) == [] and await _blocked_by_csp(ja) == []
 
 
 async def _poll(check: Any, timeout_s: float, what: str) -> None:
@@ -297,6 +315,20 @@ async def test_reload_keeps_every_line_once(
     ids_before = [r["id"] for r in before]
     assert [r["id"] for r in after][: len(before)] == ids_before
     assert len(after) > len(before)
+
+    # The reload came back with the call's rejoin ticket. A new browser has none: with the
+    # same room code it joins as somebody new, and Emma keeps her place.
+    assert await en.evaluate("JSON.parse(sessionStorage.getItem('kaiwa.call')).rejoin")
+    browser = en.context.browser
+    assert browser is not None
+    stranger = await _open(browser, interpreted.api_url)
+    try:
+        await _join(stranger, "Eve", "interpret", "en", interpreted.room)
+        eve = await stranger.evaluate("JSON.parse(sessionStorage.getItem('kaiwa.call')).identity")
+        assert eve != identity
+        await expect(en.locator("#connection")).to_have_text("connected")
+    finally:
+        await stranger.context.close()
 
 
 async def test_network_drop_shows_reconnecting_and_recovers(

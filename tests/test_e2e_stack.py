@@ -239,7 +239,7 @@ async def test_token_requests_are_validated(stack: Stack) -> None:
         good = await client.post("/api/token", json={"name": "x", "language": "vi"})
         assert good.status_code == 200
         assert good.headers["cache-control"] == "no-store"
-        assert set(good.json()) == {"url", "token", "room", "identity", "expires_at"}
+        assert set(good.json()) == {"url", "token", "room", "identity", "expires_at", "rejoin"}
 
 
 def _b64decode(part: str) -> bytes:

@@ -9,12 +9,17 @@ import jwt
 import pytest
 from pydantic import ValidationError
 
+from agents.stt.whisper import WHISPER_LANGUAGES
+from api.languages import SUPPORTED_LANGUAGES
 from api.settings import Settings
 from api.tokens import (
+    RejoinRefused,
     ReservedIdentityError,
     TokenRequest,
     UnknownScenarioError,
     mint_caller_token,
+    read_rejoin_ticket,
+    rejoining,
 )
 
 pytestmark = pytest.mark.unit
@@ -45,6 +50,8 @@ def test_token_grants_only_joining_the_exact_room() -> None:
         "recorder",
         "ingressAdmin",
         "destinationRoom",
+        # Attributes have one writer, the API: a caller could otherwise pose as an agent.
+        "canUpdateOwnMetadata",
     ):
         assert not video.get(forbidden), forbidden
     claims = claims_of(minted.token)
@@ -110,3 +117,38 @@ def test_a_known_scenario_is_carried_to_the_agent_and_an_unknown_one_refused() -
     assert json.loads(dispatch["metadata"])["scenario"] == "cafe-ja-beginner"
     with pytest.raises(UnknownScenarioError):
         mint_caller_token(SETTINGS, TokenRequest(name="Aiko", scenario="no-such-scenario"))
+
+
+def test_the_ticket_proves_one_identity_in_one_room() -> None:
+    minted = mint_caller_token(SETTINGS, TokenRequest(name="Aiko", room="r1"))
+    assert read_rejoin_ticket(SETTINGS, minted.rejoin) == ("r1", minted.identity)
+    back = TokenRequest(name="Aiko", room="r1", identity=minted.identity, rejoin=minted.rejoin)
+    assert rejoining(SETTINGS, back) is True
+    assert rejoining(SETTINGS, TokenRequest(name="Aiko", room="r1")) is False
+    for forged in (
+        back.model_copy(update={"rejoin": None}),
+        back.model_copy(update={"room": "r2"}),
+        back.model_copy(update={"identity": "caller-someone-else"}),
+        back.model_copy(update={"rejoin": minted.token}),  # a LiveKit token is no ticket
+        back.model_copy(update={"rejoin": minted.rejoin[:-2] + "xx"}),
+    ):
+        with pytest.raises(RejoinRefused):
+            rejoining(SETTINGS, forged)
+    other = Settings(livekit_api_key="key", livekit_api_secret="t" * 40)
+    with pytest.raises(RejoinRefused):
+        read_rejoin_ticket(other, minted.rejoin)
+
+
+def test_the_ticket_opens_no_livekit_room() -> None:
+    minted = mint_caller_token(SETTINGS, TokenRequest(name="Aiko", room="r1"))
+    claims = jwt.decode(
+        minted.rejoin, "s" * 40, algorithms=["HS256"], audience="kaiwa-rejoin", issuer="key"
+    )
+    assert "video" not in claims and "kaiwa" not in claims
+
+
+def test_supported_languages_are_the_speech_to_texts() -> None:
+    assert SUPPORTED_LANGUAGES == WHISPER_LANGUAGES
+    with pytest.raises(ValidationError):
+        TokenRequest(name="A", language="xx")
+    assert TokenRequest(name="A", language="pt-BR").language == "pt-BR"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import aiohttp
 from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.concurrency import run_in_threadpool
+from livekit import api as lkapi
+from pydantic import BaseModel
 
 from ..conversations import room_transcript
-from ..deps import CallerDep, Deps
+from ..deps import CallerDep, CallerGrant, Deps, TicketDep
 from ..schemas import Transcript
+from ..tokens import CALLER_ENDED_ATTRIBUTE, LANGUAGE_ATTRIBUTE, Language
 
 router = APIRouter(
     tags=["call"],
@@ -36,3 +40,43 @@ async def call_transcript(caller: CallerDep, deps: Deps, response: Response) -> 
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no conversation in this room yet")
     response.headers["Cache-Control"] = "no-store"
     return found
+
+
+class LanguageChange(BaseModel):
+    language: Language
+
+
+async def _set_attributes(deps: Deps, caller: CallerGrant, values: dict[str, str]) -> None:
+    """The API is the one writer of a caller's attributes: callers' tokens cannot set them."""
+    request = lkapi.UpdateParticipantRequest(
+        room=caller.room, identity=caller.identity, attributes=values
+    )
+    try:
+        await deps.livekit.room.update_participant(request)
+    except lkapi.TwirpError as exc:
+        if exc.code == "not_found":
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "not in this call now") from exc
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "LiveKit unavailable") from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "LiveKit unavailable") from exc
+
+
+TICKET_RESPONSES: dict[int | str, dict[str, str]] = {
+    401: {"description": "No rejoin ticket, or an invalid or expired one"},
+    404: {"description": "The ticket's participant is not in its call now"},
+    503: {"description": "LiveKit cannot be reached"},
+}
+
+
+@router.put("/api/call/language", status_code=204, responses=TICKET_RESPONSES)
+async def change_language(body: LanguageChange, caller: TicketDep, deps: Deps) -> None:
+    """Switch the caller's language mid-call (`Authorization: Bearer <rejoin ticket>`):
+    agents read the `language` attribute live, and interpret into the new language."""
+    await _set_attributes(deps, caller, {LANGUAGE_ATTRIBUTE: body.language})
+
+
+@router.post("/api/call/leave", status_code=204, responses=TICKET_RESPONSES)
+async def leave(caller: TicketDep, deps: Deps) -> None:
+    """Say the caller is leaving on purpose, just before it disconnects: a dialog then ends
+    at once, rather than waiting for a reload to come back (docs/mobile.md)."""
+    await _set_attributes(deps, caller, {CALLER_ENDED_ATTRIBUTE: "true"})

@@ -11,12 +11,15 @@ from redis.exceptions import RedisError
 from agents.dialog import scenarios
 
 from ..deps import Deps
+from ..history import room_mode
 from ..tokens import (
+    RejoinRefused,
     ReservedIdentityError,
     TokenRequest,
     TokenResponse,
     UnknownScenarioError,
     mint_caller_token,
+    rejoining,
 )
 
 router = APIRouter(tags=["tokens"])
@@ -25,6 +28,10 @@ router = APIRouter(tags=["tokens"])
 @router.post(
     "/api/token",
     responses={
+        403: {
+            "description": "An identity without its rejoin ticket, or a second person for "
+            "a dialog call"
+        },
         404: {"description": "No call is going on in the room of that code"},
         409: {"description": "The room is full"},
         422: {"description": "Invalid room, identity, language, mode or scenario"},
@@ -48,7 +55,13 @@ async def create_token(
             "too many token requests; try again later",
             headers={"Retry-After": str(retry_after)},
         )
-    if body.room is not None:
+    try:
+        rejoin = rejoining(deps.settings, body)
+    except ReservedIdentityError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    except RejoinRefused as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from exc
+    if body.room is not None and not rejoin:
         await _check_room_open(deps, body.room)
     try:
         minted = mint_caller_token(deps.settings, body)
@@ -68,6 +81,10 @@ async def _check_room_open(deps: Deps, name: str) -> None:
     if not listed.rooms:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no call with room code {name!r}")
     room = listed.rooms[0]
+    if room_mode(room.metadata) == "dialog":
+        # A dialog is one caller's conversation with the agent: nobody else may listen in
+        # by its room code. (Its own caller comes back with a rejoin ticket.)
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a dialog call has one caller")
     if not room.max_participants:
         return
     # The room's own num_participants lags joins by seconds: count the participants, as

@@ -103,12 +103,29 @@ async function requestToken(body) {
   throw new Error(detail || `The server refused the request (${response.status}).`);
 }
 
+// A change the API makes on the caller's behalf, proven by the call's rejoin ticket.
+async function asCaller(method, path, body = undefined) {
+  const response = await fetch(path, {
+    method,
+    headers: {
+      Authorization: `Bearer ${call.rejoin}`,
+      ...(body ? { "Content-Type": "application/json" } : {}),
+    },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  if (!response.ok) throw new Error(`${path}: ${response.status}`);
+}
+
 // ---- joining ---------------------------------------------------------------------------
 
 function tokenRequest(saved) {
   const body = { name: saved.name, mode: saved.mode, language: saved.language };
   if (saved.room) body.room = saved.room;
-  if (saved.identity) body.identity = saved.identity;
+  // Rejoining as the same identity needs the ticket that came with the first token.
+  if (saved.identity && saved.rejoin) {
+    body.identity = saved.identity;
+    body.rejoin = saved.rejoin;
+  }
   if (saved.scenario && saved.mode === "dialog") body.scenario = saved.scenario;
   return body;
 }
@@ -127,6 +144,7 @@ async function join(request) {
     ...request,
     room: grant.room,
     identity: grant.identity,
+    rejoin: grant.rejoin,
     startedAt: request.startedAt || Date.now(),
   };
   sessionStorage.setItem(SAVED_CALL, JSON.stringify(call));
@@ -374,8 +392,11 @@ async function listMicrophones() {
 function setLanguage(language) {
   call.language = language;
   sessionStorage.setItem(SAVED_CALL, JSON.stringify(call));
-  // Agents read the attribute live: the interpreter starts a voice in the new language.
-  room?.localParticipant.setAttributes({ language });
+  // Agents read the attribute live: the interpreter starts a voice in the new language. The
+  // API sets it (a caller's token cannot), after checking the language.
+  asCaller("PUT", "/api/call/language", { language }).catch(() =>
+    showError("Could not switch the language. Try again."),
+  );
   updateAllSubscriptions();
   renderCaptions();
 }
@@ -576,7 +597,7 @@ $("start-audio").addEventListener("click", () => room?.startAudio());
 $("leave").addEventListener("click", async () => {
   leaving = true;
   // The call is over, not a reload the agent should wait for (docs/mobile.md).
-  const told = room?.localParticipant.setAttributes({ "kaiwa.ended": "true" });
+  const told = call ? asCaller("POST", "/api/call/leave") : null;
   await Promise.race([told, new Promise((resolve) => setTimeout(resolve, 1000))]).catch(
     () => {},
   );

@@ -1,0 +1,21 @@
+"""The languages a caller may speak or listen in: those the offline speech-to-text hears.
+
+Whisper's list (faster-whisper's tokenizer), written out so that the API need not load the
+speech engines to check a request; tests/test_tokens.py keeps the two lists equal.
+"""
+
+from __future__ import annotations
+
+SUPPORTED_LANGUAGES = frozenset(
+    """
+    af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha
+    haw he hi hr ht hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr
+    ms mt my ne nl nn no oc pa pl ps pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg
+    th tk tl tr tt uk ur uz vi yi yo yue zh
+    """.split()
+)
+
+
+# A BCP 47 tag ("en", "pt-BR", "zh-Hant") whose language is one we serve, as one pattern so
+# that the OpenAPI schema says what the API accepts.
+LANGUAGE_TAG_PATTERN = "^(" + "|".join(sorted(SUPPORTED_LANGUAGES)) + r")(-[A-Za-z0-9]{2,8}){0,2}$"
