@@ -42,6 +42,7 @@ class SegmentStore:
         self._task: asyncio.Task[None] | None = None
         self.stored = 0
         self.refused = 0
+        self._batch = BATCH
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="segment-store")
@@ -76,8 +77,9 @@ class SegmentStore:
                 delay = min(delay * 2, RETRY_MAX_S)
 
     async def _post_batch(self) -> bool:
-        """True when the batch was settled: each segment stored, or refused for good."""
-        batch = [self._buffer[i] for i in range(min(BATCH, len(self._buffer)))]
+        """True when the next post may go at once: the batch was settled (each segment stored
+        or refused for good), or was too large and a smaller one is due. False: back off."""
+        batch = [self._buffer[i] for i in range(min(self._batch, len(self._buffer)))]
         token = mint_service_token(self._key, self._secret, ttl_s=60)
         try:
             response = await self._client.post(
@@ -96,6 +98,11 @@ class SegmentStore:
                 extra={"status": response.status_code},
             )
             return False
+        if response.status_code == 413 and len(batch) > 1:
+            # Long texts with many translations: the API's body limit takes fewer at a time.
+            self._batch = max(1, len(batch) // 2)
+            logger.info("history API took a smaller batch", extra={"batch": self._batch})
+            return True
         for _ in batch:
             self._buffer.popleft()
         if response.is_success:

@@ -21,6 +21,9 @@ class AgentSettings(BaseSettings):
     livekit_api_secret: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     agent_http_port: int = 8081
+    # The worker's health endpoint listens on loopback unless a deployment says otherwise
+    # (a Kubernetes probe reaches the pod's address: infra/k8s sets 0.0.0.0).
+    agent_http_host: str = "127.0.0.1"
     # Load the offline engines when the worker starts (False for cloud-only workers).
     agent_prewarm: bool = True
     stt_model: str = "whisper-base"

@@ -94,6 +94,7 @@ call_slots = CallSlots(settings.agent_max_sessions)
 # loaded once per worker and shared by every call (a process per job would load them per
 # call). Inference runs in native code that releases the GIL.
 server = AgentServer(
+    host=settings.agent_http_host,
     port=settings.agent_http_port,
     num_idle_processes=settings.agent_idle_processes,
     job_executor_type=JobExecutorType.THREAD,

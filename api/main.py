@@ -6,10 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from .deps import Resources
+from .errors import validation_error
 from .logs import setup_logging
+from .middleware import BodyLimit, SecurityHeaders, content_security_policy
 from .routes import admin, call, health, history, recordings, segments, token, webhook
 from .settings import Settings, get_settings
 
@@ -28,6 +32,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await resources.aclose()
 
     app = FastAPI(title="Kaiwa API", version="0.1.0", lifespan=lifespan)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        # The webhook route reads and limits its raw body itself (it signs the raw bytes).
+        exempt=("/livekit/webhook",),
+    )
+    app.add_middleware(
+        SecurityHeaders,
+        csp=content_security_policy(
+            settings.client_livekit_url,
+            # Presigned recording URLs; AWS's own endpoints when none is configured.
+            [settings.s3_public_endpoint_url or settings.s3_endpoint_url or "https:"],
+        ),
+    )
+    if settings.forwarded_allow_ips:
+        # Outermost, so that the rate limits count the client behind a trusted proxy. The
+        # server itself runs without proxy headers (kaiwa.stack.services, infra/Dockerfile).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     app.include_router(health.router)
     app.include_router(token.router)
     app.include_router(call.router)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Field,
     PlainValidator,
@@ -15,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from .text import valid_unicode
 from .tokens import Language
 
 # Server-side ids (uuid4 hex): the only form a conversation or recording id takes.
@@ -24,7 +26,9 @@ RoomSid = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 # Any LiveKit identity our platform makes (callers, agent-AJ_..., sip_+1555...), and
 # nothing that would need escaping in a WebVTT voice tag.
 ParticipantIdentity = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:+@=-]{1,128}$")]
-SegmentText = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+SegmentText = Annotated[
+    str, StringConstraints(min_length=1, max_length=4000), AfterValidator(valid_unicode)
+]
 # A dialog turn's speaker: the caller, or the agent.
 Role = Literal["user", "agent"]
 EngineName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{1,64}$")]
@@ -255,7 +259,7 @@ class CallReportStored(BaseModel):
 
 
 class AdminLogin(BaseModel):
-    password: str = Field(max_length=1024)
+    password: Annotated[str, Field(max_length=1024), AfterValidator(valid_unicode)]
 
 
 class AdminSession(BaseModel):

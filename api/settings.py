@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     s3_secret_key: str = ""
     s3_bucket: str = "kaiwa-recordings"
     s3_region: str = "us-east-1"
+    # Where recordings' objects live in the bucket (the recorder's RECORDER_PREFIX): an egress
+    # report naming a key outside it is refused.
+    recorder_prefix: str = Field(default="recordings/", pattern=r"^([A-Za-z0-9_-]+/)*$")
 
     admin_password: str = "admin"
     # An admin console session; the console signs in again after this.
@@ -65,6 +68,12 @@ class Settings(BaseSettings):
     token_rate_window_s: int = Field(default=60, ge=1)
 
     webhook_max_body_bytes: int = 1 << 20
+    # Every other request body; larger ones get 413 before they are read whole. Agents'
+    # segment batches are the largest bodies (50 segments with their translations).
+    max_body_bytes: int = Field(default=512 * 1024, ge=1024)
+    # Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed ("10.0.0.1,10.0.0.0/8",
+    # or "*"). Empty: none, so a client cannot pick the address its rate limits count under.
+    forwarded_allow_ips: str = ""
     web_dir: Path = REPO_ROOT / "web" / "dist"
 
     @property

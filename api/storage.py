@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 CHUNK_BYTES = 64 * 1024
 DEFAULT_AUDIO_TYPE = "audio/ogg"
@@ -22,6 +22,10 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 class ObjectMissing(Exception):
     pass
+
+
+class StorageUnavailable(Exception):
+    """S3 answered with an error other than "not found", or could not be reached."""
 
 
 class RangeNotSatisfiable(Exception):
@@ -94,9 +98,12 @@ def head(client: Any, bucket: str, key: str) -> tuple[int, str]:
     try:
         found = client.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        code = exc.response.get("Error", {}).get("Code")
+        if code in ("404", "NoSuchKey", "NotFound"):
             raise ObjectMissing(key) from exc
-        raise
+        raise StorageUnavailable(f"S3 answered {code}") from exc
+    except BotoCoreError as exc:
+        raise StorageUnavailable(exc.__class__.__name__) from exc
     content_type = str(found.get("ContentType") or "")
     if not content_type.startswith("audio/"):
         content_type = DEFAULT_AUDIO_TYPE

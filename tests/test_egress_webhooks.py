@@ -52,10 +52,10 @@ def test_started_updated_ended_make_one_complete_recording(
                 updated_s=T0 + 62,
                 started_s=T0,
                 ended_s=T0 + 61.5,
-                filename="rooms/dialog-abc/EG_test.ogg",
+                filename="recordings/dialog-abc/EG_test.ogg",
                 size=123_456,
                 duration_s=61.5,
-                manifest="rooms/dialog-abc/EG_test.json",
+                manifest="recordings/dialog-abc/EG_test.json",
             ),
         ),
     ]
@@ -67,10 +67,10 @@ def test_started_updated_ended_make_one_complete_recording(
     assert seen == ["starting", "active", "complete"]
     assert recording.kind == "room"
     assert recording.partial is False
-    assert recording.object_key == "rooms/dialog-abc/EG_test.ogg"
+    assert recording.object_key == "recordings/dialog-abc/EG_test.ogg"
     assert recording.size == 123_456
     assert recording.duration_s == pytest.approx(61.5)
-    assert recording.manifest_key == "rooms/dialog-abc/EG_test.json"
+    assert recording.manifest_key == "recordings/dialog-abc/EG_test.json"
     assert recording.started_at is not None and recording.ended_at is not None
     # Nanoseconds in, seconds apart out.
     assert (recording.ended_at - recording.started_at).total_seconds() == pytest.approx(61.5)
@@ -92,7 +92,7 @@ def test_duplicate_event_id_makes_one_row(sessions: sessionmaker[Session]) -> No
 def test_late_update_does_not_undo_completion(sessions: sessionmaker[Session]) -> None:
     """Ended arrives before updated (retries, several senders): complete stays complete."""
     ended = events.egress_info(
-        "complete", updated_s=T0 + 60, ended_s=T0 + 60, filename="a.ogg", size=10
+        "complete", updated_s=T0 + 60, ended_s=T0 + 60, filename="recordings/a.ogg", size=10
     )
     late = events.egress_info("active", updated_s=T0 + 5)
     apply_event(sessions, events.egress_event("egress_ended", ended))
@@ -103,12 +103,12 @@ def test_late_update_does_not_undo_completion(sessions: sessionmaker[Session]) -
     )
     (recording,) = recordings(sessions)
     assert recording.status == "complete"
-    assert recording.object_key == "a.ogg"
+    assert recording.object_key == "recordings/a.ogg"
 
 
 def test_newer_report_in_the_same_stage_wins(sessions: sessionmaker[Session]) -> None:
     newer = events.egress_info("failed", updated_s=T0 + 9, error="uploader gave up")
-    older = events.egress_info("complete", updated_s=T0 + 8, filename="a.ogg", size=10)
+    older = events.egress_info("complete", updated_s=T0 + 8, filename="recordings/a.ogg", size=10)
     apply_event(sessions, events.egress_event("egress_ended", newer))
     apply_event(sessions, events.egress_event("egress_ended", older))
     (recording,) = recordings(sessions)
@@ -122,7 +122,7 @@ def test_failed_with_a_file_is_partial(sessions: sessionmaker[Session]) -> None:
         updated_s=T0 + 30,
         started_s=T0,
         ended_s=T0 + 29,
-        filename="rooms/x/EG_test.ogg",
+        filename="recordings/x/EG_test.ogg",
         size=4096,
         error="S3 upload failed; partial file kept",
     )
@@ -196,7 +196,9 @@ def test_signed_egress_webhook_through_the_endpoint(database_url: str, tmp_path:
         database_url=database_url,
         web_dir=tmp_path / "no-web",
     )
-    info = events.egress_info("complete", updated_s=time.time(), filename="a.ogg", size=5)
+    info = events.egress_info(
+        "complete", updated_s=time.time(), filename="recordings/a.ogg", size=5
+    )
     body = events.as_body(events.egress_event("egress_ended", info))
     with TestClient(create_app(settings)) as client:
         headers = {"Authorization": sign_webhook(body, key, secret)}
@@ -214,6 +216,6 @@ def test_signed_egress_webhook_through_the_endpoint(database_url: str, tmp_path:
     try:
         with make_sessionmaker(engine)() as session:
             (recording,) = session.scalars(select(Recording))
-            assert (recording.status, recording.object_key) == ("complete", "a.ogg")
+            assert (recording.status, recording.object_key) == ("complete", "recordings/a.ogg")
     finally:
         engine.dispose()

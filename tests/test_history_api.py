@@ -117,7 +117,7 @@ def history(services_config: StackConfig, database_url: str, tmp_path: Path) -> 
             room_id="RM_a",
             started_s=started + 1,
             ended_s=started + 299,
-            filename="rooms/dialog-aaa/EG_room_a.ogg",
+            filename="recordings/dialog-aaa/EG_room_a.ogg",
             size=1000,
             duration_s=298,
         )
@@ -130,7 +130,7 @@ def history(services_config: StackConfig, database_url: str, tmp_path: Path) -> 
             identity="caller-1",
             started_s=started + 3,
             ended_s=started + 299,
-            filename="rooms/dialog-aaa/EG_caller_a.ogg",
+            filename="recordings/dialog-aaa/EG_caller_a.ogg",
             size=500,
         )
         send(client, settings, events.egress_event("egress_ended", room_recording))

@@ -61,8 +61,8 @@ def recorded(
     settings = api_settings(s3_server, database_url, tmp_path)
     s3 = s3_client(s3_server)
     egress_id = f"EG_{os.urandom(6).hex()}"
-    key = f"rooms/dialog-rec/{egress_id}.ogg"
-    manifest = f"rooms/dialog-rec/{egress_id}.json"
+    key = f"recordings/dialog-rec/{egress_id}.ogg"
+    manifest = f"recordings/dialog-rec/{egress_id}.json"
     s3.put_object(Bucket=s3_server.s3_bucket, Key=key, Body=AUDIO, ContentType="audio/ogg")
     s3.put_object(Bucket=s3_server.s3_bucket, Key=manifest, Body=b"{}")
     now = time.time()
@@ -244,3 +244,17 @@ def test_delete_removes_objects_writes_audit_and_hides(recorded: Recorded) -> No
     ):
         assert recorded.get(path).status_code == 404, path
     assert recorded.get("/api/conversations").json()["items"] == []
+
+
+def test_an_s3_error_during_playback_is_a_502_with_a_message(
+    recorded: Recorded, s3_server: StackConfig, database_url: str, tmp_path: Path
+) -> None:
+    """S3 answering with an error other than "not found" (here: credentials it refuses) is
+    a bad gateway with a message, not a 500."""
+    broken = api_settings(s3_server, database_url, tmp_path, s3_secret_key="x" * 40)
+    with client_for(broken) as client:
+        response = client.get(
+            f"/api/recordings/{recorded.recording_id}/audio", headers=admin_headers(broken)
+        )
+    assert response.status_code == 502, response.text
+    assert "recording store" in response.json()["detail"]

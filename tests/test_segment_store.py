@@ -167,3 +167,30 @@ async def test_segments_left_when_the_call_ends_are_counted_as_lost(
         assert store.stored == 0
     finally:
         await asyncio.to_thread(api.stop)
+
+
+async def test_a_batch_over_the_body_limit_is_posted_in_smaller_ones(
+    api_config: StackConfig,
+) -> None:
+    """Long texts: the API's body limit (413) makes the store post fewer at a time, and
+    nothing is dropped."""
+    small_bodies = replace(api_config, extra_env={"MAX_BODY_BYTES": "20000"})
+    api = api_service(small_bodies)
+    await asyncio.to_thread(api.start)
+    await asyncio.to_thread(api.wait_ready)
+    secrets = api_config.secrets
+    store = SegmentStore(
+        api_config.api_url,
+        secrets.livekit_api_key,
+        secrets.livekit_api_secret,
+        room_sid="RM_long",
+        room_name="long",
+    )
+    store.start()
+    try:
+        for i in range(30):
+            store.add(seg(f"long-{i}", "word " * 400, float(i)))  # 2 KB each, 60 KB in all
+        await store.aclose(timeout_s=30)
+        assert store.pending == 0 and store.stored == 30 and store.refused == 0
+    finally:
+        await asyncio.to_thread(api.stop)

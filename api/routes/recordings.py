@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -16,12 +17,14 @@ from ..schemas import PlaybackUrl
 from ..storage import (
     ObjectMissing,
     RangeNotSatisfiable,
+    StorageUnavailable,
     head,
     parse_range,
     presigned_get,
     read_chunks,
 )
 
+logger = logging.getLogger("kaiwa.api")
 router = APIRouter(
     tags=["recordings"],
     dependencies=[Depends(require_admin)],
@@ -67,6 +70,7 @@ async def play(recording_id: RecordingId, deps: Deps) -> PlaybackUrl:
             "content": {"audio/ogg": {"schema": BINARY}},
         },
         416: {"description": "A range outside the file, or not one range of bytes"},
+        502: {"description": "The recording store answered with an error"},
     },
 )
 async def audio(recording_id: RecordingId, request: Request, deps: Deps) -> Response:
@@ -77,6 +81,13 @@ async def audio(recording_id: RecordingId, request: Request, deps: Deps) -> Resp
         size, content_type = await run_in_threadpool(head, deps.s3, bucket, key)
     except ObjectMissing as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "recording file is missing") from exc
+    except StorageUnavailable as exc:
+        logger.error(
+            "recording store failed", extra={"recording_id": recording_id, "error": str(exc)}
+        )
+        raise HTTPException(
+            status.HTTP_502_BAD_GATEWAY, "the recording store is unavailable; try again"
+        ) from exc
     headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, no-store"}
     requested = request.headers.get("range")
     byte_range = None

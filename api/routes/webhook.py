@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from ..deps import Deps
 from ..history import apply_event
-from ..webhooks import WebhookMalformed, WebhookRejected, verify_webhook
+from ..webhooks import WebhookMalformed, WebhookRejected, check_event, verify_webhook
 
 logger = logging.getLogger("kaiwa.api")
 router = APIRouter(tags=["webhooks"])
@@ -35,7 +35,15 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@router.post("/livekit/webhook", status_code=200)
+@router.post(
+    "/livekit/webhook",
+    status_code=200,
+    responses={
+        400: {"description": "Genuine, but not an event we can read, or values out of range"},
+        401: {"description": "Not signed by our LiveKit server, or not over these bytes"},
+        413: {"description": "Body over WEBHOOK_MAX_BODY_BYTES"},
+    },
+)
 async def receive_webhook(request: Request, deps: Deps) -> WebhookAck:
     raw = await read_limited_body(request, deps.settings.webhook_max_body_bytes)
     try:
@@ -45,10 +53,12 @@ async def receive_webhook(request: Request, deps: Deps) -> WebhookAck:
             deps.settings.livekit_api_key,
             deps.settings.livekit_api_secret,
         )
+        check_event(event, bucket=deps.settings.s3_bucket, key_prefix=deps.settings.recorder_prefix)
     except WebhookRejected as exc:
         logger.warning("webhook rejected", extra={"reason": str(exc)})
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid webhook signature") from exc
     except WebhookMalformed as exc:
+        logger.warning("webhook refused", extra={"reason": str(exc)})
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     stored = await run_in_threadpool(apply_event, deps.sessions, event)
     return WebhookAck(id=event.id, duplicate=not stored)

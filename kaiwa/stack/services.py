@@ -201,6 +201,8 @@ def api_service(cfg: StackConfig) -> ManagedProcess:
             "--port",
             str(cfg.ports.api),
             "--no-access-log",
+            # The app decides which proxies to believe (FORWARDED_ALLOW_IPS, empty here).
+            "--no-proxy-headers",
         ],
         env=cfg.service_env(),
         cwd=REPO_ROOT,
