@@ -7,12 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from api.settings import Settings
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.postgres import fresh_postgres_database, postgres_server
 from kaiwa.stack.services import Stack, redis_service, s3_service
 
-from .servers import make_stack_config
+from .apiclient import api_settings, client_for
+from .servers import make_stack_config, running_stack
 
 
 @pytest.fixture(scope="session")
@@ -23,12 +26,8 @@ def stack_config(tmp_path_factory: pytest.TempPathFactory) -> StackConfig:
 @pytest.fixture(scope="session")
 def stack(stack_config: StackConfig) -> Iterator[Stack]:
     """The whole stack as `make up` runs it: Redis, LiveKit, S3, the API, an agent worker."""
-    running = Stack(stack_config)
-    try:
-        running.start()
+    with running_stack(stack_config) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +73,16 @@ def s3_server(services_config: StackConfig) -> Iterator[StackConfig]:
         yield services_config
     finally:
         server.stop()
+
+
+@pytest.fixture
+def settings(services_config: StackConfig, database_url: str, tmp_path: Path) -> Settings:
+    """The API's settings over the session's services, on a fresh database of each kind."""
+    return api_settings(services_config, database_url, tmp_path)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The API in this process (its lifespan run), as agents and the console call it."""
+    with client_for(settings) as client:
+        yield client

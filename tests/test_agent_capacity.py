@@ -19,7 +19,7 @@ import pytest
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 
-from .servers import SMALL_LLM, make_stack_config
+from .servers import SMALL_LLM, make_stack_config, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -33,12 +33,8 @@ def four_slot_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]
     """The whole stack, with one worker of four call slots."""
     cfg = make_stack_config(tmp_path_factory.mktemp("capacity"), llm_model=SMALL_LLM)
     cfg = replace(cfg, extra_env={"AGENT_MAX_SESSIONS": str(MAX_CALLS)})
-    running = Stack(cfg)
-    try:
-        running.start()
+    with running_stack(cfg) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @contextlib.asynccontextmanager

@@ -4,8 +4,6 @@ nothing else."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import jwt
 import pytest
@@ -14,23 +12,11 @@ from fastapi.testclient import TestClient
 from api.service_auth import mint_service_token
 from api.settings import Settings
 from api.tokens import TokenRequest, mint_caller_token
-from kaiwa.stack.config import StackConfig
 
-from .apiclient import admin_headers, api_settings, client_for, post_segments
+from .apiclient import admin_headers, post_segments
 from .apiclient import segment as seg
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def settings(services_config: StackConfig, database_url: str, tmp_path: Path) -> Settings:
-    return api_settings(services_config, database_url, tmp_path)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with client_for(settings) as client:
-        yield client
 
 
 def _caller(settings: Settings, room: str) -> dict[str, str]:

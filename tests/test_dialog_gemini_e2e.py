@@ -31,7 +31,7 @@ from .calls import (
     wait_for,
 )
 from .gemini_live import GeminiLiveStandIn, Reply, TurnRequest
-from .servers import make_stack_config
+from .servers import make_stack_config, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.models]
 
@@ -106,12 +106,8 @@ def gemini_stack(
             "GEMINI_CA_FILE": str(Path(standin.standin.ca_file)),
         },
     )
-    running = Stack(cfg)
-    try:
-        running.start()
+    with running_stack(cfg) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ the call ends.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,21 +22,10 @@ from kaiwa.stack.config import StackConfig
 from kaiwa.stack.process import free_port
 from kaiwa.stack.services import api_service
 
-from .apiclient import admin_headers, api_settings, client_for, post_segments
+from .apiclient import admin_headers, post_segments
 from .apiclient import segment as seg
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def settings(services_config: StackConfig, database_url: str, tmp_path: Path) -> Settings:
-    return api_settings(services_config, database_url, tmp_path)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with client_for(settings) as client:
-        yield client
 
 
 def stored_ids(client: TestClient, settings: Settings, room_sid: str) -> list[str]:
@@ -96,47 +86,63 @@ def api_config(services_config: StackConfig, redis_url: str, tmp_path: Path) -> 
     )
 
 
+@contextlib.asynccontextmanager
+async def running_api(config: StackConfig) -> AsyncIterator[None]:
+    """The API as its own process, as agents reach it over HTTP."""
+    api = api_service(config)
+    await asyncio.to_thread(api.start)
+    try:
+        await asyncio.to_thread(api.wait_ready)
+        yield
+    finally:
+        await asyncio.to_thread(api.stop)
+
+
+def rotated(config: StackConfig) -> StackConfig:
+    """The same stack after its service key was rotated (on the API's side only)."""
+    secrets = config.secrets
+    return replace(
+        config, secrets=replace(secrets, livekit_api_secret=secrets.livekit_api_secret[::-1])
+    )
+
+
+def started_store(config: StackConfig, room_sid: str) -> SegmentStore:
+    """An agent's store, holding the service key from before any rotation."""
+    secrets = config.secrets
+    store = SegmentStore(
+        config.api_url,
+        secrets.livekit_api_key,
+        secrets.livekit_api_secret,
+        room_sid=room_sid,
+        room_name=room_sid.lower(),
+    )
+    store.start()
+    return store
+
+
 async def test_a_key_rotated_mid_call_loses_no_segment(api_config: StackConfig) -> None:
     """The API restarts with a new service key; the agent still has the old one. Segments
     are kept and retried, and all are stored once the keys agree again."""
-    api = api_service(api_config)
-    await asyncio.to_thread(api.start)
-    await asyncio.to_thread(api.wait_ready)
-    secrets = api_config.secrets
-    store = SegmentStore(
-        api_config.api_url,
-        secrets.livekit_api_key,
-        secrets.livekit_api_secret,
-        room_sid="RM_rotated",
-        room_name="rotated",
-    )
-    store.start()
+    store = started_store(api_config, "RM_rotated")
     try:
-        for i in range(10):
-            store.add(seg(f"before-{i}", f"line {i}", float(i)))
-        await store.flush(timeout_s=20)
-        assert store.stored == 10
+        async with running_api(api_config):
+            for i in range(10):
+                store.add(seg(f"before-{i}", f"line {i}", float(i)))
+            await store.flush(timeout_s=20)
+            assert store.stored == 10
 
-        rotated = replace(secrets, livekit_api_secret=secrets.livekit_api_secret[::-1])
-        await asyncio.to_thread(api.stop)
-        api = api_service(replace(api_config, secrets=rotated))
-        await asyncio.to_thread(api.start)
-        await asyncio.to_thread(api.wait_ready)
-        for i in range(20):
-            store.add(seg(f"during-{i}", f"line {i}", 10.0 + i))
-        await asyncio.sleep(2.0)  # several posts, each refused: 401
-        assert store.pending == 20 and store.stored == 10 and store.refused == 0
+        async with running_api(rotated(api_config)):
+            for i in range(20):
+                store.add(seg(f"during-{i}", f"line {i}", 10.0 + i))
+            await asyncio.sleep(2.0)  # several posts, each refused: 401
+            assert store.pending == 20 and store.stored == 10 and store.refused == 0
 
         # The key is right again (here: the API back on the key the agent has).
-        await asyncio.to_thread(api.stop)
-        api = api_service(api_config)
-        await asyncio.to_thread(api.start)
-        await asyncio.to_thread(api.wait_ready)
-        await store.aclose(timeout_s=30)
-        assert store.pending == 0 and store.stored == 30 and store.refused == 0
+        async with running_api(api_config):
+            await store.aclose(timeout_s=30)
+            assert store.pending == 0 and store.stored == 30 and store.refused == 0
     finally:
         await store.aclose(timeout_s=0)
-        await asyncio.to_thread(api.stop)
 
 
 async def test_segments_left_when_the_call_ends_are_counted_as_lost(
@@ -144,29 +150,15 @@ async def test_segments_left_when_the_call_ends_are_counted_as_lost(
 ) -> None:
     """A key that never comes right: the store gives up at the end of the call, and says how
     many segments it could not deliver."""
-    secrets = api_config.secrets
-    rotated = replace(secrets, livekit_api_secret=secrets.livekit_api_secret[::-1])
-    api = api_service(replace(api_config, secrets=rotated))
-    await asyncio.to_thread(api.start)
-    await asyncio.to_thread(api.wait_ready)
-    store = SegmentStore(
-        api_config.api_url,
-        secrets.livekit_api_key,
-        secrets.livekit_api_secret,
-        room_sid="RM_lost",
-        room_name="lost",
-    )
-    store.start()
-    try:
+    async with running_api(rotated(api_config)):
+        store = started_store(api_config, "RM_lost")
         for i in range(3):
             store.add(seg(f"s-{i}", f"line {i}", float(i)))
         with caplog.at_level("ERROR", logger="kaiwa.history"):
             await store.aclose(timeout_s=1.5)
-        (record,) = [r for r in caplog.records if "segments lost" in r.getMessage()]
-        assert record.__dict__["lost"] == 3
-        assert store.stored == 0
-    finally:
-        await asyncio.to_thread(api.stop)
+    (record,) = [r for r in caplog.records if "segments lost" in r.getMessage()]
+    assert record.__dict__["lost"] == 3
+    assert store.stored == 0
 
 
 async def test_a_batch_over_the_body_limit_is_posted_in_smaller_ones(
@@ -174,23 +166,9 @@ async def test_a_batch_over_the_body_limit_is_posted_in_smaller_ones(
 ) -> None:
     """Long texts: the API's body limit (413) makes the store post fewer at a time, and
     nothing is dropped."""
-    small_bodies = replace(api_config, extra_env={"MAX_BODY_BYTES": "20000"})
-    api = api_service(small_bodies)
-    await asyncio.to_thread(api.start)
-    await asyncio.to_thread(api.wait_ready)
-    secrets = api_config.secrets
-    store = SegmentStore(
-        api_config.api_url,
-        secrets.livekit_api_key,
-        secrets.livekit_api_secret,
-        room_sid="RM_long",
-        room_name="long",
-    )
-    store.start()
-    try:
+    async with running_api(replace(api_config, extra_env={"MAX_BODY_BYTES": "20000"})):
+        store = started_store(api_config, "RM_long")
         for i in range(30):
             store.add(seg(f"long-{i}", "word " * 400, float(i)))  # 2 KB each, 60 KB in all
         await store.aclose(timeout_s=30)
-        assert store.pending == 0 and store.stored == 30 and store.refused == 0
-    finally:
-        await asyncio.to_thread(api.stop)
+    assert store.pending == 0 and store.stored == 30 and store.refused == 0

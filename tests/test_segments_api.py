@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -17,21 +15,10 @@ from api.settings import Settings
 from api.tokens import TokenRequest, mint_caller_token
 from kaiwa.stack.config import StackConfig
 
-from .apiclient import admin_headers, agent_headers, api_settings, client_for, post_segments
+from .apiclient import admin_headers, agent_headers, post_segments
 from .apiclient import segment as seg
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def settings(services_config: StackConfig, database_url: str, tmp_path: Path) -> Settings:
-    return api_settings(services_config, database_url, tmp_path)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with client_for(settings) as client:
-        yield client
 
 
 def transcript_of(client: TestClient, settings: Settings, room_sid: str) -> list[dict[str, object]]:
