@@ -36,8 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimit,
         limit=settings.max_body_bytes,
-        # The webhook route reads and limits its raw body itself (it signs the raw bytes).
-        exempt=("/livekit/webhook",),
+        path_limits={"/livekit/webhook": settings.webhook_max_body_bytes},
     )
     app.add_middleware(
         SecurityHeaders,

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodyLimit:
-    """413 for a body over `limit` bytes: at once when Content-Length says so, else as soon
-    as the streamed body passes it, before the route has read it whole."""
+    """413 for a body over `limit` bytes (or a path's own limit): at once when Content-Length
+    says so, else as soon as the streamed body passes it, before the route has read it."""
 
-    def __init__(self, app: ASGIApp, *, limit: int, exempt: Iterable[str] = ()) -> None:
-        self.app, self.limit, self.exempt = app, limit, tuple(exempt)
+    def __init__(
+        self, app: ASGIApp, *, limit: int, path_limits: Mapping[str, int] | None = None
+    ) -> None:
+        self.app, self.default_limit, self.path_limits = app, limit, dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.exempt:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope["path"], self.default_limit)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._refuse(send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(send, limit)
             return
         received = 0
         refused = False
@@ -36,9 +39,9 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     refused = True
-                    await self._refuse(send)
+                    await self._refuse(send, limit)
                     return {"type": "http.disconnect"}
             return message
 
@@ -48,8 +51,9 @@ class BodyLimit:
 
         await self.app(scope, limited_receive, guarded_send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": f"request body over {self.limit} bytes"}).encode()
+    @staticmethod
+    async def _refuse(send: Send, limit: int) -> None:
+        body = json.dumps({"detail": f"request body over {limit} bytes"}).encode()
         await send(
             {
                 "type": "http.response.start",
