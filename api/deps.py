@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import aiohttp
 import boto3
 import jwt
 import redis.asyncio as aioredis
@@ -208,17 +205,3 @@ async def require_ticket(request: Request, deps: Deps) -> CallerGrant:
 
 
 TicketDep = Annotated[CallerGrant, Depends(require_ticket)]
-
-
-@contextlib.contextmanager
-def livekit_errors(*, not_found: str | None = None) -> Iterator[None]:
-    """LiveKit's server API failing or out of reach is a 503 for the caller; its "not found"
-    is a 404 with `not_found` as the message, where a route expects one."""
-    try:
-        yield
-    except lkapi.TwirpError as exc:
-        if not_found is not None and exc.code == "not_found":
-            raise HTTPException(status.HTTP_404_NOT_FOUND, not_found) from exc
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "LiveKit unavailable") from exc
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "LiveKit unavailable") from exc

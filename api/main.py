@@ -36,7 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimit,
         limit=settings.max_body_bytes,
-        path_limits={"/livekit/webhook": settings.webhook_max_body_bytes},
+        # The webhook route reads and limits its raw body itself (it signs the raw bytes).
+        exempt=("/livekit/webhook",),
     )
     app.add_middleware(
         SecurityHeaders,

@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodyLimit:
-    """413 for a body over `limit` bytes (or a path's own limit): at once when Content-Length
-    says so, else as soon as the streamed body passes it, before the route has read it."""
+    """413 for a body over `limit` bytes: at once when Content-Length says so, else as soon
+    as the streamed body passes it, before the route has read it whole."""
 
-    def __init__(
-        self, app: ASGIApp, *, limit: int, path_limits: Mapping[str, int] | None = None
-    ) -> None:
-        self.app, self.default_limit, self.path_limits = app, limit, dict(path_limits or {})
+    def __init__(self, app: ASGIApp, *, limit: int, exempt: Iterable[str] = ()) -> None:
+        self.app, self.limit, self.exempt = app, limit, tuple(exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        limit = self.path_limits.get(scope["path"], self.default_limit)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await self._refuse(send, limit)
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(send)
             return
         received = 0
         refused = False
@@ -39,9 +36,9 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
+                if received > self.limit:
                     refused = True
-                    await self._refuse(send, limit)
+                    await self._refuse(send)
                     return {"type": "http.disconnect"}
             return message
 
@@ -51,9 +48,8 @@ class BodyLimit:
 
         await self.app(scope, limited_receive, guarded_send)
 
-    @staticmethod
-    async def _refuse(send: Send, limit: int) -> None:
-        body = json.dumps({"detail": f"request body over {limit} bytes"}).encode()
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps({"detail": f"request body over {self.limit} bytes"}).encode()
         await send(
             {
                 "type": "http.response.start",

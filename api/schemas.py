@@ -16,7 +16,6 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import field_errors
 from .text import valid_unicode
 from .tokens import Language
 
@@ -186,7 +185,7 @@ def validation_summary(exc: ValidationError) -> str:
     """Each failed field and the rule it broke: the input itself is never echoed back."""
     return "; ".join(
         f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
-        for error in field_errors(exc.errors(include_input=False, include_url=False))
+        for error in exc.errors(include_input=False, include_url=False)
     )[:500]
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import aiohttp
 from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.concurrency import run_in_threadpool
 from livekit import api as lkapi
 from pydantic import BaseModel
 
 from ..conversations import room_transcript
-from ..deps import CallerDep, CallerGrant, Deps, TicketDep, livekit_errors
+from ..deps import CallerDep, CallerGrant, Deps, TicketDep
 from ..schemas import Transcript
 from ..tokens import CALLER_ENDED_ATTRIBUTE, LANGUAGE_ATTRIBUTE, Language
 
@@ -50,8 +51,14 @@ async def _set_attributes(deps: Deps, caller: CallerGrant, values: dict[str, str
     request = lkapi.UpdateParticipantRequest(
         room=caller.room, identity=caller.identity, attributes=values
     )
-    with livekit_errors(not_found="not in this call now"):
+    try:
         await deps.livekit.room.update_participant(request)
+    except lkapi.TwirpError as exc:
+        if exc.code == "not_found":
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "not in this call now") from exc
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "LiveKit unavailable") from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "LiveKit unavailable") from exc
 
 
 TICKET_RESPONSES: dict[int | str, dict[str, str]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from livekit import api as lkapi
 from pydantic import BaseModel
@@ -9,7 +10,7 @@ from redis.exceptions import RedisError
 
 from agents.dialog import scenarios
 
-from ..deps import Deps, livekit_errors
+from ..deps import Deps
 from ..history import room_mode
 from ..tokens import (
     RejoinRefused,
@@ -73,8 +74,10 @@ async def create_token(
 async def _check_room_open(deps: Deps, name: str) -> None:
     """A room code joins a call in progress: one that is not, or is full, is refused here
     with a clear answer rather than by LiveKit after the page connects."""
-    with livekit_errors():
+    try:
         listed = await deps.livekit.room.list_rooms(lkapi.ListRoomsRequest(names=[name]))
+    except (aiohttp.ClientError, TimeoutError, lkapi.TwirpError) as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "LiveKit unavailable") from exc
     if not listed.rooms:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no call with room code {name!r}")
     room = listed.rooms[0]
@@ -86,8 +89,10 @@ async def _check_room_open(deps: Deps, name: str) -> None:
         return
     # The room's own num_participants lags joins by seconds: count the participants, as
     # LiveKit does at join.
-    with livekit_errors():
+    try:
         people = await deps.livekit.room.list_participants(lkapi.ListParticipantsRequest(room=name))
+    except (aiohttp.ClientError, TimeoutError, lkapi.TwirpError) as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "LiveKit unavailable") from exc
     if sum(not _dependent(p) for p in people.participants) >= room.max_participants:
         raise HTTPException(status.HTTP_409_CONFLICT, "that call is full")
 

@@ -21,6 +21,20 @@ class WebhookAck(BaseModel):
     duplicate: bool
 
 
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "body too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "body too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 @router.post(
     "/livekit/webhook",
     status_code=200,
@@ -31,8 +45,7 @@ class WebhookAck(BaseModel):
     },
 )
 async def receive_webhook(request: Request, deps: Deps) -> WebhookAck:
-    # The raw bytes, as signed (their size is capped by api.middleware.BodyLimit).
-    raw = await request.body()
+    raw = await read_limited_body(request, deps.settings.webhook_max_body_bytes)
     try:
         event = verify_webhook(
             raw,
