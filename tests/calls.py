@@ -46,7 +46,19 @@ async def transcribe(caller: SyntheticCaller, track_name: str, language: str) ->
     audio = heard_on(caller, track_name)
     engine = engines.whisper("whisper-base")
     result = await asyncio.to_thread(engine.transcribe, audio, WhisperOptions(language=language))
-    return result.text
+    return said_once(result.text)
+
+
+def said_once(text: str) -> str:
+    """Whisper-base sometimes loops on a sentence at the end of a buffer, writing it out a
+    dozen times (seen once in CI: "On a clear sunny day, the sky will be blue." over and
+    over, for one caption of it). A sentence repeated back to back counts once."""
+    sentences = re.split(r"(?<=[.!?。？！])\s*", text.strip())
+    kept: list[str] = []
+    for sentence in sentences:
+        if not kept or sentence.strip().lower() != kept[-1].strip().lower():
+            kept.append(sentence)
+    return " ".join(s for s in kept if s)
 
 
 def agent_finals(caller: SyntheticCaller) -> list[ReceivedText]:
