@@ -24,8 +24,10 @@ up: $(VENV)/.installed
 
 check: $(VENV)/.installed
 	@echo "==> ruff"
-	@$(VENV)/bin/ruff check agents api kaiwa tests
-	@$(VENV)/bin/ruff format --check agents api kaiwa tests
+	@$(VENV)/bin/ruff check core agents api kaiwa tests
+	@$(VENV)/bin/ruff format --check core agents api kaiwa tests
+	@echo "==> import rule: kaiwa over agents | api over core"
+	@$(VENV)/bin/lint-imports --no-cache
 	@echo "==> mypy --strict"
 	@$(VENV)/bin/mypy
 

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TOPIC = "lk.transcription"
-NOTICE_TOPIC = "kaiwa.notice"
-
-SEGMENT_ID = "lk.segment_id"
-TRACK_ID = "lk.transcribed_track_id"
-FINAL = "lk.transcription_final"
-LANGUAGE = "language"
-SOURCE_SEGMENT_ID = "kaiwa.source_segment_id"
-SPEAKER = "kaiwa.speaker"
-START_S = "kaiwa.start_s"
-END_S = "kaiwa.end_s"
+from core.protocol import (
+    END_S,
+    FINAL,
+    LANGUAGE_ATTRIBUTE,
+    SEGMENT_ID,
+    SOURCE_SEGMENT_ID,
+    SPEAKER,
+    START_S,
+    TRACK_ID,
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class Caption:
             SEGMENT_ID: self.segment_id,
             TRACK_ID: self.track_id,
             FINAL: "true" if self.final else "false",
-            LANGUAGE: self.language,
+            LANGUAGE_ATTRIBUTE: self.language,
             SPEAKER: self.speaker,
             START_S: f"{self.start_s:.3f}",
             END_S: f"{self.end_s:.3f}",

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from api.service_auth import mint_service_token
+from core.service_auth import mint_service_token
 
 logger = logging.getLogger("kaiwa.history")
 

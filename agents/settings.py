@@ -8,9 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .dialog.scenarios import DEFAULT_FILE as SCENARIOS_FILE
-
-AGENT_NAME = "kaiwa"
+from core.scenarios import DEFAULT_FILE as SCENARIOS_FILE
 
 
 class AgentSettings(BaseSettings):

@@ -16,23 +16,7 @@ from collections.abc import Iterable
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-LANGUAGE_NAMES = {
-    "en": "English",
-    "ja": "Japanese",
-    "vi": "Vietnamese",
-    "zh": "Chinese",
-    "ko": "Korean",
-    "fr": "French",
-    "de": "German",
-    "es": "Spanish",
-    "pt": "Portuguese",
-    "it": "Italian",
-    "th": "Thai",
-    "id": "Indonesian",
-    "ru": "Russian",
-    "ar": "Arabic",
-    "hi": "Hindi",
-}
+from core.languages import language_name
 
 # Small models follow demonstrations better than instructions: a long list of "don'ts" in
 # the system prompt got translated itself. Parallel examples, used as prior turns for the
@@ -85,17 +69,6 @@ _LABEL = re.compile(
     re.IGNORECASE,
 )
 _QUOTES = "\"'“”‘’「」『』«»"
-
-
-class UnsupportedLanguage(LookupError):
-    pass
-
-
-def language_name(code: str) -> str:
-    try:
-        return LANGUAGE_NAMES[code.split("-")[0].lower()]
-    except KeyError:
-        raise UnsupportedLanguage(f"no translation for language {code!r}") from None
 
 
 def clean(output: str) -> str:

@@ -20,8 +20,17 @@ from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorTy
 from livekit.agents.__main__ import main as agents_main
 from openai import AsyncOpenAI
 
+from core import scenarios
+from core.protocol import (
+    AGENT_NAME,
+    AGENT_STATE_ATTRIBUTE,
+    MODE_ATTRIBUTE,
+    WORKER_KEY_REFRESH_S,
+    WORKER_KEY_TTL_S,
+    worker_key,
+)
+
 from . import engines, roles
-from .dialog import scenarios
 from .dialog.call import (
     PLAIN_DESIGN,
     CallLimits,
@@ -32,18 +41,14 @@ from .dialog.call import (
     plain_session,
 )
 from .dialog.gemini import gemini_session, use_gemini
-from .heartbeat import REFRESH_S, TTL_S, worker_key
 from .history import SegmentStore
 from .interpret import baseline
 from .interpret.session import Interpreter
 from .models import ModelError
-from .settings import AGENT_NAME, AgentSettings
+from .settings import AgentSettings
 from .translate import Translator
 
 logger = logging.getLogger("kaiwa.agents")
-
-# LiveKit's agent-state convention: clients read this attribute to show what the agent does.
-AGENT_STATE_ATTRIBUTE = "lk.agent.state"
 
 settings = AgentSettings()
 
@@ -121,7 +126,7 @@ async def entrypoint(ctx: JobContext) -> None:
     # Not awaited: a round trip to the server the caller's greeting need not wait for.
     attributes = asyncio.create_task(
         ctx.room.local_participant.set_attributes(
-            {AGENT_STATE_ATTRIBUTE: "listening", "kaiwa.mode": mode}
+            {AGENT_STATE_ATTRIBUTE: "listening", MODE_ATTRIBUTE: mode}
         )
     )
     logger.info("joined room", extra={"room": ctx.room.name, "mode": mode})
@@ -270,10 +275,10 @@ class Heartbeat:
                 }
             )
             try:
-                await self._redis.set(worker_key(worker_id), info, ex=TTL_S)
+                await self._redis.set(worker_key(worker_id), info, ex=WORKER_KEY_TTL_S)
             except aioredis.RedisError:
                 logger.warning("heartbeat write failed", exc_info=True)
-            await asyncio.sleep(REFRESH_S)
+            await asyncio.sleep(WORKER_KEY_REFRESH_S)
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ from typing import Any, cast
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from core.payloads import Role
+
 from .models import AuditEntry, Conversation, Participant, Recording, Segment
 from .schemas import (
     ConversationDetail,
@@ -23,7 +25,6 @@ from .schemas import (
     Match,
     ParticipantOut,
     RecordingOut,
-    Role,
     SegmentOut,
     Transcript,
 )

@@ -15,15 +15,16 @@ from livekit import api as lkapi
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from .admin_auth import COOKIE_NAME, AdminTokenInvalid, verify_admin_token
-from .db import make_engine, make_sessionmaker, migrate
-from .ratelimit import RateLimiter
-from .service_auth import (
+from core.service_auth import (
     LEEWAY_S,
     ServiceTokenForbidden,
     ServiceTokenInvalid,
     verify_service_token,
 )
+
+from .admin_auth import COOKIE_NAME, AdminTokenInvalid, verify_admin_token
+from .db import make_engine, make_sessionmaker, migrate
+from .ratelimit import RateLimiter
 from .settings import Settings
 from .tokens import RejoinRefused, read_rejoin_ticket
 
@@ -134,7 +135,7 @@ async def require_admin(request: Request, deps: Deps) -> dict[str, Any]:
 
 
 async def require_agent(request: Request, deps: Deps) -> dict[str, Any]:
-    """A service token minted by an agent worker (api/service_auth.py)."""
+    """A service token minted by an agent worker (core/service_auth.py)."""
     token = _bearer(request)
     if not token:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing token", headers=_UNAUTHORIZED)

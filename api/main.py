@@ -10,9 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from core.logs import setup_logging
+
 from .deps import Resources
 from .errors import validation_error
-from .logs import setup_logging
 from .middleware import BodyLimit, SecurityHeaders, content_security_policy
 from .routes import admin, call, health, history, recordings, segments, token, webhook
 from .settings import Settings, get_settings

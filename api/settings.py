@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agents.dialog.scenarios import DEFAULT_FILE as SCENARIOS_FILE
+from core.scenarios import DEFAULT_FILE as SCENARIOS_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     token_ttl_s: int = Field(default=600, ge=30, le=6 * 3600)
     # Everyone in a room counts, agents and the recorder included.
     room_max_participants: int = Field(default=16, ge=3, le=1000)
-    # The dialog scenarios callers can pick (agents/dialog/scenarios.toml is the shape).
+    # The dialog scenarios callers can pick (core/scenarios.toml is the shape).
     scenarios_file: Path = SCENARIOS_FILE
     token_rate_limit: int = Field(default=30, ge=1, description="token requests per window")
     token_rate_window_s: int = Field(default=60, ge=1)

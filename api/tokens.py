@@ -5,41 +5,32 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated
 
 import jwt
 from livekit import api as lkapi
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from agents.dialog import scenarios
-from agents.settings import AGENT_NAME
+from core import scenarios
+from core.languages import Language
+from core.protocol import (
+    AGENT_NAME,
+    LANGUAGE_ATTRIBUTE,
+    MODE_ATTRIBUTE,
+    RESERVED_IDENTITY_PREFIXES,
+    Mode,
+)
+from core.text import plain_line
 
-from .languages import LANGUAGE_TAG_PATTERN
 from .settings import Settings
-from .text import plain_line
 
 RoomName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 Identity = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-# BCP 47 language tags as callers send them ("en", "ja", "pt-BR", "zh-Hant"), of a language
-# the speech-to-text serves.
-Language = Annotated[str, StringConstraints(pattern=LANGUAGE_TAG_PATTERN)]
 DisplayName = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, strip_whitespace=True),
     AfterValidator(plain_line),
 ]
-
-# Identities of the platform's own participants; a caller may not pose as one.
-RESERVED_IDENTITY_PREFIXES = ("agent-", "kaiwa-", "recorder-", "sip_")
-
-Mode = Literal["dialog", "interpret"]
-
-# Attribute names that agents and the web app read (see docs/mobile.md for native apps).
-LANGUAGE_ATTRIBUTE = "language"
-MODE_ATTRIBUTE = "kaiwa.mode"
-# Set by a caller's app just before it leaves on purpose (docs/mobile.md): a dialog then
-# ends at once, rather than waiting for a reload to come back.
-CALLER_ENDED_ATTRIBUTE = "kaiwa.ended"
 
 
 class TokenRequest(BaseModel):

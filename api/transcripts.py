@@ -9,9 +9,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .history import conversation_for_room
-from .models import Segment, Translation
-from .schemas import (
+from core.payloads import (
     MAX_USAGE_COUNTERS,
     CallReport,
     CallReportStored,
@@ -21,6 +19,9 @@ from .schemas import (
     SegmentOutcome,
     SegmentsStored,
 )
+
+from .history import conversation_for_room
+from .models import Segment, Translation
 from .search import search_terms
 
 logger = logging.getLogger("kaiwa.api")

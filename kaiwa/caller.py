@@ -19,7 +19,8 @@ import httpx
 import numpy as np
 from livekit import rtc
 
-TRANSCRIPTION_TOPIC = "lk.transcription"
+from core.protocol import CAPTION_TOPIC
+
 FRAME_MS = 10
 # A played file goes out in larger frames: the SDK cuts them into 10 ms packets itself, and a
 # bench with dozens of callers in one process spent its CPU on per-frame calls instead.
@@ -154,11 +155,16 @@ class SyntheticCaller:
         return grant
 
     async def join(self, **extra: Any) -> None:
-        self.grant = await self.request_token(**extra)
+        """Join as an app does: a token from the API, then the room."""
+        await self.connect(await self.request_token(**extra))
+
+    async def connect(self, grant: dict[str, Any]) -> None:
+        """Join with `grant` (the API's token answer: url, token, room, identity, rejoin)."""
+        self.grant = grant
         self.room_name, self.identity = self.grant["room"], self.grant["identity"]
-        self.rejoin = self.grant["rejoin"]
+        self.rejoin = self.grant.get("rejoin")
         self.room.on("track_subscribed", self._on_track_subscribed)
-        self.room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._on_text_stream)
+        self.room.register_text_stream_handler(CAPTION_TOPIC, self._on_text_stream)
         if self.listens_to_translations:
             self.room.on("track_published", lambda pub, _p: self._choose(pub))
         subscribe_all = self.listen != "none" and not self.listens_to_translations

@@ -10,10 +10,11 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
+from core.paths import STATE_DIR
+
 from .bench import search as bench_search
 from .stack.config import Ports, Secrets, StackConfig
 from .stack.install import install
-from .stack.paths import STATE_DIR
 from .stack.process import ManagedProcess, StackError
 from .stack.services import Stack
 

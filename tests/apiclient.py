@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from api.admin_auth import mint_admin_token
 from api.main import create_app
-from api.service_auth import mint_service_token
 from api.settings import Settings
+from core.service_auth import mint_service_token
 from kaiwa.stack.config import StackConfig
 
 

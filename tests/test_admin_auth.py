@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.admin_auth import COOKIE_NAME, mint_admin_token
-from api.service_auth import mint_service_token
 from api.settings import Settings
 from api.tokens import TokenRequest, mint_caller_token
+from core.service_auth import mint_service_token
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.process import free_port
 

@@ -31,10 +31,10 @@ from playwright.async_api import (
     expect,
 )
 
-from api.service_auth import mint_service_token
+from core.paths import REPO_ROOT
+from core.service_auth import mint_service_token
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.config import StackConfig
-from kaiwa.stack.paths import REPO_ROOT
 from kaiwa.stack.services import Stack
 
 from .recordings import wait_for_recordings, write_tone

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.settings import REPO_ROOT, Settings
-from api.webhooks import sign_webhook
+from core.webhooks import sign_webhook
 from kaiwa.stack.config import StackConfig
 
 from . import events

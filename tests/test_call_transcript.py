@@ -9,9 +9,9 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from api.service_auth import mint_service_token
 from api.settings import Settings
 from api.tokens import TokenRequest, mint_caller_token
+from core.service_auth import mint_service_token
 
 from .apiclient import admin_headers, post_segments
 from .apiclient import segment as seg

@@ -26,7 +26,7 @@ from playwright.async_api import (
     expect,
 )
 
-from kaiwa.stack.paths import REPO_ROOT
+from core.paths import REPO_ROOT
 from kaiwa.stack.services import Stack
 from kaiwa.webcall import AUDIO_PROBE, chromium, heard, write_wav
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.dialog import scenarios
 from agents.dialog.call import is_backchannel
+from core import scenarios
 
 pytestmark = pytest.mark.unit
 

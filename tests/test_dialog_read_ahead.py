@@ -11,7 +11,7 @@ from livekit.agents import llm
 from livekit.plugins import openai as openai_plugin
 
 from agents.dialog.call import ScenarioAgent
-from agents.dialog.scenarios import Scenario
+from core.scenarios import Scenario
 from kaiwa.stack.services import Stack
 
 pytestmark = pytest.mark.integration

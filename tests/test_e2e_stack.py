@@ -14,8 +14,9 @@ import redis
 from livekit import api as lkapi
 from livekit import rtc
 
-from agents.heartbeat import REFRESH_S, registered_workers
-from api.webhooks import sign_webhook
+from core.presence import registered_workers
+from core.protocol import WORKER_KEY_REFRESH_S
+from core.webhooks import sign_webhook
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack
@@ -280,7 +281,7 @@ async def test_engines_load_once_per_worker_process(stack: Stack) -> None:
         finally:
             await caller.leave()
         await wait_until(lambda: expected <= set(worker()["engines"]), timeout_s=60)  # type: ignore[call-overload]
-        await asyncio.sleep(REFRESH_S + 1)  # let the presence record catch up
+        await asyncio.sleep(WORKER_KEY_REFRESH_S + 1)  # let the presence record catch up
         info = worker()
         loads.append((info["loads"], len(info["engines"])))  # type: ignore[arg-type]
     # Each engine loaded once (earlier tests' calls may have loaded more languages' voices),

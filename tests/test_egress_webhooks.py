@@ -17,7 +17,7 @@ from api.history import apply_event
 from api.main import create_app
 from api.models import Conversation, Recording, WebhookEvent
 from api.settings import Settings
-from api.webhooks import sign_webhook
+from core.webhooks import sign_webhook
 
 from . import events
 

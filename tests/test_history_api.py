@@ -19,7 +19,7 @@ from sqlalchemy import text
 from api import search
 from api.db import make_engine
 from api.settings import Settings
-from api.webhooks import sign_webhook
+from core.webhooks import sign_webhook
 from kaiwa.stack.config import StackConfig
 
 from . import events

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from api.logs import JsonFormatter
+from core.logs import JsonFormatter
 
 pytestmark = pytest.mark.unit
 

@@ -20,7 +20,7 @@ from api.deps import make_s3_client
 from api.models import AuditEntry
 from api.settings import Settings
 from api.storage import presigned_get
-from api.webhooks import sign_webhook
+from core.webhooks import sign_webhook
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import s3_client
 

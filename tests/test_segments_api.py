@@ -10,9 +10,9 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from api.service_auth import mint_service_token
 from api.settings import Settings
 from api.tokens import TokenRequest, mint_caller_token
+from core.service_auth import mint_service_token
 from kaiwa.stack.config import StackConfig
 
 from .apiclient import admin_headers, agent_headers, post_segments

@@ -10,7 +10,6 @@ import pytest
 from pydantic import ValidationError
 
 from agents.stt.whisper import WHISPER_LANGUAGES
-from api.languages import SUPPORTED_LANGUAGES
 from api.settings import Settings
 from api.tokens import (
     RejoinRefused,
@@ -21,6 +20,7 @@ from api.tokens import (
     read_rejoin_ticket,
     rejoining,
 )
+from core.languages import SUPPORTED_LANGUAGES
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agents.translate import UnsupportedLanguage, clean, language_name
+from agents.translate import clean
+from core.errors import UnsupportedLanguage
+from core.languages import language_name
 
 pytestmark = pytest.mark.unit
 

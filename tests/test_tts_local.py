@@ -11,7 +11,8 @@ from livekit import rtc
 from agents import engines
 from agents.stt.whisper import WhisperSTT
 from agents.tts.local import OUTPUT_RATE, LocalTTS
-from agents.tts.voices import EspeakVoice, UnsupportedLanguage
+from agents.tts.voices import EspeakVoice
+from core.errors import UnsupportedLanguage
 
 pytestmark = pytest.mark.models
 

@@ -7,7 +7,7 @@ import time
 import jwt
 import pytest
 
-from api.webhooks import WebhookMalformed, WebhookRejected, sign_webhook, verify_webhook
+from core.webhooks import WebhookMalformed, WebhookRejected, sign_webhook, verify_webhook
 
 from . import events
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agents.models import ModelStore
-from kaiwa.stack.paths import REPO_ROOT
+from core.paths import REPO_ROOT
 
 pytestmark = pytest.mark.models
 

@@ -36,14 +36,14 @@ from livekit.agents.voice import ModelSettings, SpeechHandle, UserInputTranscrib
 from livekit.agents.voice.transcription import TranscriptSynchronizer
 from livekit.agents.voice.turn import TurnHandlingOptions
 
-from api.tokens import CALLER_ENDED_ATTRIBUTE
+from core.protocol import CALLER_ENDED_ATTRIBUTE
+from core.scenarios import Scenario
 
 from .. import engines, roles, turns
 from ..history import SegmentStore
 from ..settings import AgentSettings
 from ..tts.chunks import speakable_pieces
 from .captions import TurnCaptions
-from .scenarios import Scenario
 
 logger = logging.getLogger("kaiwa.dialog")
 

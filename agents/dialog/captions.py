@@ -27,7 +27,9 @@ from livekit import rtc
 from livekit.agents import UserInputTranscribedEvent
 from livekit.agents.voice import io
 
-from ..captions import FINAL, TOPIC, Caption
+from core.protocol import CAPTION_TOPIC, FINAL
+
+from ..captions import Caption
 
 logger = logging.getLogger("kaiwa.dialog")
 
@@ -118,7 +120,7 @@ class TurnCaptions:
 
         async def send() -> None:
             writer = await self.room.local_participant.stream_text(
-                topic=TOPIC, attributes=caption.attributes(), sender_identity=speaker
+                topic=CAPTION_TOPIC, attributes=caption.attributes(), sender_identity=speaker
             )
             await writer.write(caption.text)
             await writer.aclose()
@@ -161,7 +163,7 @@ class ReplyCaptions(io.TextOutput):
 
             async def open_stream() -> None:
                 stream = await room.local_participant.stream_text(
-                    topic=TOPIC, attributes=caption.attributes()
+                    topic=CAPTION_TOPIC, attributes=caption.attributes()
                 )
                 writer.set_result(stream)
 

@@ -16,9 +16,10 @@ from google.genai import types
 from livekit.agents import AgentSession
 from livekit.plugins import google
 
+from core.scenarios import Scenario
+
 from ..roles import gemini_configured
 from ..settings import AgentSettings
-from .scenarios import Scenario
 
 # Compress the context when it reaches this many tokens, well before the model's window.
 COMPRESS_AT_TOKENS = 25_000

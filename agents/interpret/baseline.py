@@ -23,7 +23,8 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, llm, room_io, stt, tts, vad
 
-from ..translate import language_name
+from core.languages import language_name
+
 from .session import PEOPLE, language_of
 
 logger = logging.getLogger("kaiwa.interpret.baseline")

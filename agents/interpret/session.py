@@ -12,19 +12,24 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import stt, tts
 
-from api.tokens import LANGUAGE_ATTRIBUTE
+from core.errors import UnsupportedLanguage
+from core.languages import language_name
+from core.protocol import (
+    AGENT_STATE_ATTRIBUTE,
+    CAPTION_TOPIC,
+    DROPPED_SENTENCES_ATTRIBUTE,
+    LANGUAGE_ATTRIBUTE,
+    NOTICE_TOPIC,
+)
 
-from ..captions import NOTICE_TOPIC, TOPIC, Caption
+from ..captions import Caption
 from ..history import SegmentStore
-from ..translate import Translator, UnsupportedLanguage, language_name
-from ..tts.voices import UnsupportedLanguage as NoVoice
+from ..translate import Translator
 from .speaker import FinalText, SpeakerPipeline
 from .voice import TranslatedVoice
 
 logger = logging.getLogger("kaiwa.interpret")
 
-STATE_ATTRIBUTE = "lk.agent.state"
-DROPPED_ATTRIBUTE = "kaiwa.dropped_sentences"
 PEOPLE = (
     rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
     rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
@@ -247,7 +252,7 @@ class Interpreter:
         if language not in self._tts:
             try:
                 self._tts[language] = self._make_tts(language)
-            except NoVoice:
+            except UnsupportedLanguage:
                 self._tts[language] = None
                 self._notice(language, f"No voice speaks {language}: captions only.")
         return self._tts[language]
@@ -269,7 +274,7 @@ class Interpreter:
     async def _send_caption(self, caption: Caption) -> None:
         with contextlib.suppress(Exception):  # a caption lost to a closing room is not fatal
             await self.room.local_participant.send_text(
-                caption.text, topic=TOPIC, attributes=caption.attributes()
+                caption.text, topic=CAPTION_TOPIC, attributes=caption.attributes()
             )
 
     def _on_final(self, speaker: SpeakerPipeline, final: FinalText) -> None:
@@ -338,7 +343,9 @@ class Interpreter:
     def _on_drop(self) -> None:
         self.dropped += 1
         self._spawn(
-            self.room.local_participant.set_attributes({DROPPED_ATTRIBUTE: str(self.dropped)}),
+            self.room.local_participant.set_attributes(
+                {DROPPED_SENTENCES_ATTRIBUTE: str(self.dropped)}
+            ),
             "dropped",
         )
 
@@ -353,7 +360,7 @@ class Interpreter:
         if state != self._state:
             self._state = state
             with contextlib.suppress(Exception):
-                await self.room.local_participant.set_attributes({STATE_ATTRIBUTE: state})
+                await self.room.local_participant.set_attributes({AGENT_STATE_ATTRIBUTE: state})
 
     async def aclose(self) -> None:
         for track_sid in list(self.speakers):

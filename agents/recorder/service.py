@@ -32,7 +32,7 @@ from livekit import api as lkapi
 from livekit.protocol import egress as lkegress
 from livekit.protocol import room as lkroom
 
-from api.webhooks import WebhookMalformed, WebhookRejected, sign_webhook, verify_webhook
+from core.webhooks import WebhookMalformed, WebhookRejected, sign_webhook, verify_webhook
 
 from .egress import FAILED, EgressRecord
 from .room import CALLER_KINDS, RoomRecorder, finish_upload, store_manifest
@@ -378,7 +378,7 @@ class RecorderService:
 
 
 def main() -> None:
-    from api.logs import setup_logging
+    from core.logs import setup_logging
 
     setup_logging()
     settings = RecorderSettings()

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kaiwa.stack.paths import STATE_DIR
+from core.paths import STATE_DIR
 
 from .upload import MIN_PART_SIZE
 

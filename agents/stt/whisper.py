@@ -27,6 +27,8 @@ from livekit.agents import APIConnectOptions, stt, utils, vad
 from livekit.agents.language import LanguageCode
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 
+from core.errors import UnsupportedLanguage
+
 from ..audio import MonoResampler, to_float32
 
 SAMPLE_RATE = 16000
@@ -38,10 +40,6 @@ FRAMES_PER_S = 100
 WINDOW_MARGIN_S = 2.0
 MAX_TOKENS_BASE = 16
 MAX_TOKENS_PER_S = 16
-
-
-class UnsupportedLanguageError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -200,9 +198,7 @@ class WhisperSTT(stt.STT[Never]):  # no events beyond the base ones
         if base not in WHISPER_LANGUAGES:
             # Say so, and keep transcribing with language detection: the call goes on.
             self._emit_error(
-                UnsupportedLanguageError(
-                    f"no speech model for language {language!r}; detecting the language instead"
-                ),
+                UnsupportedLanguage("speech-to-text", language, "detecting the language instead"),
                 recoverable=True,
             )
             return WhisperOptions(**{**self._options.__dict__, "language": None})

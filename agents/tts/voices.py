@@ -15,9 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-
-class UnsupportedLanguage(LookupError):
-    """No voice speaks this language."""
+from core.errors import UnsupportedLanguage
 
 
 class Voice(Protocol):
@@ -63,11 +61,13 @@ class EspeakVoice:
     def __init__(self, language: str) -> None:
         binary = shutil.which("espeak-ng")
         if binary is None:
-            raise UnsupportedLanguage("espeak-ng is not installed (apt-get install espeak-ng)")
+            raise UnsupportedLanguage(
+                "voice", language, "espeak-ng is not installed (apt-get install espeak-ng)"
+            )
         known = subprocess.run([binary, "--voices"], capture_output=True, text=True, check=True)
         codes = {line.split()[1] for line in known.stdout.splitlines()[1:] if line.split()}
         if language not in codes:
-            raise UnsupportedLanguage(f"no voice for language {language!r}")
+            raise UnsupportedLanguage("voice", language)
         self._argv = [binary, "-v", language, "--stdout"]
         self.name = f"espeak-ng:{language}"
 

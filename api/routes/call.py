@@ -8,10 +8,12 @@ from fastapi.concurrency import run_in_threadpool
 from livekit import api as lkapi
 from pydantic import BaseModel
 
+from core.languages import Language
+from core.protocol import CALLER_ENDED_ATTRIBUTE, LANGUAGE_ATTRIBUTE
+
 from ..conversations import room_transcript
 from ..deps import CallerDep, CallerGrant, Deps, TicketDep
 from ..schemas import Transcript
-from ..tokens import CALLER_ENDED_ATTRIBUTE, LANGUAGE_ATTRIBUTE, Language
 
 router = APIRouter(
     tags=["call"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,7 +14,7 @@ from livekit import api as lkapi
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from agents.heartbeat import KEY_PREFIX
+from core.presence import registered_workers_async
 
 from ..deps import Deps, Resources
 
@@ -70,9 +69,7 @@ async def _llm(r: Resources) -> str:
 
 
 async def _agent_worker(r: Resources) -> str:
-    keys = [key async for key in r.redis.scan_iter(match=f"{KEY_PREFIX}*", count=100)]
-    # A key may expire between the scan and the read: its worker has just gone.
-    workers = [json.loads(raw) for raw in await r.redis.mget(keys) if raw] if keys else []
+    workers = await registered_workers_async(r.redis)
     if not workers:
         raise RuntimeError("no agent worker registered")
     calls = sum(int(w.get("calls", 0)) for w in workers)

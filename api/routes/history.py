@@ -10,6 +10,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 
+from core.languages import Language
+from core.protocol import Mode
+
 from ..conversations import (
     conversation_detail,
     delete_conversation,
@@ -20,7 +23,6 @@ from ..deps import Deps, require_admin
 from ..export import to_txt, to_vtt
 from ..schemas import ConversationDetail, ConversationPage, Transcript
 from ..search import MAX_QUERY_CHARS, ConversationFilters, Cursor, parse_query
-from ..tokens import Language, Mode
 
 logger = logging.getLogger("kaiwa.api")
 router = APIRouter(

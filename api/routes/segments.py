@@ -5,8 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 from fastapi.concurrency import run_in_threadpool
 
+from core.payloads import (
+    MAX_USAGE_COUNTERS,
+    CallReport,
+    CallReportStored,
+    SegmentBatch,
+    SegmentsStored,
+)
+
 from ..deps import AgentDep, Deps
-from ..schemas import MAX_USAGE_COUNTERS, CallReport, CallReportStored, SegmentBatch, SegmentsStored
 from ..transcripts import (
     ConversationDeleted,
     TooManyCounters,

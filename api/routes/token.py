@@ -8,7 +8,7 @@ from livekit import api as lkapi
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from agents.dialog import scenarios
+from core import scenarios
 
 from ..deps import Deps
 from ..history import room_mode

@@ -8,9 +8,11 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
+from core.webhooks import WebhookMalformed, WebhookRejected, verify_webhook
+
 from ..deps import Deps
 from ..history import apply_event
-from ..webhooks import WebhookMalformed, WebhookRejected, check_event, verify_webhook
+from ..webhooks import check_event
 
 logger = logging.getLogger("kaiwa.api")
 router = APIRouter(tags=["webhooks"])

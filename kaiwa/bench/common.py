@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from livekit import api as lkapi
 
-from agents.settings import AGENT_NAME
+from api.tokens import caller_grants
+from core.protocol import AGENT_NAME, LANGUAGE_ATTRIBUTE, MODE_ATTRIBUTE
 from kaiwa.stack.config import StackConfig
 
 
@@ -26,6 +27,22 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def median(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
+
+
+def bench_grant(
+    cfg: StackConfig, room: str, identity: str, *, mode: str, language: str
+) -> dict[str, Any]:
+    """A caller's grant for a room the bench made itself (create_room): the API gives no
+    token for a dialog room that already exists, since a dialog has one caller."""
+    token = (
+        lkapi.AccessToken(cfg.secrets.livekit_api_key, cfg.secrets.livekit_api_secret)
+        .with_identity(identity)
+        .with_name(identity)
+        .with_grants(caller_grants(room))
+        .with_attributes({LANGUAGE_ATTRIBUTE: language, MODE_ATTRIBUTE: mode})
+        .to_jwt()
+    )
+    return {"url": cfg.livekit_url, "token": token, "room": room, "identity": identity}
 
 
 async def create_room(cfg: StackConfig, name: str, dispatch: dict[str, Any]) -> None:

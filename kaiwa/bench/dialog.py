@@ -45,7 +45,7 @@ from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack, ephemeral_config
 
-from .common import cpu_seconds, create_room, median, percentile
+from .common import bench_grant, cpu_seconds, create_room, median, percentile
 
 QUESTIONS = [
     "What is the capital city of France?",
@@ -196,7 +196,7 @@ async def _conversation(cfg: StackConfig, stack: Stack, design: str) -> dict[str
     questions = [await asyncio.to_thread(_speech, q) for q in QUESTIONS]
     story = await asyncio.to_thread(_speech, STORY)
     barge_in = await asyncio.to_thread(_speech, BARGE_IN)
-    await caller.join(scenario="assistant")
+    await caller.connect(bench_grant(cfg, room_name, "bench-caller", mode="dialog", language="en"))
     talk = Conversation(caller)
     agent_pid = stack.services["agent"].proc.pid  # type: ignore[union-attr]
     llm_pid = stack.services["llm"].proc.pid  # type: ignore[union-attr]

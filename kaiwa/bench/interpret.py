@@ -37,6 +37,7 @@ from livekit import rtc
 
 from agents import engines
 from agents.interpret import baseline
+from core.protocol import DROPPED_SENTENCES_ATTRIBUTE, FINAL, SOURCE_SEGMENT_ID, TRACK_ID
 from kaiwa.caller import HeardAudio, SyntheticCaller
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack, ephemeral_config
@@ -150,7 +151,7 @@ async def _exchange(cfg: StackConfig, stack: Stack, design: str) -> dict[str, An
             turns.append(turn)
         wall = time.monotonic() - wall_before
         cpu = cpu_seconds(agent_pid) + cpu_seconds(llm_pid) - cpu_before
-        dropped = int(agent.attributes.get("kaiwa.dropped_sentences", "0"))
+        dropped = int(agent.attributes.get(DROPPED_SENTENCES_ATTRIBUTE, "0"))
         agents_in_room = len(alice.remote(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT))
     finally:
         await kenji.leave()
@@ -181,14 +182,14 @@ def _figures(turns: list[Turn]) -> dict[str, Any]:
         updates = [
             t
             for t in window
-            if t.attributes.get("lk.transcribed_track_id") == track_sid
-            and "kaiwa.source_segment_id" not in t.attributes
+            if t.attributes.get(TRACK_ID) == track_sid
+            and SOURCE_SEGMENT_ID not in t.attributes
             and t.attributes.get("language", turn.speaker.language) == turn.speaker.language
         ]
         # Caption lag: each sentence against the final caption that completes it.
         # (A caption that holds two sentences completes both, the first one late.)
         covered = 0
-        for caption in (u for u in updates if u.attributes.get("lk.transcription_final") == "true"):
+        for caption in (u for u in updates if u.attributes.get(FINAL) == "true"):
             now_covered = min(covered + _sentences_in(caption.text), len(turn.sentence_ends))
             caption_lags += [caption.at - end for end in turn.sentence_ends[covered:now_covered]]
             covered = now_covered

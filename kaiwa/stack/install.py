@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import BIN_DIR, CACHE_DIR, REPO_ROOT
+from core.paths import BIN_DIR, CACHE_DIR, REPO_ROOT
+
 from .process import StackError
 
 

@@ -20,10 +20,10 @@ import redis
 import yaml
 from botocore.config import Config as BotoConfig
 
-from agents.heartbeat import registered_workers
+from core.paths import BIN_DIR, REPO_ROOT
+from core.presence import registered_workers
 
 from .config import Ports, Secrets, StackConfig
-from .paths import BIN_DIR, REPO_ROOT
 from .process import ManagedProcess, StackError, check_port_free, free_port, tcp_open
 
 LIVEKIT_BINARY = "livekit-server"

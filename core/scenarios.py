@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
-from ..translate import language_name
+from .languages import language_name
 
 DEFAULT_FILE = Path(__file__).with_name("scenarios.toml")
 DEFAULT_SCENARIO = "assistant"

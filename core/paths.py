@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Per-checkout state (secrets, database, object store, logs). Ignored by git.
 STATE_DIR = Path(os.environ.get("KAIWA_STATE_DIR", REPO_ROOT / ".kaiwa"))

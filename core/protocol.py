@@ -1,0 +1,53 @@
+"""Names the processes agree on: the contract between the API, the agents, the recorder and
+the apps (docs/mobile.md lists the ones a native app reads).
+
+A name written here is written nowhere else; renaming one is a protocol change.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# The agent that LiveKit dispatches to every room a caller's token creates.
+AGENT_NAME = "kaiwa"
+
+# What a call is: a spoken dialog with the agent, or people interpreted for each other.
+Mode = Literal["dialog", "interpret"]
+
+# Participant attributes.
+# Set by the API from the caller's token and PUT /api/call/language: what they speak and hear.
+LANGUAGE_ATTRIBUTE = "language"
+MODE_ATTRIBUTE = "kaiwa.mode"
+# Set by the API just before a caller leaves on purpose: a dialog then ends at once, rather
+# than waiting for a reload to come back.
+CALLER_ENDED_ATTRIBUTE = "kaiwa.ended"
+# The agent's state as LiveKit's own agents publish it ("listening", "thinking", "speaking").
+AGENT_STATE_ATTRIBUTE = "lk.agent.state"
+# Interpretation: sentences a listener's voice dropped to keep up (bounded lag).
+DROPPED_SENTENCES_ATTRIBUTE = "kaiwa.dropped_sentences"
+
+# Text-stream topics.
+CAPTION_TOPIC = "lk.transcription"
+NOTICE_TOPIC = "kaiwa.notice"
+
+# Caption attributes: LiveKit's transcription attributes, and Kaiwa's own.
+SEGMENT_ID = "lk.segment_id"
+TRACK_ID = "lk.transcribed_track_id"
+FINAL = "lk.transcription_final"
+SOURCE_SEGMENT_ID = "kaiwa.source_segment_id"
+SPEAKER = "kaiwa.speaker"
+START_S = "kaiwa.start_s"
+END_S = "kaiwa.end_s"
+
+# Identities of the platform's own participants; a caller may not pose as one.
+RESERVED_IDENTITY_PREFIXES = ("agent-", "kaiwa-", "recorder-", "sip_")
+
+# Worker presence in Redis: each agent worker refreshes `<prefix><worker id>` while it is
+# registered (LiveKit has no API that lists workers), and /healthz reads the keys.
+WORKER_KEY_PREFIX = "kaiwa:agent-workers:"
+WORKER_KEY_TTL_S = 15
+WORKER_KEY_REFRESH_S = 5
+
+
+def worker_key(worker_id: str) -> str:
+    return f"{WORKER_KEY_PREFIX}{worker_id}"
