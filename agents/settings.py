@@ -1,4 +1,4 @@
-"""Agent worker settings, read from the same environment names as the API's."""
+"""The agent worker's settings: the shared parts (core/settings.py) and its own."""
 
 from __future__ import annotations
 
@@ -6,53 +6,86 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.scenarios import DEFAULT_FILE as SCENARIOS_FILE
+from core.settings import GoogleSettings, LiveKitSettings, RedisSettings
+
+Engine = Literal["local", "google"]
 
 
-class AgentSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
-
-    livekit_url: str = "ws://127.0.0.1:7880"
-    livekit_api_key: str = ""
-    livekit_api_secret: str = ""
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    agent_http_port: int = 8081
+class AgentSettings(LiveKitSettings, RedisSettings, GoogleSettings):
     # The worker's health endpoint listens on loopback unless a deployment says otherwise
     # (a Kubernetes probe reaches the pod's address: infra/k8s sets 0.0.0.0).
-    agent_http_host: str = "127.0.0.1"
-    # Load the offline engines when the worker starts (False for cloud-only workers).
-    agent_prewarm: bool = True
-    stt_model: str = "whisper-base"
-    # Which engine serves each role: the offline one, or Google's (needs credentials).
-    stt_engine: Literal["local", "google"] = "local"
-    llm_engine: Literal["local", "google"] = "local"
-    tts_engine: Literal["local", "google"] = "local"
-    google_llm_model: str = "gemini-2.5-flash"
-    llm_base_url: str = "http://127.0.0.1:8090/v1"
-    llm_model: str = "qwen2.5-1.5b-instruct"
-    # Where agents post transcripts and reports (the API's internal routes).
-    api_internal_url: str = "http://127.0.0.1:8000"
-    # Interpretation: a listener's translated audio never falls further behind than this.
-    interpret_max_lag_s: float = 4.0
-    # Calls one worker serves at once; beyond it LiveKit dispatches to another worker. A
-    # dispatch no worker accepts is not retried (the caller gets no agent), and a room stays
-    # 20 s after its last caller leaves, so this is a guard against overload, set generously.
-    agent_max_sessions: int = Field(default=10, ge=1)
-    # Dialog calls: Gemini Live when Google credentials are configured (auto), or always
-    # the local pipeline, or always Gemini.
-    dialog_engine: Literal["auto", "local", "gemini"] = "auto"
-    gemini_live_model: str = "gemini-2.5-flash-native-audio-preview-12-2025"
-    gemini_voice: str = "Puck"
-    # Another Live API endpoint than Google's (a proxy or a stand-in), and its CA file.
-    gemini_base_url: str = ""
-    gemini_ca_file: str = ""
-    # Dialog calls: the scenario catalogue, and when a call is ended for the caller.
-    scenarios_file: Path = SCENARIOS_FILE
-    dialog_idle_timeout_s: float = Field(default=1800.0, gt=0)
-    dialog_max_call_s: float = Field(default=3600.0, gt=0)
-    # How long a dialog waits for a caller whose page left (reload, lost network).
-    dialog_rejoin_grace_s: float = Field(default=20.0, ge=0)
+    agent_http_host: str = Field(
+        default="127.0.0.1", description="Address of the worker's health endpoint."
+    )
+    agent_http_port: int = Field(default=8081, description="Port of the worker's health endpoint.")
+    agent_prewarm: bool = Field(
+        default=True,
+        description="Load the offline engines when the worker starts (false for cloud-only "
+        "workers).",
+    )
     # Idle processes kept warm for the next job; 1 is right for a 2-core machine.
-    agent_idle_processes: int = 1
+    agent_idle_processes: int = Field(default=1, description="Job processes the worker keeps warm.")
+    # Beyond it LiveKit dispatches to another worker. A dispatch no worker accepts is not
+    # retried (the caller gets no agent), and a room stays 20 s after its last caller leaves,
+    # so this is a guard against overload, set generously.
+    agent_max_sessions: int = Field(
+        default=10, ge=1, description="Calls one worker serves at once."
+    )
+    api_internal_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Where agents post transcripts and reports (the API's internal routes).",
+    )
+
+    stt_engine: Engine = Field(default="local", description="Speech-to-text: local or google.")
+    llm_engine: Engine = Field(default="local", description="Language model: local or google.")
+    tts_engine: Engine = Field(default="local", description="Text-to-speech: local or google.")
+    stt_model: str = Field(
+        default="whisper-base", description="The catalogue speech-to-text model to load."
+    )
+    llm_base_url: str = Field(
+        default="http://127.0.0.1:8090/v1",
+        description="The OpenAI-compatible language model endpoint.",
+    )
+    llm_model: str = Field(
+        default="qwen2.5-1.5b-instruct", description="The model name sent to LLM_BASE_URL."
+    )
+    google_llm_model: str = Field(
+        default="gemini-2.5-flash", description="The Gemini model when LLM_ENGINE=google."
+    )
+
+    interpret_max_lag_s: float = Field(
+        default=4.0,
+        description="Interpretation: a listener's translated audio never falls further "
+        "behind than this.",
+    )
+
+    dialog_engine: Literal["auto", "local", "gemini"] = Field(
+        default="auto",
+        description="Dialog calls: Gemini Live when Google credentials are configured (auto), "
+        "or always the local pipeline, or always Gemini.",
+    )
+    gemini_live_model: str = Field(
+        default="gemini-2.5-flash-native-audio-preview-12-2025",
+        description="The Gemini Live model for dialog calls.",
+    )
+    gemini_voice: str = Field(default="Puck", description="The Gemini Live voice.")
+    gemini_base_url: str = Field(
+        default="", description="Another Live API endpoint than Google's (a proxy, a stand-in)."
+    )
+    gemini_ca_file: str = Field(default="", description="The CA that signs GEMINI_BASE_URL.")
+    scenarios_file: Path = Field(
+        default=SCENARIOS_FILE, description="The dialog scenario catalogue."
+    )
+    dialog_idle_timeout_s: float = Field(
+        default=1800.0, gt=0, description="A dialog with nobody speaking this long is ended."
+    )
+    dialog_max_call_s: float = Field(
+        default=3600.0, gt=0, description="A dialog call is ended after this long in all."
+    )
+    dialog_rejoin_grace_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="How long a dialog waits for a caller whose page left (reload, lost network).",
+    )

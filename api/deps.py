@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import boto3
 import jwt
 import redis.asyncio as aioredis
-from botocore.config import Config as BotoConfig
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from livekit import api as lkapi
@@ -21,6 +19,7 @@ from core.service_auth import (
     ServiceTokenInvalid,
     verify_service_token,
 )
+from core.storage import s3_client
 
 from .admin_auth import COOKIE_NAME, AdminTokenInvalid, verify_admin_token
 from .db import make_engine, make_sessionmaker, migrate
@@ -78,28 +77,9 @@ class Resources:
 
 
 def make_s3_client(settings: Settings, *, public: bool = False) -> Any:
-    endpoint = settings.s3_endpoint_url
-    if public and settings.s3_public_endpoint_url:
-        endpoint = settings.s3_public_endpoint_url
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=settings.s3_access_key or None,
-        aws_secret_access_key=settings.s3_secret_key or None,
-        region_name=settings.s3_region,
-        config=BotoConfig(
-            # SigV4 for presigned URLs too: boto3 signs them with the deprecated SigV2 for
-            # a custom endpoint otherwise, whose expiry is a timestamp, not a lifetime.
-            signature_version="s3v4",
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=2,
-            read_timeout=10,
-            # Some S3-compatible servers reject the CRC checksums boto3 now sends by default.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
+    """The API's S3 client; `public` signs URLs for the address browsers use."""
+    endpoint = settings.s3_public_endpoint_url if public else None
+    return s3_client(settings, endpoint_url=endpoint)
 
 
 def get_resources(request: Request) -> Resources:

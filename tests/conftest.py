@@ -17,6 +17,25 @@ from kaiwa.stack.services import Stack, redis_service, s3_service
 from .apiclient import api_settings, client_for
 from .servers import make_stack_config, running_stack
 
+# Every test module says what it needs (pyproject.toml describes each category); CI and
+# `pytest -m unit` select by them, so a module without one would run in the wrong lane.
+CATEGORIES = frozenset({"unit", "integration", "models", "e2e"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    uncategorized = sorted(
+        {
+            item.nodeid.split("::")[0]
+            for item in items
+            if not CATEGORIES & {mark.name for mark in item.iter_markers()}
+        }
+    )
+    if uncategorized:
+        raise pytest.UsageError(
+            "test modules without a category marker (pytestmark = pytest.mark.unit, "
+            "integration, models or e2e): " + ", ".join(uncategorized)
+        )
+
 
 @pytest.fixture(scope="session")
 def stack_config(tmp_path_factory: pytest.TempPathFactory) -> StackConfig:

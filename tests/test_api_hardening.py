@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.settings import REPO_ROOT, Settings
+from api.settings import Settings
+from core.paths import REPO_ROOT
 from core.webhooks import sign_webhook
 from kaiwa.stack.config import StackConfig
 

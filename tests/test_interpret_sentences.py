@@ -1,6 +1,12 @@
 """Sentences committed before an utterance ends, and what its final decode adds to them."""
 
+from __future__ import annotations
+
+import pytest
+
 from agents.interpret.sentences import SentenceCommitter, split_sentences
+
+pytestmark = pytest.mark.unit
 
 
 def test_sentences_split_at_latin_and_japanese_punctuation() -> None:
