@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Never
 
 import numpy as np
@@ -24,9 +22,8 @@ class LocalTTS(tts.TTS[Never]):  # no events beyond the base ones
             sample_rate=sample_rate,
             num_channels=1,
         )
+        # Built per call over the process's voice, whose own thread synthesizes.
         self.voice = voice
-        # One synthesis at a time per voice: these engines are not safe to call concurrently.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
 
     @property
     def model(self) -> str:
@@ -61,8 +58,7 @@ class LocalChunkedStream(tts.ChunkedStream):
             num_channels=1,
             mime_type="audio/pcm",
         )
-        loop = asyncio.get_running_loop()
-        pcm = await loop.run_in_executor(self._local.executor, voice.synthesize, self._input_text)
+        pcm = await voice.synthesize_async(self._input_text)
         for frame in resample(pcm, voice.sample_rate, self._local.sample_rate):
             output_emitter.push(bytes(frame.data))
         output_emitter.flush()

@@ -1,15 +1,20 @@
-"""Offline voices: text in, 16-bit mono PCM out, at the voice's own rate. Blocking calls.
+"""Offline voices: text in, 16-bit mono PCM out, at the voice's own rate.
 
 piper for English, Open JTalk for Japanese, espeak-ng for Vietnamese and as a fallback for
-any language it knows.
+any language it knows. `synthesize` blocks; `synthesize_async` runs it on the voice's own
+thread. A voice is loaded once per worker process and shared by every call
+(agents/engines.py), so its one thread makes "one synthesis at a time per voice" hold across
+calls: these engines are not safe to call concurrently.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import shutil
 import subprocess
 import wave
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -26,21 +31,41 @@ class Voice(Protocol):
         """int16 mono samples at `sample_rate`."""
         ...
 
+    async def synthesize_async(self, text: str) -> np.ndarray:
+        """`synthesize` on the voice's own thread."""
+        ...
 
-class PiperVoice:
+
+class OwnThread:
+    """The one thread a voice synthesizes on, whichever call asks."""
+
+    name: str
+
+    def _start_thread(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tts-{self.name}")
+
+    def synthesize(self, text: str) -> np.ndarray:
+        raise NotImplementedError
+
+    async def synthesize_async(self, text: str) -> np.ndarray:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self.synthesize, text)
+
+
+class PiperVoice(OwnThread):
     def __init__(self, model_dir: Path, onnx_name: str) -> None:
         from piper import PiperVoice as _Piper
 
         self._voice = _Piper.load(str(model_dir / onnx_name), str(model_dir / f"{onnx_name}.json"))
         self.name = f"piper:{onnx_name.removesuffix('.onnx')}"
         self.sample_rate = int(self._voice.config.sample_rate)
+        self._start_thread()
 
     def synthesize(self, text: str) -> np.ndarray:
         chunks = [c.audio_int16_array for c in self._voice.synthesize(text)]
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
 
-class OpenJTalkVoice:
+class OpenJTalkVoice(OwnThread):
     name = "openjtalk:mei"
     sample_rate = 48000
 
@@ -49,13 +74,14 @@ class OpenJTalkVoice:
 
         self._tts = pyopenjtalk.tts
         self._tts("あ")  # loads the dictionary and voice now, not on the first call
+        self._start_thread()
 
     def synthesize(self, text: str) -> np.ndarray:
         samples, _rate = self._tts(text)
         return np.clip(samples, -32768, 32767).astype(np.int16)
 
 
-class EspeakVoice:
+class EspeakVoice(OwnThread):
     sample_rate = 22050
 
     def __init__(self, language: str) -> None:
@@ -70,6 +96,7 @@ class EspeakVoice:
             raise UnsupportedLanguage("voice", language)
         self._argv = [binary, "-v", language, "--stdout"]
         self.name = f"espeak-ng:{language}"
+        self._start_thread()
 
     def synthesize(self, text: str) -> np.ndarray:
         wav_bytes = subprocess.run([*self._argv, text], capture_output=True, check=True).stdout
