@@ -13,7 +13,6 @@ id once, so a resend is harmless.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
 import string
@@ -23,8 +22,6 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToJson, Parse
 from livekit.protocol import egress as lkegress
 from livekit.protocol.webhook import WebhookEvent
-
-logger = logging.getLogger("kaiwa.recorder")
 
 EgressStatus = lkegress.EgressStatus.ValueType
 STARTING = lkegress.EgressStatus.EGRESS_STARTING

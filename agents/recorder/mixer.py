@@ -31,7 +31,9 @@ Samples = npt.NDArray[np.int16]
 
 
 @dataclass
-class TrackStats:
+class JitterBufferStats:
+    """What a track's jitter buffer filled with silence or dropped on its way into the mix."""
+
     # Samples filled with silence because the track had not delivered them in time.
     underrun_samples: int = 0
     # Silences of over 100 ms filled in while the track was playing: audible gaps.
@@ -61,7 +63,7 @@ class JitterBuffer:
     prime_ms: int = PRIME_MS
     max_ms: int = 2000
     rearm_ms: int = 600  # three ticks: longer than the gap between two stream frames
-    stats: TrackStats = field(default_factory=TrackStats)
+    stats: JitterBufferStats = field(default_factory=JitterBufferStats)
     _chunks: list[Samples] = field(default_factory=list)
     _size: int = 0
     _playing: bool = False

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -40,13 +39,12 @@ from .egress import (
     now_ns,
 )
 from .encoder import OggOpusEncoder, OggOpusPacketWriter
+from .log import logger
 from .mixer import PRIME_MS, SAMPLE_RATE, TICK_MS, Samples, mix
 from .settings import RecorderSettings
 from .subscriber import OpusPacket, Subscriber
-from .track import Track, TrackStats
+from .track import PacketStats, Track
 from .upload import SpooledObject, StorageError, Uploader, VerificationError
-
-logger = logging.getLogger("kaiwa.recorder")
 
 TICK_S = TICK_MS / 1000
 TICK_NS = TICK_MS * 1_000_000
@@ -485,7 +483,7 @@ def _describe_track(track: Track) -> dict[str, str]:
     }
 
 
-def _track_figures(stats: TrackStats) -> dict[str, int]:
+def _track_figures(stats: PacketStats) -> dict[str, int]:
     return {
         "lost_ms": stats.lost_samples * 1000 // SAMPLE_RATE,
         "gaps_over_100ms": stats.gaps_over_100ms,

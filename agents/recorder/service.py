@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import shutil
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -35,11 +34,10 @@ from livekit.protocol import room as lkroom
 from core.webhooks import WebhookMalformed, WebhookRejected, sign_webhook, verify_webhook
 
 from .egress import FAILED, EgressRecord
+from .log import logger
 from .room import CALLER_KINDS, RoomRecorder, finish_upload, store_manifest
 from .settings import RecorderSettings
 from .upload import SpooledObject, Uploader
-
-logger = logging.getLogger("kaiwa.recorder")
 
 LOCK_KEY = "kaiwa:recorder:room:{}"
 MAX_WEBHOOK_BYTES = 1 << 20

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import re
 import time
 import urllib.parse
@@ -32,7 +31,7 @@ from livekit.protocol import models as lkmodels
 from livekit.protocol import rtc as lkrtc
 from websockets.asyncio.client import ClientConnection, connect
 
-logger = logging.getLogger("kaiwa.recorder")
+from .log import logger
 
 # LiveKit's signalling protocol version this client speaks (that of the SDKs we test with).
 PROTOCOL_VERSION = 16

@@ -66,7 +66,9 @@ def _unwrap(value: int, last: int, bits: int) -> int:
 
 
 @dataclass
-class TrackStats:
+class PacketStats:
+    """What became of a track's packets on their way into its file."""
+
     lost_samples: int = 0  # packets that never came (sequence numbers skipped)
     gaps_over_100ms: int = 0  # losses of over 100 ms in a row: audible gaps
     late_packets: int = 0  # came after later ones were stored, or twice: not stored
@@ -77,7 +79,7 @@ class TrackStats:
 class Timeline:
     """Orders a track's packets and says, for each, the silence to fill before it."""
 
-    stats: TrackStats = field(default_factory=TrackStats)
+    stats: PacketStats = field(default_factory=PacketStats)
     _sequence: int | None = None  # extended sequence number of the last accepted packet
     _end: int = 0  # extended RTP timestamp where the last accepted packet ends
 

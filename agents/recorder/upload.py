@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import threading
 from dataclasses import asdict, dataclass, field
@@ -18,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-
-logger = logging.getLogger("kaiwa.recorder")
 
 # S3 refuses parts under 5 MiB except the last one; more parts means a crash of the whole
 # machine (not just the process: the spool survives that) loses less.
