@@ -27,6 +27,8 @@ from livekit import api as lkapi
 from livekit.protocol import egress as lkegress
 from livekit.protocol import models as lkmodels
 
+from core.tasks import TaskOwner
+
 from .egress import (
     ABORTED,
     ACTIVE,
@@ -44,7 +46,14 @@ from .mixer import PRIME_MS, SAMPLE_RATE, TICK_MS, Samples, mix
 from .settings import RecorderSettings
 from .subscriber import OpusPacket, Subscriber
 from .track import PacketStats, Track
-from .upload import SpooledObject, StorageError, Uploader, VerificationError
+from .upload import (
+    SpooledObject,
+    StorageError,
+    Uploader,
+    VerificationError,
+    finish_upload,
+    store_manifest,
+)
 
 TICK_S = TICK_MS / 1000
 TICK_NS = TICK_MS * 1_000_000
@@ -147,7 +156,7 @@ class RoomRecorder:
         self.mix: Recording | None = None
         self.t0_ns = 0
         self.tick = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner(logger, room_sid=room_sid)
         self._stop = asyncio.Event()
         self._stop_reason: str | None = None
 
@@ -167,16 +176,14 @@ class RoomRecorder:
         await self.subscriber.connect(
             self.settings.livekit_url, recorder_token(self.settings, self.room_name, identity)
         )
-        self._spawn(self._watch_connection(), f"recorder-connection-{self.room_sid}")
+        self._tasks.spawn(self._watch_connection(), f"recorder-connection-{self.room_sid}")
         try:
             if await self._wait_for_callers(self.settings.recorder_first_caller_timeout_s):
                 self._start_mix()
                 await self._run_clock()
         finally:
             await self._finish()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._tasks.aclose()
             await self.subscriber.close()
 
     async def _watch_connection(self) -> None:
@@ -208,11 +215,6 @@ class RoomRecorder:
         return True
 
     # --- tracks ----------------------------------------------------------------------------
-
-    def _spawn(self, coro: object, name: str) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _on_packet(self, track_sid: str, packet: OpusPacket) -> None:
         track = self.tracks.get(track_sid)
@@ -262,7 +264,7 @@ class RoomRecorder:
         self.mix.record.info.status = ACTIVE
         self.mix.record.publish("egress_updated")
         self.on_event()
-        self._spawn(self._upload_loop(), f"recorder-upload-{self.room_sid}")
+        self._tasks.spawn(self._upload_loop(), f"recorder-upload-{self.room_sid}")
         # Ticks made after the last caller left, held back: if a caller comes back (a reload)
         # they are written and the recording goes on; if not, the recording ends where the
         # last caller left, not a grace period later.
@@ -490,36 +492,3 @@ def _track_figures(stats: PacketStats) -> dict[str, int]:
         "late_packets": stats.late_packets,
         "dropped_packets": stats.dropped_packets,
     }
-
-
-async def finish_upload(
-    uploader: Uploader, obj: SpooledObject, lock: asyncio.Lock | None = None
-) -> None:
-    """Push until the object is complete and verified, backing off while storage is away."""
-    delay = 0.5
-    while True:
-        try:
-            async with lock or contextlib.nullcontext():
-                await asyncio.to_thread(uploader.push, obj)
-            return
-        except StorageError as exc:
-            logger.warning(
-                "upload failed; recording kept on local disk, retrying",
-                extra={"key": obj.key, "retry_in_s": delay, "error": str(exc)[:300]},
-            )
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 30.0)
-
-
-async def store_manifest(uploader: Uploader, record: EgressRecord, key: str) -> None:
-    delay = 0.5
-    while True:
-        try:
-            await asyncio.to_thread(
-                uploader.put_small, f"{key}.json", record.manifest(), "application/json"
-            )
-            return
-        except StorageError:
-            logger.warning("manifest upload failed; retrying", extra={"key": key})
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 30.0)

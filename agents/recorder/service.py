@@ -31,19 +31,27 @@ from livekit import api as lkapi
 from livekit.protocol import egress as lkegress
 from livekit.protocol import room as lkroom
 
+from core.retry import RetryPolicy
+from core.tasks import TaskOwner
 from core.webhooks import WebhookMalformed, WebhookRejected, sign_webhook, verify_webhook
 
 from .egress import FAILED, EgressRecord
 from .log import logger
-from .room import CALLER_KINDS, RoomRecorder, finish_upload, store_manifest
+from .room import CALLER_KINDS, RoomRecorder
 from .settings import RecorderSettings
-from .upload import SpooledObject, Uploader
+from .upload import SpooledObject, Uploader, finish_upload, store_manifest
 
 LOCK_KEY = "kaiwa:recorder:room:{}"
 MAX_WEBHOOK_BYTES = 1 << 20
 PARTIAL_ERROR = "the recorder stopped during the call; the recording ends early"
 # LiveKit's participant kinds as webhooks spell them.
 CALLER_KIND_VALUES = {int(k) for k in CALLER_KINDS}
+# The outbox's waits while the API refuses or is away: 1 s doubling to 30 s, from the first
+# failed round (a new event wakes it sooner). While all is delivered it looks every 5 s.
+OUTBOX_RETRY = RetryPolicy(initial_s=1.0, max_s=30.0)
+OUTBOX_IDLE_S = 5.0
+# At shutdown, the rooms' recorders get this long to finish their files.
+SHUTDOWN_ROOMS_S = 30.0
 
 
 def make_s3_client(settings: RecorderSettings) -> Any:
@@ -108,7 +116,7 @@ class RecorderService:
         # caller joining again starts a new one, not the listing.
         self.finished: set[str] = set()
         self._outbox_wakeup = asyncio.Event()
-        self._background: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner(logger)
         self._livekit: lkapi.LiveKitAPI | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -137,8 +145,9 @@ class RecorderService:
         )
         self.recorders[room_sid] = recorder
         self.finished.discard(room_sid)
-        task = asyncio.create_task(self._record(room_sid, recorder), name=f"room-{room_sid}")
-        self.tasks[room_sid] = task
+        self.tasks[room_sid] = self._tasks.spawn(
+            self._record(room_sid, recorder), name=f"room-{room_sid}"
+        )
         logger.info("recording room", extra={"room_sid": room_sid})
 
     async def _record(self, room_sid: str, recorder: RoomRecorder) -> None:
@@ -257,13 +266,16 @@ class RecorderService:
         return healthy
 
     async def _send_outbox(self) -> None:
-        delay = 0.5
+        delays = OUTBOX_RETRY.delays()
         while True:
-            healthy = await self._deliver_all()
-            delay = 0.5 if healthy else min(delay * 2, 30.0)
+            if await self._deliver_all():
+                delays = OUTBOX_RETRY.delays()
+                wait_s = OUTBOX_IDLE_S
+            else:
+                wait_s = next(delays, OUTBOX_RETRY.max_s)
             self._outbox_wakeup.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outbox_wakeup.wait(), 5.0 if healthy else delay)
+                await asyncio.wait_for(self._outbox_wakeup.wait(), wait_s)
 
     def _discard_if_done(self, directory: Path) -> None:
         file_dir = directory / "file"
@@ -287,7 +299,7 @@ class RecorderService:
                 logger.exception("unreadable spool folder", extra={"folder": directory.name})
                 continue
             if not record.ended:
-                self._spawn(self._recover_one(record), f"recover-{directory.name}")
+                self._tasks.spawn(self._recover_one(record), f"recover-{directory.name}")
 
     async def _recover_one(self, record: EgressRecord) -> None:
         logger.warning("finishing an interrupted recording", extra={"egress": record.egress_id})
@@ -324,11 +336,6 @@ class RecorderService:
 
     # --- running ---------------------------------------------------------------------------
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def run(self, stop: asyncio.Event) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
@@ -346,10 +353,10 @@ class RecorderService:
             runner, self.settings.recorder_http_host, self.settings.recorder_http_port
         ).start()
         try:
-            self._spawn(self.recover(), "recover")
-            self._spawn(self._send_outbox(), "outbox")
-            self._spawn(self._poll_rooms(), "poll-rooms")
-            self._spawn(self._refresh_locks(), "refresh-locks")
+            self._tasks.spawn(self.recover(), "recover")
+            self._tasks.spawn(self._send_outbox(), "outbox")
+            self._tasks.spawn(self._poll_rooms(), "poll-rooms")
+            self._tasks.spawn(self._refresh_locks(), "refresh-locks")
             logger.info("recorder ready", extra={"port": self.settings.recorder_http_port})
             await stop.wait()
         finally:
@@ -359,10 +366,10 @@ class RecorderService:
         for recorder in self.recorders.values():
             recorder.stop("the recorder was shut down")
         if self.tasks:
-            await asyncio.wait(list(self.tasks.values()), timeout=30)
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+            await asyncio.wait(list(self.tasks.values()), timeout=SHUTDOWN_ROOMS_S)
+        # The service's loops, and any room that did not finish in time (its spool is
+        # finished by the next start).
+        await self._tasks.aclose()
         # One last delivery round; what is left stays in the spool for the next start.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._deliver_all(), 5)

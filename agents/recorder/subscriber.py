@@ -19,7 +19,7 @@ import json
 import re
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,8 @@ from aiortc.sdp import candidate_from_sdp
 from livekit.protocol import models as lkmodels
 from livekit.protocol import rtc as lkrtc
 from websockets.asyncio.client import ClientConnection, connect
+
+from core.tasks import TaskOwner
 
 from .log import logger
 
@@ -107,7 +109,7 @@ class Subscriber:
         self._ssrc_tracks: dict[int, str] = {}
         self._opus_types: set[int] = set()
         self._early_candidates: list[dict[str, Any]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner(logger)
         self._joined = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -119,7 +121,7 @@ class Subscriber:
             raise SubscriberError(f"LiveKit could not be reached: {exc}") from exc
         except Exception as exc:  # websockets' handshake errors: a refused token, a bad URL
             raise SubscriberError(f"LiveKit refused the connection: {exc}") from exc
-        self._spawn(self._read_signals(self._ws))
+        self._tasks.spawn(self._read_signals(self._ws), "recorder-signals")
         try:
             await asyncio.wait_for(self._joined.wait(), JOIN_TIMEOUT_S)
         except TimeoutError:
@@ -133,9 +135,7 @@ class Subscriber:
             with contextlib.suppress(Exception):
                 await self._send(lkrtc.SignalRequest(leave=lkrtc.LeaveRequest()))
                 await self._ws.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
         await self._pc.close()
 
     def _end(self, reason: str, *, lost: bool = False) -> None:
@@ -144,11 +144,6 @@ class Subscriber:
             self.lost = lost
             self.closed.set()
             self.changed.set()
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # --- signalling --------------------------------------------------------------------------
 
@@ -173,7 +168,7 @@ class Subscriber:
             join = message.join
             self.local_sid = join.participant.sid
             self._update_participants(join.other_participants)
-            self._spawn(self._ping(join.ping_interval or 5))
+            self._tasks.spawn(self._ping(join.ping_interval or 5), "recorder-ping")
             self._joined.set()
         elif kind == "update":
             self._update_participants(message.update.participants)

@@ -4,10 +4,16 @@ Every encoded byte is appended to a local spool file the moment it exists, so ne
 outage nor a killed recorder loses audio: the uploader catches up from the spool, and a
 restarted recorder completes what a dead one left (see `service.recover`). The spool copy is
 deleted only after the stored object is verified: same size, same multipart checksum.
+
+The `Uploader`'s calls block (run them in a thread); `finish_upload` and `store_manifest` do
+that for the event loop, retrying while storage is away for as long as it takes: what they
+store was already acknowledged as recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -17,6 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+
+from core.retry import UNTIL_CANCELLED, retry
+
+from .egress import EgressRecord
+from .log import logger
 
 # S3 refuses parts under 5 MiB except the last one; more parts means a crash of the whole
 # machine (not just the process: the spool survives that) loses less.
@@ -232,3 +243,45 @@ class Uploader:
     def put_small(self, key: str, body: bytes, content_type: str) -> None:
         """Small side files (manifests) in one request."""
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+
+
+async def finish_upload(
+    uploader: Uploader, obj: SpooledObject, lock: asyncio.Lock | None = None
+) -> None:
+    """Push until the object is complete and verified, backing off while storage is away.
+
+    A VerificationError is not retried: the stored object is there, and wrong."""
+
+    async def push() -> None:
+        async with lock or contextlib.nullcontext():
+            await asyncio.to_thread(uploader.push, obj)
+
+    await retry(
+        push,
+        UNTIL_CANCELLED,
+        name="recording_upload",
+        logger=logger,
+        retry_on=StorageError,
+        message="upload failed; recording kept on local disk, retrying",
+        key=obj.key,
+    )
+
+
+async def store_manifest(uploader: Uploader, record: EgressRecord, key: str) -> None:
+    """The recording's manifest, next to its file (`<key>.json`), retried while storage is
+    away."""
+
+    async def put() -> None:
+        await asyncio.to_thread(
+            uploader.put_small, f"{key}.json", record.manifest(), "application/json"
+        )
+
+    await retry(
+        put,
+        UNTIL_CANCELLED,
+        name="recording_manifest",
+        logger=logger,
+        retry_on=StorageError,
+        message="manifest upload failed; retrying",
+        key=key,
+    )
