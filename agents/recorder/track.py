@@ -19,7 +19,7 @@ from .mixer import SAMPLE_RATE, JitterBuffer, Samples
 from .subscriber import OpusPacket
 
 if TYPE_CHECKING:
-    from .room import Recording
+    from .recording import Recording
 
 # Packets waiting for the clock, per track: 5 s of 20 ms packets. Beyond it (a stalled clock)
 # the oldest are dropped and counted, as memory must stay bounded.
