@@ -1,31 +1,36 @@
 """The recorder's parts on their own: room clock buffers, Ogg/Opus files, received packets
-in order, spooled uploads."""
+in order, the retries of a spooled upload. (Uploads to a real S3 server:
+`test_recorder_storage.py`.)"""
 
 from __future__ import annotations
 
 import io
-import os
-from collections.abc import Iterator
+import logging
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
 import pytest
-from botocore.exceptions import ClientError
+from livekit.protocol import egress as lkegress
 
+from agents.recorder.egress import EgressRecord
 from agents.recorder.encoder import OggOpusEncoder, OggOpusPacketWriter
 from agents.recorder.mixer import SAMPLE_RATE, TICK_MS, TICK_SAMPLES, JitterBuffer, mix
 from agents.recorder.service import ogg_duration_ns
 from agents.recorder.subscriber import OpusPacket, opus_payload_types, ssrc_tracks
 from agents.recorder.track import FRAME_20MS, Timeline, Track, opus_samples, plc_packet
-from agents.recorder.upload import MIN_PART_SIZE, SpooledObject, Uploader, VerificationError
-from kaiwa.stack.config import StackConfig
-from kaiwa.stack.services import ephemeral_config, s3_client, s3_service
+from agents.recorder.upload import (
+    SpooledObject,
+    Uploader,
+    VerificationError,
+    finish_upload,
+    store_manifest,
+)
 
 from .recordings import decode_ogg, rms
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.unit
 
 
 def samples(n: int, value: int = 1000) -> np.ndarray[Any, np.dtype[np.int16]]:
@@ -244,77 +249,54 @@ def test_an_offer_names_each_ssrcs_track() -> None:
     assert opus_payload_types(answer) == {111}
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
-    cfg = ephemeral_config(tmp_path_factory.mktemp("s3"))
-    server = s3_service(cfg)
-    server.start()
-    try:
-        server.wait_ready()
-        yield cfg
-    finally:
-        server.stop()
+class FlakyUploader(Uploader):
+    """Storage that is away for the first `failures` calls, then answers with `result`."""
+
+    def __init__(self, failures: int, result: Exception | None = None) -> None:
+        super().__init__(client=None, bucket="recordings")
+        self.failures = failures
+        self.result = result
+        self.calls = 0
+
+    def _call(self) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise OSError("connection refused")
+        if self.result is not None:
+            raise self.result
+
+    def push(self, obj: SpooledObject) -> None:
+        self._call()
+
+    def put_small(self, key: str, body: bytes, content_type: str) -> None:
+        self._call()
 
 
-def test_parts_upload_while_writing_and_a_restart_completes_the_object(
-    s3: StackConfig, tmp_path: Path
+async def test_an_upload_retries_while_storage_is_away_but_not_a_failed_verification(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = s3_client(s3)
-    uploader = Uploader(client, s3.s3_bucket)
-    obj = SpooledObject.create(tmp_path / "obj", "recordings/RM_test/EG_test.ogg")
-    first = os.urandom(MIN_PART_SIZE + 1000)
-    obj.write(first)
-    uploader.push(obj)  # one full part goes up while the "call" runs
-    assert [p.size for p in obj.state.parts] == [MIN_PART_SIZE]
-    obj.write(b"tail")
-
-    # The process dies here; a new one finds the spool and finishes it.
-    reloaded = SpooledObject.load(tmp_path / "obj")
-    assert reloaded.state.upload_id == obj.state.upload_id
-    reloaded.close_input()
-    uploader.push(reloaded)
-    assert reloaded.state.completed
-    stored = client.get_object(Bucket=s3.s3_bucket, Key=reloaded.key)["Body"].read()
-    assert stored == first + b"tail"
-
-
-def test_verification_catches_an_object_that_differs(s3: StackConfig, tmp_path: Path) -> None:
-    client = s3_client(s3)
-    uploader = Uploader(client, s3.s3_bucket)
-    obj = SpooledObject.create(tmp_path / "obj", "recordings/RM_test/EG_other.ogg")
-    obj.write(b"spooled audio")
-    obj.close_input()
-    uploader.push(obj)
-    client.put_object(Bucket=s3.s3_bucket, Key=obj.key, Body=b"something else")
+    obj = SpooledObject.create(tmp_path / "obj", "recordings/RM_test/EG_retry.ogg")
+    uploader = FlakyUploader(failures=1)
+    with caplog.at_level(logging.WARNING, logger="kaiwa.recorder"):
+        await finish_upload(uploader, obj)
+    assert uploader.calls == 2
+    (record,) = [r for r in caplog.records if r.name == "kaiwa.recorder"]
+    assert record.getMessage() == "upload failed; recording kept on local disk, retrying"
+    assert getattr(record, "key", None) == obj.key
+    # The stored object is there and wrong: another push cannot fix it.
+    wrong = FlakyUploader(failures=0, result=VerificationError("stored size differs"))
     with pytest.raises(VerificationError):
-        uploader.verify(obj)
+        await finish_upload(wrong, obj)
+    assert wrong.calls == 1
 
 
-def test_an_upload_the_store_dropped_starts_again_from_the_spool(
-    s3: StackConfig, tmp_path: Path
+async def test_a_manifest_is_retried_while_storage_is_away(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An expired or aborted multipart upload: nothing is lost, the next push starts afresh."""
-    client = s3_client(s3)
-    uploader = Uploader(client, s3.s3_bucket)
-    obj = SpooledObject.create(tmp_path / "obj", "recordings/RM_test/EG_dropped.ogg")
-    first = os.urandom(MIN_PART_SIZE + 10)
-    obj.write(first)
-    uploader.push(obj)
-    client.abort_multipart_upload(Bucket=s3.s3_bucket, Key=obj.key, UploadId=obj.state.upload_id)
-    obj.write(b"tail")
-    obj.close_input()
-    with pytest.raises(ClientError):
-        uploader.push(obj)  # the store says NoSuchUpload: this attempt fails...
-    assert obj.state.upload_id is None and obj.state.parts == []
-    uploader.push(obj)  # ...and the retry uploads everything the spool holds
-    assert obj.state.completed
-    stored = client.get_object(Bucket=s3.s3_bucket, Key=obj.key)["Body"].read()
-    assert stored == first + b"tail"
-
-
-def test_an_empty_object_is_refused_not_retried(s3: StackConfig, tmp_path: Path) -> None:
-    uploader = Uploader(s3_client(s3), s3.s3_bucket)
-    obj = SpooledObject.create(tmp_path / "obj", "recordings/RM_test/EG_empty.ogg")
-    obj.close_input()
-    with pytest.raises(ValueError, match="nothing to upload"):
-        uploader.push(obj)
+    record = EgressRecord.create(tmp_path, lkegress.EgressInfo(egress_id="EG_retry"))
+    uploader = FlakyUploader(failures=1)
+    with caplog.at_level(logging.WARNING, logger="kaiwa.recorder"):
+        await store_manifest(uploader, record, "recordings/RM_test/EG_retry.ogg")
+    assert uploader.calls == 2
+    messages = [r.getMessage() for r in caplog.records if r.name == "kaiwa.recorder"]
+    assert messages == ["manifest upload failed; retrying"]
