@@ -6,7 +6,6 @@ times exactly what the API does.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from core.payloads import Role
 
+from .log import logger
 from .models import AuditEntry, Conversation, Participant, Recording, Segment
 from .schemas import (
     ConversationDetail,
@@ -30,8 +30,6 @@ from .schemas import (
 )
 from .search import ConversationFilters, Cursor, find_conversations, find_matches
 from .storage import delete_objects, storage_key
-
-logger = logging.getLogger("kaiwa.api")
 
 MATCHES_PER_CONVERSATION = 3
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -14,9 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from .log import logger
 from .models import Conversation, Participant, Recording, WebhookEvent, new_id
-
-logger = logging.getLogger("kaiwa.api")
 
 
 def _from_seconds(value: int) -> datetime | None:

@@ -6,6 +6,8 @@ import math
 import time
 
 import redis.asyncio as aioredis
+from fastapi import HTTPException, Request, status
+from redis.exceptions import RedisError
 
 
 class RateLimiter:
@@ -27,3 +29,26 @@ class RateLimiter:
         if int(count) > self._limit:
             return max(1, math.ceil((window + 1) * self._window_s - now))
         return None
+
+
+def client_address(request: Request) -> str:
+    """The address a limit counts under (the proxy's view when FORWARDED_ALLOW_IPS trusts it)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def enforce(limiter: RateLimiter, request: Request, what: str) -> None:
+    """Count this request against `limiter`: 429 with Retry-After when over the limit, 503
+    when Redis is away. Fails closed: without the shared counter the limit cannot be
+    enforced, and unlimited guessing is worse than no service for a while."""
+    try:
+        retry_after = await limiter.hit(client_address(request))
+    except RedisError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "rate limiter unavailable"
+        ) from exc
+    if retry_after is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many {what}; try again later",
+            headers={"Retry-After": str(retry_after)},
+        )

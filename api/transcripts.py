@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 
 from sqlalchemy import select, tuple_
@@ -21,10 +20,9 @@ from core.payloads import (
 )
 
 from .history import conversation_for_room
+from .log import logger
 from .models import Segment, Translation
 from .search import search_terms
-
-logger = logging.getLogger("kaiwa.api")
 
 
 class ConversationDeleted(Exception):

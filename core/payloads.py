@@ -27,8 +27,12 @@ RoomSid = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 # Any LiveKit identity our platform makes (callers, agent-AJ_..., sip_+1555...), and
 # nothing that would need escaping in a WebVTT voice tag.
 ParticipantIdentity = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:+@=-]{1,128}$")]
+# Longer texts are cut to this at their source (an agent), not refused.
+MAX_SEGMENT_TEXT = 4000
 SegmentText = Annotated[
-    str, StringConstraints(min_length=1, max_length=4000), AfterValidator(valid_unicode)
+    str,
+    StringConstraints(min_length=1, max_length=MAX_SEGMENT_TEXT),
+    AfterValidator(valid_unicode),
 ]
 # A dialog turn's speaker: the caller, or the agent.
 Role = Literal["user", "agent"]

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from redis.exceptions import RedisError
 
 from ..admin_auth import COOKIE_NAME, mint_admin_token, password_matches
 from ..deps import Deps
+from ..log import logger
+from ..ratelimit import client_address, enforce
 from ..schemas import AdminLogin, AdminSession
 
-logger = logging.getLogger("kaiwa.api")
 router = APIRouter(tags=["admin"])
 
 
@@ -27,20 +25,8 @@ async def sign_in(
     body: AdminLogin, request: Request, response: Response, deps: Deps
 ) -> AdminSession:
     """Exchange the admin password for a session token, also set as an HttpOnly cookie."""
-    client = request.client.host if request.client else "unknown"
-    try:
-        retry_after = await deps.admin_login_limiter.hit(client)
-    except RedisError as exc:
-        # Fail closed: unlimited guessing is worse than no console for a while.
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "rate limiter unavailable"
-        ) from exc
-    if retry_after is not None:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "too many sign-in attempts; try again later",
-            headers={"Retry-After": str(retry_after)},
-        )
+    await enforce(deps.admin_login_limiter, request, "sign-in attempts")
+    client = client_address(request)
     settings = deps.settings
     if not password_matches(body.password, settings.admin_password):
         logger.warning("admin sign-in refused", extra={"client": client})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -21,10 +20,10 @@ from ..conversations import (
 )
 from ..deps import Deps, require_admin
 from ..export import to_txt, to_vtt
+from ..log import logger
 from ..schemas import ConversationDetail, ConversationPage, Transcript
 from ..search import MAX_QUERY_CHARS, ConversationFilters, Cursor, parse_query
 
-logger = logging.getLogger("kaiwa.api")
 router = APIRouter(
     tags=["history"],
     dependencies=[Depends(require_admin)],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from ..conversations import live_conversation
 from ..deps import Deps, require_admin
+from ..log import logger
 from ..models import Recording
 from ..schemas import PlaybackUrl
 from ..storage import (
@@ -24,7 +24,6 @@ from ..storage import (
     read_chunks,
 )
 
-logger = logging.getLogger("kaiwa.api")
 router = APIRouter(
     tags=["recordings"],
     dependencies=[Depends(require_admin)],

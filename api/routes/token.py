@@ -6,12 +6,12 @@ import aiohttp
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from livekit import api as lkapi
 from pydantic import BaseModel
-from redis.exceptions import RedisError
 
 from core import scenarios
 
 from ..deps import Deps
 from ..history import room_mode
+from ..ratelimit import enforce
 from ..tokens import (
     RejoinRefused,
     ReservedIdentityError,
@@ -41,20 +41,7 @@ router = APIRouter(tags=["tokens"])
 async def create_token(
     body: TokenRequest, request: Request, response: Response, deps: Deps
 ) -> TokenResponse:
-    client = request.client.host if request.client else "unknown"
-    try:
-        retry_after = await deps.token_limiter.hit(client)
-    except RedisError as exc:
-        # Fail closed: without the shared counter the limit cannot be enforced.
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "rate limiter unavailable"
-        ) from exc
-    if retry_after is not None:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "too many token requests; try again later",
-            headers={"Retry-After": str(retry_after)},
-        )
+    await enforce(deps.token_limiter, request, "token requests")
     try:
         rejoin = rejoining(deps.settings, body)
     except ReservedIdentityError as exc:

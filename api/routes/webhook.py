@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
@@ -12,9 +10,9 @@ from core.webhooks import WebhookMalformed, WebhookRejected, verify_webhook
 
 from ..deps import Deps
 from ..history import apply_event
+from ..log import logger
 from ..webhooks import check_event
 
-logger = logging.getLogger("kaiwa.api")
 router = APIRouter(tags=["webhooks"])
 
 
