@@ -1,9 +1,10 @@
 """What agents tell the history API: final segments (exactly once) and call reports.
 
-Posts go through a bounded in-memory buffer and are retried with backoff while the API is
-away (a restart, a deploy). The API stores each segment id once, so a retry of a post whose
-answer was lost is harmless. When the call ends, what is buffered is flushed before the
-agent leaves.
+Each segment is validated here, against the same model the API uses (core/payloads.py), so a
+bad one is refused alone, at its source. Valid ones go through a bounded in-memory buffer and
+are posted with backoff while the API is away (a restart, a deploy). The API stores each
+segment id once, so a retry of a post whose answer was lost is harmless. When the call ends,
+what is buffered is flushed before the agent leaves.
 """
 
 from __future__ import annotations
@@ -15,18 +16,30 @@ from collections import deque
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
+from core.errors import TransientError
+from core.payloads import SegmentIn, validation_summary
+from core.retry import RetriesExhausted, RetryPolicy, retry
 from core.service_auth import mint_service_token
+from core.tasks import TaskOwner
 
 logger = logging.getLogger("kaiwa.history")
 
 BATCH = 50
 # A call's worth of segments many times over; past it, the oldest are given up, loudly.
 MAX_BUFFERED = 5000
-RETRY_MAX_S = 10.0
+# Segments were acknowledged to the call (captions went out): posted until the call ends.
+SEGMENT_POSTS = RetryPolicy(initial_s=0.5, max_s=10.0)
+# A report replaces the stored totals and is sent again later in the call: a few tries do.
+REPORT_POSTS = RetryPolicy(initial_s=0.5, attempts=3)
 # Answers after which the same segments are posted again: the API is busy, or did not accept
 # this worker's service token (yet).
 RETRIED_STATUSES = frozenset({401, 403, 408, 429})
+
+
+def _retried(status: int) -> bool:
+    return status in RETRIED_STATUSES or status >= 500
 
 
 class SegmentStore:
@@ -36,22 +49,32 @@ class SegmentStore:
         self._client = httpx.AsyncClient(base_url=api_url, timeout=10)
         self._key, self._secret = api_key, api_secret
         self.room_sid, self.room_name = room_sid, room_name
-        self._buffer: deque[dict[str, Any]] = deque()
+        self._buffer: deque[SegmentIn] = deque()
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner(logger, room=room_name)
         self.stored = 0
         self.refused = 0
         self._batch = BATCH
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="segment-store")
+        self._tasks.spawn(self._run(), "segment-store")
 
-    def add(self, segment: dict[str, Any]) -> None:
+    def add(self, fields: dict[str, Any]) -> None:
+        """Buffer one segment for the API, or refuse it here when it is not a valid one."""
+        try:
+            segment = SegmentIn.model_validate(fields)
+        except ValidationError as exc:
+            self.refused += 1
+            logger.error(
+                "segment refused at its source",
+                extra={"segment_id": fields.get("id"), "reason": validation_summary(exc)},
+            )
+            return
         if len(self._buffer) >= MAX_BUFFERED:
             lost = self._buffer.popleft()
             logger.error(
-                "history API unreachable too long: segment lost", extra={"segment_id": lost["id"]}
+                "history API unreachable too long: segment lost", extra={"segment_id": lost.id}
             )
         self._buffer.append(segment)
         self._drained.clear()
@@ -62,7 +85,6 @@ class SegmentStore:
         return len(self._buffer)
 
     async def _run(self) -> None:
-        delay = 0.5
         while True:
             if not self._buffer:
                 self._drained.set()
@@ -70,39 +92,44 @@ class SegmentStore:
                 await self._wakeup.wait()
                 continue
             self._drained.clear()
-            if await self._post_batch():
-                delay = 0.5
-            else:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+            await retry(
+                self._post_batch,
+                SEGMENT_POSTS,
+                name="post-segments",
+                logger=logger,
+                retry_on=(TransientError,),
+                message="history API did not take segments; kept for a retry",
+            )
 
-    async def _post_batch(self) -> bool:
-        """True when the next post may go at once: the batch was settled (each segment stored
-        or refused for good), or was too large and a smaller one is due. False: back off."""
-        batch = [self._buffer[i] for i in range(min(self._batch, len(self._buffer)))]
+    def _headers(self) -> dict[str, str]:
         token = mint_service_token(self._key, self._secret, ttl_s=60)
+        return {"Authorization": f"Bearer {token}"}
+
+    async def _post_batch(self) -> None:
+        """Post the next batch and settle it: each segment stored or refused for good, or the
+        batch halved when it was too large. Raises TransientError when nothing was settled
+        and the same segments are due again after a wait."""
+        batch = [self._buffer[i] for i in range(min(self._batch, len(self._buffer)))]
+        body = {
+            "room_sid": self.room_sid,
+            "room_name": self.room_name,
+            "segments": [s.model_dump(mode="json", exclude_none=True) for s in batch],
+        }
         try:
             response = await self._client.post(
-                "/api/internal/segments",
-                json={"room_sid": self.room_sid, "room_name": self.room_name, "segments": batch},
-                headers={"Authorization": f"Bearer {token}"},
+                "/api/internal/segments", json=body, headers=self._headers()
             )
         except httpx.HTTPError as exc:
-            logger.warning("history API unreachable; segments kept", extra={"error": str(exc)})
-            return False
-        if response.status_code in RETRIED_STATUSES or response.status_code >= 500:
+            raise TransientError(f"history API unreachable: {exc}") from exc
+        if _retried(response.status_code):
             # 401/403: a clock skewed, or a key rotated mid-call and not yet right here or
             # there. Nothing in the segments is at fault, so they wait for a fresh token.
-            logger.warning(
-                "history API did not take segments; kept for a retry",
-                extra={"status": response.status_code},
-            )
-            return False
+            raise TransientError(f"history API answered {response.status_code}")
         if response.status_code == 413 and len(batch) > 1:
             # Long texts with many translations: the API's body limit takes fewer at a time.
             self._batch = max(1, len(batch) // 2)
             logger.info("history API took a smaller batch", extra={"batch": self._batch})
-            return True
+            return
         for _ in batch:
             self._buffer.popleft()
         if response.is_success:
@@ -124,11 +151,8 @@ class SegmentStore:
                 "history API refused a batch of segments",
                 extra={"status": response.status_code, "segments": len(batch)},
             )
-        return True
 
-    async def report(
-        self, *, usage: dict[str, float], summary: str | None = None, attempts: int = 3
-    ) -> bool:
+    async def report(self, *, usage: dict[str, float], summary: str | None = None) -> bool:
         """Set the call's usage totals (and summary). Totals replace the stored ones, so a
         report retried, or sent again later in the call, never counts twice."""
         body: dict[str, Any] = {
@@ -138,27 +162,33 @@ class SegmentStore:
         }
         if summary:
             body["summary"] = summary
-        for attempt in range(attempts):
-            token = mint_service_token(self._key, self._secret, ttl_s=60)
+
+        async def post() -> bool:
             try:
                 response = await self._client.post(
-                    "/api/internal/reports",
-                    json=body,
-                    headers={"Authorization": f"Bearer {token}"},
+                    "/api/internal/reports", json=body, headers=self._headers()
                 )
             except httpx.HTTPError as exc:
-                logger.warning("history API unreachable; report retried", extra={"error": str(exc)})
-            else:
-                if response.is_success:
-                    return True
-                if response.status_code < 500 and response.status_code not in RETRIED_STATUSES:
-                    logger.error(
-                        "history API refused the report",
-                        extra={"status": response.status_code},
-                    )
-                    return False
-            await asyncio.sleep(0.5 * 2**attempt)
-        return False
+                raise TransientError(f"history API unreachable: {exc}") from exc
+            if _retried(response.status_code):
+                raise TransientError(f"history API answered {response.status_code}")
+            if not response.is_success:
+                logger.error(
+                    "history API refused the report", extra={"status": response.status_code}
+                )
+            return response.is_success
+
+        try:
+            return await retry(
+                post,
+                REPORT_POSTS,
+                name="post-report",
+                logger=logger,
+                retry_on=(TransientError,),
+                message="history API did not take the report; retried",
+            )
+        except RetriesExhausted:  # the next report carries the same totals
+            return False
 
     async def flush(self, timeout_s: float) -> None:
         """Wait (within the timeout) until everything buffered is delivered."""
@@ -175,7 +205,5 @@ class SegmentStore:
                 "call ended before the history API took its segments: segments lost",
                 extra={"lost": self.pending, "stored": self.stored},
             )
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._tasks.aclose()
         await self._client.aclose()
