@@ -7,7 +7,6 @@ token service); the entrypoint reads it and runs the matching agent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -29,18 +28,20 @@ from core.protocol import (
     WORKER_KEY_TTL_S,
     worker_key,
 )
+from core.tasks import TaskOwner
 
 from . import engines, roles
-from .dialog.call import (
+from .dialog.agent import ScenarioAgent
+from .dialog.call import DialogCall
+from .dialog.policy import CallLimits
+from .dialog.sessions import (
     PLAIN_DESIGN,
-    CallLimits,
-    DialogCall,
-    ScenarioAgent,
+    gemini_session,
     local_engines,
     local_session,
     plain_session,
+    use_gemini,
 )
-from .dialog.gemini import gemini_session, use_gemini
 from .history import SegmentStore
 from .interpret import baseline
 from .interpret.session import Interpreter
@@ -118,16 +119,22 @@ def dispatch_metadata(job_metadata: str) -> dict[str, Any]:
     return metadata if isinstance(metadata, dict) else {}
 
 
+# The agent's attributes are one round trip to the server: long done when a call ends.
+ATTRIBUTES_WAIT_S = 5.0
+
+
 @server.rtc_session(agent_name=AGENT_NAME)
 async def entrypoint(ctx: JobContext) -> None:
     metadata = dispatch_metadata(ctx.job.metadata)
     mode = str(metadata.get("mode", "dialog"))
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+    tasks = TaskOwner(logger, room=ctx.room.name)
     # Not awaited: a round trip to the server the caller's greeting need not wait for.
-    attributes = asyncio.create_task(
+    tasks.spawn(
         ctx.room.local_participant.set_attributes(
             {AGENT_STATE_ATTRIBUTE: "listening", MODE_ATTRIBUTE: mode}
-        )
+        ),
+        "agent-attributes",
     )
     logger.info("joined room", extra={"room": ctx.room.name, "mode": mode})
 
@@ -152,8 +159,8 @@ async def entrypoint(ctx: JobContext) -> None:
         else:
             await dialog(ctx, done, metadata)
     finally:
-        with contextlib.suppress(Exception):
-            await attributes
+        await tasks.wait(ATTRIBUTES_WAIT_S)
+        await tasks.aclose()
         # The call is over: leave now, which frees this call's slot on the worker. The job
         # would otherwise stay until LiveKit closes the empty room (departure_timeout).
         ctx.shutdown(reason="call ended")
@@ -252,13 +259,13 @@ class Heartbeat:
 
     def __init__(self, redis_url: str) -> None:
         self._redis = aioredis.Redis.from_url(redis_url)
+        # It lives as long as the worker process: nothing closes it.
+        self._tasks = TaskOwner(logger)
         self._task: asyncio.Task[None] | None = None
 
     def start(self, worker_id: str, *_: Any) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(worker_id), name="kaiwa-worker-heartbeat"
-            )
+            self._task = self._tasks.spawn(self._run(worker_id), "kaiwa-worker-heartbeat")
 
     async def _run(self, worker_id: str) -> None:
         registered_at = time.time()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.dialog.call import line
+from agents.dialog.lines import line
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.dialog.call import is_backchannel
+from agents.dialog.lines import is_backchannel
 from core import scenarios
 
 pytestmark = pytest.mark.unit

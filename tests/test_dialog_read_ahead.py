@@ -10,7 +10,7 @@ import pytest
 from livekit.agents import llm
 from livekit.plugins import openai as openai_plugin
 
-from agents.dialog.call import ScenarioAgent
+from agents.dialog.agent import ScenarioAgent
 from core.scenarios import Scenario
 from kaiwa.stack.services import Stack
 

@@ -39,7 +39,7 @@ import numpy as np
 from livekit import rtc
 
 from agents import engines
-from agents.dialog.call import PLAIN_DESIGN
+from agents.dialog.sessions import PLAIN_DESIGN
 from api.admin_auth import mint_admin_token
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.config import StackConfig

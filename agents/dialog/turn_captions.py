@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -28,10 +27,10 @@ from livekit.agents import UserInputTranscribedEvent
 from livekit.agents.voice import io
 
 from core.protocol import CAPTION_TOPIC, FINAL
+from core.tasks import TaskOwner
 
 from ..captions import Caption
-
-logger = logging.getLogger("kaiwa.dialog")
+from .log import logger
 
 
 def _new_id(role: str) -> str:
@@ -56,6 +55,7 @@ class TurnCaptions:
         self._turn_started = 0.0
         self._finals: list[str] = []
         # Captions go out in the order they were made: each send waits for the one before.
+        self._sends = TaskOwner(logger, room=room.name)
         self._last_send: asyncio.Task[None] | None = None
 
     def call_time(self, at: float | None = None) -> float:
@@ -87,7 +87,12 @@ class TurnCaptions:
             except Exception:  # a caption lost is not worth the call
                 logger.warning("a caption could not be sent", exc_info=True)
 
-        self._last_send = asyncio.create_task(after_previous(), name="dialog-caption")
+        self._last_send = self._sends.spawn(after_previous(), "dialog-caption")
+
+    async def aclose(self, timeout_s: float) -> None:
+        """Let the captions already made go out, within `timeout_s`; then stop the rest."""
+        await self._sends.wait(timeout_s)
+        await self._sends.aclose(timeout_s)
 
     # --- the caller -------------------------------------------------------------------------
 

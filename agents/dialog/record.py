@@ -1,0 +1,123 @@
+"""What a dialog call keeps: each turn stored once, a summary of the call, its usage.
+
+TurnLog posts each final turn to the history under its caption's id; `summarize` brings the
+summary up to date from the turns since the last one; `usage_counters` totals the session's
+usage as the history stores it; `latency_stages` are a turn's timings for the logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from livekit.agents import AgentSession, ConversationItemAddedEvent, llm
+from livekit.agents.metrics.usage import LLMModelUsage, STTModelUsage, TTSModelUsage
+
+from ..history import SegmentStore
+from .turn_captions import TurnCaptions
+
+
+@dataclass
+class TurnLog:
+    """Each final turn of the call, posted once to the history (keyed by its item id)."""
+
+    store: SegmentStore
+    captions: TurnCaptions  # each turn is stored under its caption's id
+    call_started_at: float  # unix time the room was created: offsets are from it
+    language: str
+    engine: Callable[[], str]
+    caller_identity: Callable[[], str]
+    agent_identity: str
+    turns: int = 0
+    transcript: list[tuple[str, str]] = field(default_factory=list)
+
+    def on_item(self, event: ConversationItemAddedEvent) -> None:
+        item = event.item
+        if not isinstance(item, llm.ChatMessage) or item.role not in ("user", "assistant"):
+            return
+        text = (item.text_content or "").strip()
+        if not text:
+            return
+        started = item.metrics.get("started_speaking_at") or item.created_at
+        stopped = item.metrics.get("stopped_speaking_at") or max(started, item.created_at)
+        start_s = max(0.0, started - self.call_started_at)
+        role = "user" if item.role == "user" else "agent"
+        if role == "user":
+            turn_id = self.captions.user_turn(text, round(start_s, 3))
+        else:
+            turn_id = self.captions.reply.claim() or f"turn-{item.id}"
+        self.store.add(
+            {
+                "id": turn_id,
+                "participant_identity": (
+                    self.caller_identity() if role == "user" else self.agent_identity
+                ),
+                "language": self.language,
+                "text": text[:4000],
+                "start_s": round(start_s, 3),
+                "end_s": round(max(start_s, stopped - self.call_started_at), 3),
+                "role": role,
+                "engine": self.engine(),
+                "interrupted": bool(item.interrupted),
+            }
+        )
+        self.turns += 1
+        self.transcript.append((role, text))
+
+
+async def summarize(
+    model: llm.LLM[Any], previous: str | None, turns: list[tuple[str, str]]
+) -> str | None:
+    """Two or three sentences on what the call was about, for the history and admins.
+
+    Incremental: the summary so far and the turns since, so each refresh costs the same
+    however long the call (the local LLM is shared with the conversation itself).
+    """
+    if not turns:
+        return previous
+    speaker = {"user": "Caller", "agent": "Agent"}
+    lines = "\n".join(f"{speaker[role]}: {text}" for role, text in turns)
+    chat = llm.ChatContext()
+    chat.add_message(
+        role="system",
+        content="Summarise a spoken conversation in English in at most three sentences: "
+        "what the caller wanted and how it went. Reply with the summary only.",
+    )
+    so_far = f"The summary so far: {previous}\n\nWhat was said since:\n" if previous else ""
+    chat.add_message(role="user", content=(so_far + lines)[-4000:])
+    parts: list[str] = []
+    async with model.chat(chat_ctx=chat) as stream:
+        async for chunk in stream:
+            if chunk.delta and chunk.delta.content:
+                parts.append(chunk.delta.content)
+    return "".join(parts).strip() or previous
+
+
+def latency_stages(message: llm.ChatMessage) -> dict[str, float]:
+    """The stages of a reply's latency (transcription, end of turn, LLM first token, TTS
+    first audio) that LiveKit measured for this turn, in seconds."""
+    return {
+        name: round(value, 3)
+        for name, value in message.metrics.items()
+        if isinstance(value, float) and name.endswith(("_delay", "_ttft", "_ttfb"))
+    }
+
+
+def usage_counters(session: AgentSession[Any]) -> dict[str, float]:
+    """The call's usage totals, as the history stores them."""
+    totals: dict[str, float] = {}
+
+    def add(name: str, value: float) -> None:
+        totals[name] = round(totals.get(name, 0.0) + value, 3)
+
+    for usage in session.usage.model_usage:
+        if isinstance(usage, LLMModelUsage):
+            add("llm_input_tokens", usage.input_tokens)
+            add("llm_output_tokens", usage.output_tokens)
+        elif isinstance(usage, STTModelUsage):
+            add("audio_in_s", usage.audio_duration)
+        elif isinstance(usage, TTSModelUsage):
+            add("audio_out_s", usage.audio_duration)
+            add("tts_characters", usage.characters_count)
+    return totals
