@@ -87,7 +87,47 @@ def get_resources(request: Request) -> Resources:
     return resources
 
 
+# Everything at once: for /healthz, which checks every resource. A route takes the narrow
+# aliases below, so its signature says what it uses.
 Deps = Annotated[Resources, Depends(get_resources)]
+
+
+def _settings(request: Request) -> Settings:
+    return get_resources(request).settings
+
+
+def _sessions(request: Request) -> sessionmaker[Session]:
+    return get_resources(request).sessions
+
+
+def _livekit(request: Request) -> lkapi.LiveKitAPI:
+    return get_resources(request).livekit
+
+
+def _s3(request: Request) -> Any:
+    return get_resources(request).s3
+
+
+def _presign_s3(request: Request) -> Any:
+    return get_resources(request).s3_presign
+
+
+def _token_limiter(request: Request) -> RateLimiter:
+    return get_resources(request).token_limiter
+
+
+def _admin_login_limiter(request: Request) -> RateLimiter:
+    return get_resources(request).admin_login_limiter
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+SessionsDep = Annotated[sessionmaker[Session], Depends(_sessions)]
+LiveKitDep = Annotated[lkapi.LiveKitAPI, Depends(_livekit)]
+# boto3 clients are untyped; the presigning one signs with the address browsers use.
+S3Dep = Annotated[Any, Depends(_s3)]
+PresignS3Dep = Annotated[Any, Depends(_presign_s3)]
+TokenLimiterDep = Annotated[RateLimiter, Depends(_token_limiter)]
+AdminLoginLimiterDep = Annotated[RateLimiter, Depends(_admin_login_limiter)]
 
 
 def _bearer(request: Request) -> str | None:
@@ -98,31 +138,27 @@ def _bearer(request: Request) -> str | None:
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
-async def require_admin(request: Request, deps: Deps) -> dict[str, Any]:
+async def require_admin(request: Request, settings: SettingsDep) -> dict[str, Any]:
     """An admin session from `Authorization: Bearer` or, for <audio> elements and the
     console's own requests, the session cookie."""
     token = _bearer(request) or request.cookies.get(COOKIE_NAME)
     if not token:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "sign in", headers=_UNAUTHORIZED)
     try:
-        return verify_admin_token(
-            token, deps.settings.livekit_api_secret, deps.settings.admin_password
-        )
+        return verify_admin_token(token, settings.livekit_api_secret, settings.admin_password)
     except AdminTokenInvalid as exc:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "invalid or expired session", headers=_UNAUTHORIZED
         ) from exc
 
 
-async def require_agent(request: Request, deps: Deps) -> dict[str, Any]:
+async def require_agent(request: Request, settings: SettingsDep) -> dict[str, Any]:
     """A service token minted by an agent worker (core/service_auth.py)."""
     token = _bearer(request)
     if not token:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing token", headers=_UNAUTHORIZED)
     try:
-        return verify_service_token(
-            token, deps.settings.livekit_api_key, deps.settings.livekit_api_secret
-        )
+        return verify_service_token(token, settings.livekit_api_key, settings.livekit_api_secret)
     except ServiceTokenInvalid as exc:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "invalid or expired token", headers=_UNAUTHORIZED
@@ -141,7 +177,7 @@ class CallerGrant:
     identity: str
 
 
-async def require_caller(request: Request, deps: Deps) -> CallerGrant:
+async def require_caller(request: Request, settings: SettingsDep) -> CallerGrant:
     """A caller's own LiveKit access token: it opens the history of its one room, nothing
     more. The web page sends the token it joined with."""
     token = _bearer(request)
@@ -150,9 +186,9 @@ async def require_caller(request: Request, deps: Deps) -> CallerGrant:
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
-            deps.settings.livekit_api_secret,
+            settings.livekit_api_secret,
             algorithms=["HS256"],
-            issuer=deps.settings.livekit_api_key,
+            issuer=settings.livekit_api_key,
             leeway=LEEWAY_S,
             options={"require": ["exp", "iss", "sub"]},
         )
@@ -170,14 +206,14 @@ async def require_caller(request: Request, deps: Deps) -> CallerGrant:
 CallerDep = Annotated[CallerGrant, Depends(require_caller)]
 
 
-async def require_ticket(request: Request, deps: Deps) -> CallerGrant:
+async def require_ticket(request: Request, settings: SettingsDep) -> CallerGrant:
     """A caller's rejoin ticket (see api/tokens.py): proof that it is this identity in this
     room, for the few changes the API makes on its behalf."""
     token = _bearer(request)
     if not token:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing ticket", headers=_UNAUTHORIZED)
     try:
-        room, identity = read_rejoin_ticket(deps.settings, token)
+        room, identity = read_rejoin_ticket(settings, token)
     except RejoinRefused as exc:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "invalid or expired ticket", headers=_UNAUTHORIZED

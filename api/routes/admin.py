@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from ..admin_auth import COOKIE_NAME, mint_admin_token, password_matches
-from ..deps import Deps
+from ..deps import AdminLoginLimiterDep, SettingsDep
 from ..log import logger
 from ..ratelimit import client_address, enforce
 from ..schemas import AdminLogin, AdminSession
@@ -22,12 +22,15 @@ router = APIRouter(tags=["admin"])
     },
 )
 async def sign_in(
-    body: AdminLogin, request: Request, response: Response, deps: Deps
+    body: AdminLogin,
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    limiter: AdminLoginLimiterDep,
 ) -> AdminSession:
     """Exchange the admin password for a session token, also set as an HttpOnly cookie."""
-    await enforce(deps.admin_login_limiter, request, "sign-in attempts")
+    await enforce(limiter, request, "sign-in attempts")
     client = client_address(request)
-    settings = deps.settings
     if not password_matches(body.password, settings.admin_password):
         logger.warning("admin sign-in refused", extra={"client": client})
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong password")
@@ -50,7 +53,7 @@ async def sign_in(
 
 
 @router.delete("/api/admin/session", status_code=status.HTTP_204_NO_CONTENT)
-async def sign_out(deps: Deps) -> Response:
+async def sign_out(settings: SettingsDep) -> Response:
     """Clear the session cookie. The token itself stays valid until it expires."""
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(
@@ -58,6 +61,6 @@ async def sign_out(deps: Deps) -> Response:
         path="/",
         httponly=True,
         samesite="strict",
-        secure=deps.settings.kaiwa_env != "dev",
+        secure=settings.kaiwa_env != "dev",
     )
     return response

@@ -12,7 +12,7 @@ from core.languages import Language
 from core.protocol import CALLER_ENDED_ATTRIBUTE, LANGUAGE_ATTRIBUTE
 
 from ..conversations import room_transcript
-from ..deps import CallerDep, CallerGrant, Deps, TicketDep
+from ..deps import CallerDep, CallerGrant, LiveKitDep, SessionsDep, TicketDep
 from ..schemas import Transcript
 
 router = APIRouter(
@@ -28,13 +28,15 @@ router = APIRouter(
     "/api/call/transcript",
     responses={404: {"description": "The room has no conversation on record yet"}},
 )
-async def call_transcript(caller: CallerDep, deps: Deps, response: Response) -> Transcript:
+async def call_transcript(
+    caller: CallerDep, sessions: SessionsDep, response: Response
+) -> Transcript:
     """The final segments so far of the call in the token's room, each with its
     translations. A page that reloads or reconnects subscribes to live captions first, then
     reads this, and merges the two by segment id (`lk.segment_id` of the captions)."""
 
     def read() -> Transcript | None:
-        with deps.sessions() as session:
+        with sessions() as session:
             return room_transcript(session, caller.room)
 
     found = await run_in_threadpool(read)
@@ -48,13 +50,15 @@ class LanguageChange(BaseModel):
     language: Language
 
 
-async def _set_attributes(deps: Deps, caller: CallerGrant, values: dict[str, str]) -> None:
+async def _set_attributes(
+    livekit: lkapi.LiveKitAPI, caller: CallerGrant, values: dict[str, str]
+) -> None:
     """The API is the one writer of a caller's attributes: callers' tokens cannot set them."""
     request = lkapi.UpdateParticipantRequest(
         room=caller.room, identity=caller.identity, attributes=values
     )
     try:
-        await deps.livekit.room.update_participant(request)
+        await livekit.room.update_participant(request)
     except lkapi.TwirpError as exc:
         if exc.code == "not_found":
             raise HTTPException(status.HTTP_404_NOT_FOUND, "not in this call now") from exc
@@ -71,14 +75,14 @@ TICKET_RESPONSES: dict[int | str, dict[str, str]] = {
 
 
 @router.put("/api/call/language", status_code=204, responses=TICKET_RESPONSES)
-async def change_language(body: LanguageChange, caller: TicketDep, deps: Deps) -> None:
+async def change_language(body: LanguageChange, caller: TicketDep, livekit: LiveKitDep) -> None:
     """Switch the caller's language mid-call (`Authorization: Bearer <rejoin ticket>`):
     agents read the `language` attribute live, and interpret into the new language."""
-    await _set_attributes(deps, caller, {LANGUAGE_ATTRIBUTE: body.language})
+    await _set_attributes(livekit, caller, {LANGUAGE_ATTRIBUTE: body.language})
 
 
 @router.post("/api/call/leave", status_code=204, responses=TICKET_RESPONSES)
-async def leave(caller: TicketDep, deps: Deps) -> None:
+async def leave(caller: TicketDep, livekit: LiveKitDep) -> None:
     """Say the caller is leaving on purpose, just before it disconnects: a dialog then ends
     at once, rather than waiting for a reload to come back (docs/mobile.md)."""
-    await _set_attributes(deps, caller, {CALLER_ENDED_ATTRIBUTE: "true"})
+    await _set_attributes(livekit, caller, {CALLER_ENDED_ATTRIBUTE: "true"})

@@ -18,7 +18,7 @@ from ..conversations import (
     list_conversations,
     transcript,
 )
-from ..deps import Deps, require_admin
+from ..deps import S3Dep, SessionsDep, SettingsDep, require_admin
 from ..export import to_txt, to_vtt
 from ..log import logger
 from ..schemas import ConversationDetail, ConversationPage, Transcript
@@ -50,7 +50,7 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
     responses={422: {"description": "Invalid filter, cursor or query"}},
 )
 async def get_conversations(
-    deps: Deps,
+    sessions: SessionsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     started_from: Annotated[
@@ -98,18 +98,20 @@ async def get_conversations(
     )
 
     def page() -> ConversationPage:
-        with deps.sessions() as session:
+        with sessions() as session:
             return list_conversations(session, filters, limit=limit, cursor=after)
 
     return await run_in_threadpool(page)
 
 
 @router.get("/api/conversations/{conversation_id}", responses=NOT_FOUND)
-async def get_conversation(conversation_id: ConversationId, deps: Deps) -> ConversationDetail:
+async def get_conversation(
+    conversation_id: ConversationId, sessions: SessionsDep
+) -> ConversationDetail:
     """A conversation with its participants, transcript, summary, usage and recordings."""
 
     def read() -> ConversationDetail | None:
-        with deps.sessions() as session:
+        with sessions() as session:
             return conversation_detail(session, conversation_id)
 
     found = await run_in_threadpool(read)
@@ -118,9 +120,9 @@ async def get_conversation(conversation_id: ConversationId, deps: Deps) -> Conve
     return found
 
 
-async def _transcript(deps: Deps, conversation_id: str) -> Transcript:
+async def _transcript(sessions: SessionsDep, conversation_id: str) -> Transcript:
     def read() -> Transcript | None:
-        with deps.sessions() as session:
+        with sessions() as session:
             return transcript(session, conversation_id)
 
     found = await run_in_threadpool(read)
@@ -130,9 +132,9 @@ async def _transcript(deps: Deps, conversation_id: str) -> Transcript:
 
 
 @router.get("/api/conversations/{conversation_id}/transcript", responses=NOT_FOUND)
-async def get_transcript(conversation_id: ConversationId, deps: Deps) -> Transcript:
+async def get_transcript(conversation_id: ConversationId, sessions: SessionsDep) -> Transcript:
     """The final segments in order of time, each with its translations."""
-    return await _transcript(deps, conversation_id)
+    return await _transcript(sessions, conversation_id)
 
 
 EXPORT_TYPES = {
@@ -159,11 +161,11 @@ EXPORT_TYPES = {
 )
 async def export_transcript(
     conversation_id: ConversationId,
-    deps: Deps,
+    sessions: SessionsDep,
     format: Literal["json", "vtt", "txt"] = "json",
 ) -> Response:
     """The transcript as a download: JSON, WebVTT (a voice tag per speaker) or text."""
-    found = await _transcript(deps, conversation_id)
+    found = await _transcript(sessions, conversation_id)
     if format == "json":
         body = found.model_dump_json(indent=1)
     elif format == "vtt":
@@ -190,14 +192,16 @@ async def export_transcript(
         502: {"description": "Recording storage failed; the conversation was kept"},
     },
 )
-async def delete(conversation_id: ConversationId, deps: Deps) -> Response:
+async def delete(
+    conversation_id: ConversationId, settings: SettingsDep, sessions: SessionsDep, s3: S3Dep
+) -> Response:
     """Delete the recordings' files and hide the conversation; written to the audit log."""
     try:
         keys = await run_in_threadpool(
             delete_conversation,
-            deps.sessions,
-            deps.s3,
-            deps.settings.s3_bucket,
+            sessions,
+            s3,
+            settings.s3_bucket,
             conversation_id,
             actor="admin",
         )

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from ..conversations import live_conversation
-from ..deps import Deps, require_admin
+from ..deps import PresignS3Dep, S3Dep, SessionsDep, SettingsDep, require_admin
 from ..log import logger
 from ..models import Recording
 from ..schemas import PlaybackUrl
@@ -37,9 +37,9 @@ RecordingId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 BINARY = {"type": "string", "format": "binary"}
 
 
-def _object_key(deps: Deps, recording_id: str) -> str:
+def _object_key(sessions: SessionsDep, recording_id: str) -> str:
     """The stored file's key, from the database only; 404 when there is none to play."""
-    with deps.sessions() as session:
+    with sessions() as session:
         recording = session.get(Recording, recording_id)
         if (
             recording is None
@@ -51,11 +51,16 @@ def _object_key(deps: Deps, recording_id: str) -> str:
 
 
 @router.get("/api/recordings/{recording_id}/play")
-async def play(recording_id: RecordingId, deps: Deps) -> PlaybackUrl:
+async def play(
+    recording_id: RecordingId,
+    settings: SettingsDep,
+    sessions: SessionsDep,
+    presign_s3: PresignS3Dep,
+) -> PlaybackUrl:
     """A presigned GET URL for the recording's file, valid for RECORDING_URL_TTL_S."""
-    key = await run_in_threadpool(_object_key, deps, recording_id)
-    ttl = deps.settings.recording_url_ttl_s
-    url = await run_in_threadpool(presigned_get, deps.s3_presign, deps.settings.s3_bucket, key, ttl)
+    key = await run_in_threadpool(_object_key, sessions, recording_id)
+    ttl = settings.recording_url_ttl_s
+    url = await run_in_threadpool(presigned_get, presign_s3, settings.s3_bucket, key, ttl)
     return PlaybackUrl(url=url, expires_at=datetime.now(UTC) + timedelta(seconds=ttl))
 
 
@@ -72,12 +77,18 @@ async def play(recording_id: RecordingId, deps: Deps) -> PlaybackUrl:
         502: {"description": "The recording store answered with an error"},
     },
 )
-async def audio(recording_id: RecordingId, request: Request, deps: Deps) -> Response:
+async def audio(
+    recording_id: RecordingId,
+    request: Request,
+    settings: SettingsDep,
+    sessions: SessionsDep,
+    s3: S3Dep,
+) -> Response:
     """The recording's audio through the API, with byte ranges for seeking in <audio>."""
-    bucket = deps.settings.s3_bucket
-    key = await run_in_threadpool(_object_key, deps, recording_id)
+    bucket = settings.s3_bucket
+    key = await run_in_threadpool(_object_key, sessions, recording_id)
     try:
-        size, content_type = await run_in_threadpool(head, deps.s3, bucket, key)
+        size, content_type = await run_in_threadpool(head, s3, bucket, key)
     except ObjectMissing as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "recording file is missing") from exc
     except StorageUnavailable as exc:
@@ -103,7 +114,7 @@ async def audio(recording_id: RecordingId, request: Request, deps: Deps) -> Resp
     headers["Content-Length"] = str(byte_range.length if byte_range else size)
     # A sync generator: Starlette iterates it in a worker thread, S3 calls included.
     return StreamingResponse(
-        read_chunks(deps.s3, bucket, key, byte_range),
+        read_chunks(s3, bucket, key, byte_range),
         status_code=status.HTTP_206_PARTIAL_CONTENT if byte_range else status.HTTP_200_OK,
         media_type=content_type,
         headers=headers,

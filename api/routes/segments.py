@@ -13,7 +13,7 @@ from core.payloads import (
     SegmentsStored,
 )
 
-from ..deps import AgentDep, Deps
+from ..deps import AgentDep, SessionsDep
 from ..transcripts import (
     ConversationDeleted,
     TooManyCounters,
@@ -32,13 +32,15 @@ router = APIRouter(tags=["internal"])
         410: {"description": "The conversation was deleted"},
     },
 )
-async def post_segments(batch: SegmentBatch, deps: Deps, _agent: AgentDep) -> SegmentsStored:
+async def post_segments(
+    batch: SegmentBatch, sessions: SessionsDep, _agent: AgentDep
+) -> SegmentsStored:
     """Store segments once each (by id); translations of known segments are added.
 
     Each segment is settled on its own: one that is invalid, or whose id another
     conversation holds, is refused in `results` while the rest are stored."""
     try:
-        return await run_in_threadpool(store_segments, deps.sessions, batch)
+        return await run_in_threadpool(store_segments, sessions, batch)
     except ConversationDeleted as exc:
         raise HTTPException(status.HTTP_410_GONE, "the conversation was deleted") from exc
 
@@ -52,10 +54,12 @@ async def post_segments(batch: SegmentBatch, deps: Deps, _agent: AgentDep) -> Se
         422: {"description": "Malformed, or too many distinct usage counters"},
     },
 )
-async def post_report(report: CallReport, deps: Deps, _agent: AgentDep) -> CallReportStored:
+async def post_report(
+    report: CallReport, sessions: SessionsDep, _agent: AgentDep
+) -> CallReportStored:
     """Set a call's summary and usage counters, as shown on its conversation."""
     try:
-        return await run_in_threadpool(store_report, deps.sessions, report)
+        return await run_in_threadpool(store_report, sessions, report)
     except ConversationDeleted as exc:
         raise HTTPException(status.HTTP_410_GONE, "the conversation was deleted") from exc
     except TooManyCounters as exc:

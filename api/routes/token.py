@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from core import scenarios
 
-from ..deps import Deps
+from ..deps import LiveKitDep, SettingsDep, TokenLimiterDep
 from ..history import room_mode
 from ..ratelimit import enforce
 from ..tokens import (
@@ -39,30 +39,35 @@ router = APIRouter(tags=["tokens"])
     },
 )
 async def create_token(
-    body: TokenRequest, request: Request, response: Response, deps: Deps
+    body: TokenRequest,
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    livekit: LiveKitDep,
+    limiter: TokenLimiterDep,
 ) -> TokenResponse:
-    await enforce(deps.token_limiter, request, "token requests")
+    await enforce(limiter, request, "token requests")
     try:
-        rejoin = rejoining(deps.settings, body)
+        rejoin = rejoining(settings, body)
     except ReservedIdentityError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     except RejoinRefused as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from exc
     if body.room is not None and not rejoin:
-        await _check_room_open(deps, body.room)
+        await _check_room_open(livekit, body.room)
     try:
-        minted = mint_caller_token(deps.settings, body)
+        minted = mint_caller_token(settings, body)
     except (ReservedIdentityError, UnknownScenarioError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     response.headers["Cache-Control"] = "no-store"
     return minted
 
 
-async def _check_room_open(deps: Deps, name: str) -> None:
+async def _check_room_open(livekit: lkapi.LiveKitAPI, name: str) -> None:
     """A room code joins a call in progress: one that is not, or is full, is refused here
     with a clear answer rather than by LiveKit after the page connects."""
     try:
-        listed = await deps.livekit.room.list_rooms(lkapi.ListRoomsRequest(names=[name]))
+        listed = await livekit.room.list_rooms(lkapi.ListRoomsRequest(names=[name]))
     except (aiohttp.ClientError, TimeoutError, lkapi.TwirpError) as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "LiveKit unavailable") from exc
     if not listed.rooms:
@@ -77,7 +82,7 @@ async def _check_room_open(deps: Deps, name: str) -> None:
     # The room's own num_participants lags joins by seconds: count the participants, as
     # LiveKit does at join.
     try:
-        people = await deps.livekit.room.list_participants(lkapi.ListParticipantsRequest(room=name))
+        people = await livekit.room.list_participants(lkapi.ListParticipantsRequest(room=name))
     except (aiohttp.ClientError, TimeoutError, lkapi.TwirpError) as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "LiveKit unavailable") from exc
     if sum(not _dependent(p) for p in people.participants) >= room.max_participants:
@@ -100,9 +105,9 @@ class ScenarioOut(BaseModel):
 
 
 @router.get("/api/scenarios")
-async def list_scenarios(deps: Deps) -> list[ScenarioOut]:
+async def list_scenarios(settings: SettingsDep) -> list[ScenarioOut]:
     """The dialog scenarios a caller can pick (`scenario` in the token request)."""
-    catalogue = scenarios.load(deps.settings.scenarios_file)
+    catalogue = scenarios.load(settings.scenarios_file)
     return [
         ScenarioOut(id=s.id, title=s.title, language=s.language, level=s.level)
         for s in catalogue.values()

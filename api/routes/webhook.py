@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from core.webhooks import WebhookMalformed, WebhookRejected, verify_webhook
 
-from ..deps import Deps
+from ..deps import SessionsDep, SettingsDep
 from ..history import apply_event
 from ..log import logger
 from ..webhooks import check_event
@@ -44,21 +44,23 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
         413: {"description": "Body over WEBHOOK_MAX_BODY_BYTES"},
     },
 )
-async def receive_webhook(request: Request, deps: Deps) -> WebhookAck:
-    raw = await read_limited_body(request, deps.settings.webhook_max_body_bytes)
+async def receive_webhook(
+    request: Request, settings: SettingsDep, sessions: SessionsDep
+) -> WebhookAck:
+    raw = await read_limited_body(request, settings.webhook_max_body_bytes)
     try:
         event = verify_webhook(
             raw,
             request.headers.get("authorization", ""),
-            deps.settings.livekit_api_key,
-            deps.settings.livekit_api_secret,
+            settings.livekit_api_key,
+            settings.livekit_api_secret,
         )
-        check_event(event, bucket=deps.settings.s3_bucket, key_prefix=deps.settings.recorder_prefix)
+        check_event(event, bucket=settings.s3_bucket, key_prefix=settings.recorder_prefix)
     except WebhookRejected as exc:
         logger.warning("webhook rejected", extra={"reason": str(exc)})
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid webhook signature") from exc
     except WebhookMalformed as exc:
         logger.warning("webhook refused", extra={"reason": str(exc)})
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
-    stored = await run_in_threadpool(apply_event, deps.sessions, event)
+    stored = await run_in_threadpool(apply_event, sessions, event)
     return WebhookAck(id=event.id, duplicate=not stored)
