@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +13,7 @@ from livekit.agents import stt, tts
 
 from core.errors import UnsupportedLanguage
 from core.languages import language_name
+from core.payloads import MAX_SEGMENT_TEXT
 from core.protocol import (
     AGENT_STATE_ATTRIBUTE,
     CAPTION_TOPIC,
@@ -21,14 +21,14 @@ from core.protocol import (
     LANGUAGE_ATTRIBUTE,
     NOTICE_TOPIC,
 )
+from core.tasks import TaskOwner
 
 from ..captions import Caption
 from ..history import SegmentStore
 from ..translate import Translator
+from .log import logger
 from .speaker import FinalText, SpeakerPipeline
 from .voice import TranslatedVoice
-
-logger = logging.getLogger("kaiwa.interpret")
 
 PEOPLE = (
     rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
@@ -40,6 +40,9 @@ MAX_UNTRANSLATED = 64
 # Shares of the 15 s LiveKit allows a job to end in: finish the last sentences, then store.
 END_DRAIN_S = 8.0
 END_FLUSH_S = 5.0
+# What is left after the drain is cancelled; a task that takes longer to stop is named in the
+# log and left behind rather than holding up the store's flush.
+END_CANCEL_S = 1.0
 
 
 def language_of(participant: rtc.Participant) -> str:
@@ -73,7 +76,9 @@ class Interpreter:
         self._tts: dict[str, tts.TTS[Any] | None] = {}
         self._noticed: set[tuple[str, str]] = set()
         self._warmed: set[tuple[str, str]] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = TaskOwner(logger, room=room.name)
+        # Speakers whose last sentences are still being finished (see `aclose`).
+        self._ending: set[asyncio.Task[None]] = set()
         self._voices_changed = asyncio.Event()
         self._translating = 0
         self._speaking = 0
@@ -95,18 +100,12 @@ class Interpreter:
                     self._on_track_subscribed(publication.track, publication, participant)
         self.store.start()
         await self._set_state()
-        reconcile = self._spawn(self._reconcile_voices(), "reconcile-voices")
+        reconcile = self.tasks.spawn(self._reconcile_voices(), "reconcile-voices")
         try:
             await done.wait()
         finally:
             reconcile.cancel()
             await self.aclose()
-
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def _people(self) -> list[rtc.RemoteParticipant]:
         return [p for p in self.room.remote_participants.values() if p.kind in PEOPLE]
@@ -140,7 +139,7 @@ class Interpreter:
         self.speakers[track_sid] = speaker
         queue: asyncio.Queue[FinalText] = asyncio.Queue(MAX_UNTRANSLATED)
         self._queues[speaker] = queue
-        self._loops[speaker] = self._spawn(
+        self._loops[speaker] = self.tasks.spawn(
             self._translate_loop(speaker, queue), f"translate-{track_sid}"
         )
         speaker.start()
@@ -167,7 +166,9 @@ class Interpreter:
                 del self._queues[speaker]
                 self._loops.pop(speaker).cancel()
 
-        self._spawn(finish(), f"end-speaker-{track_sid}")
+        ending = self.tasks.spawn(finish(), f"end-speaker-{track_sid}")
+        self._ending.add(ending)
+        ending.add_done_callback(self._ending.discard)
 
     def _on_attributes_changed(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         if LANGUAGE_ATTRIBUTE not in changed or not isinstance(participant, rtc.RemoteParticipant):
@@ -233,7 +234,7 @@ class Interpreter:
                 if direction in self._warmed:
                     continue
                 self._warmed.add(direction)
-                self._spawn(self._warm(*direction), "warm-translation")
+                self.tasks.spawn(self._warm(*direction), "warm-translation")
 
     async def _warm(self, source: str, target: str) -> None:
         try:
@@ -262,7 +263,7 @@ class Interpreter:
             return
         self._noticed.add((language, text))
         logger.warning("interpretation notice", extra={"language": language, "notice": text})
-        self._spawn(
+        self.tasks.spawn(
             self.room.local_participant.send_text(
                 text, topic=NOTICE_TOPIC, attributes={"language": language}
             ),
@@ -282,7 +283,7 @@ class Interpreter:
             "final sentence",
             extra={"segment_id": final.segment_id, "text": final.text, "language": final.language},
         )
-        self._spawn(self._send_caption(_source_caption(speaker, final)), "caption")
+        self.tasks.spawn(self._send_caption(_source_caption(speaker, final)), "caption")
         queue = self._queues.get(speaker)
         if queue is not None and not queue.full():
             queue.put_nowait(final)
@@ -338,11 +339,11 @@ class Interpreter:
 
     def _on_speaking(self, speaking: bool) -> None:
         self._speaking = max(0, self._speaking + (1 if speaking else -1))
-        self._spawn(self._set_state(), "state")
+        self.tasks.spawn(self._set_state(), "state")
 
     def _on_drop(self) -> None:
         self.dropped += 1
-        self._spawn(
+        self.tasks.spawn(
             self.room.local_participant.set_attributes(
                 {DROPPED_SENTENCES_ATTRIBUTE: str(self.dropped)}
             ),
@@ -367,12 +368,9 @@ class Interpreter:
             self._end_speaker(track_sid)
         # LiveKit gives a job 15 s to end once its room closes: the last sentences get most of
         # it to be transcribed and translated, the store the rest to deliver them.
-        ending = [t for t in self._tasks if t.get_name().startswith("end-speaker-")]
-        if ending:
-            await asyncio.wait(ending, timeout=END_DRAIN_S)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._ending:
+            await asyncio.wait(self._ending, timeout=END_DRAIN_S)
+        await self.tasks.aclose(timeout_s=END_CANCEL_S)
         await self._close_voices(list(self.voices))
         await self.store.aclose(timeout_s=END_FLUSH_S)
 
@@ -413,7 +411,7 @@ def _segment(
         "id": final.segment_id,
         "participant_identity": speaker.identity,
         "language": final.language,
-        "text": final.text,
+        "text": final.text[:MAX_SEGMENT_TEXT],
         "start_s": final.start_s,
         "end_s": final.end_s,
         "translations": translations,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,10 +12,11 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import stt
 
-from ..captions import Caption
-from .sentences import SentenceCommitter
+from core.tasks import TaskOwner
 
-logger = logging.getLogger("kaiwa.interpret")
+from ..captions import Caption
+from .log import logger
+from .sentences import SentenceCommitter
 
 STT_RATE = 16000
 # Frames of this person's audio waiting for speech-to-text (10 ms each): 5 s, then the
@@ -63,12 +63,13 @@ class SpeakerPipeline:
         self.call_offset_s = call_offset_s
         self._send_caption = send_caption
         self._on_final = on_final
+        self.tasks = TaskOwner(logger, track=track_sid)
         self._task: asyncio.Task[None] | None = None
         self._audio: rtc.AudioStream | None = None
         self._closing: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"speaker-{self.track_sid}")
+        self._task = self.tasks.spawn(self._run(), f"speaker-{self.track_sid}")
 
     async def _run(self) -> None:
         audio = self._audio = rtc.AudioStream(
@@ -87,12 +88,11 @@ class SpeakerPipeline:
                     stream.push_frame(silence)
                     stream.end_input()
 
-        feeder = asyncio.create_task(feed(), name=f"speaker-feed-{self.track_sid}")
+        feeder = self.tasks.spawn(feed(), f"speaker-feed-{self.track_sid}")
         try:
             await self._read(stream)
         finally:
-            feeder.cancel()
-            await asyncio.gather(feeder, return_exceptions=True)
+            await self.tasks.cancel(feeder)
             await stream.aclose()
             await audio.aclose()
 
@@ -150,15 +150,11 @@ class SpeakerPipeline:
         """The track is gone (or the call ends): stop reading it. The open sentence is then
         closed as final, and its translation and storage follow as usual."""
         if self._audio is not None and self._closing is None:
-            self._closing = asyncio.create_task(
-                self._audio.aclose(), name=f"speaker-end-{self.track_sid}"
-            )
+            self._closing = self.tasks.spawn(self._audio.aclose(), f"speaker-end-{self.track_sid}")
 
     async def wait_closed(self) -> None:
         if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait([self._task])
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self.tasks.aclose()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,7 +19,9 @@ from livekit import rtc
 from livekit.agents import tts
 from prometheus_client import Counter
 
-logger = logging.getLogger("kaiwa.interpret")
+from core.tasks import TaskOwner
+
+from .log import logger
 
 # Audio handed to the track ahead of real time: enough to ride out a slow synthesis.
 SOURCE_QUEUE_MS = 1000
@@ -65,7 +66,7 @@ class TranslatedVoice:
         self._track = rtc.LocalAudioTrack.create_audio_track(name, self._source)
         self._waiting: deque[Sentence] = deque()
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.tasks = TaskOwner(logger, track=name)
         self._speaking = False
         self.dropped = 0
         self.spoken = 0
@@ -73,7 +74,7 @@ class TranslatedVoice:
     async def start(self) -> None:
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         await self.room.local_participant.publish_track(self._track, options)
-        self._task = asyncio.create_task(self._run(), name=f"voice-{self.name}")
+        self.tasks.spawn(self._run(), f"voice-{self.name}")
 
     def say(self, segment_id: str, text: str) -> None:
         if len(self._waiting) >= MAX_WAITING:
@@ -126,10 +127,7 @@ class TranslatedVoice:
                 await self._source.capture_frame(chunk.frame)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self.tasks.aclose()
         self._set_speaking(False)
         with contextlib.suppress(Exception):  # the room may already be gone
             await self.room.local_participant.unpublish_track(self._track.sid)
