@@ -1,7 +1,9 @@
 """The agent worker: registers with LiveKit under one agent name and serves dispatched rooms.
 
 Rooms are dispatched with metadata naming their mode (`dialog` or `interpret`, set by the
-token service); the entrypoint reads it and runs the matching agent.
+token service); the entrypoint reads it and runs the matching agent. How a job joins its
+room and leaves it (`serve_call`) and how a dialog call is kept (`run_dialog`) are also what
+the benches' reference worker (kaiwa/bench/reference) runs its designs with.
 """
 
 from __future__ import annotations
@@ -11,11 +13,21 @@ import json
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from livekit import rtc
-from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess, llm
+from livekit.agents import (
+    Agent,
+    AgentServer,
+    AgentSession,
+    AutoSubscribe,
+    JobContext,
+    JobExecutorType,
+    JobProcess,
+    llm,
+)
 from livekit.agents.__main__ import main as agents_main
 from openai import AsyncOpenAI
 
@@ -28,22 +40,15 @@ from core.protocol import (
     WORKER_KEY_TTL_S,
     worker_key,
 )
+from core.scenarios import Scenario
 from core.tasks import TaskOwner
 
 from . import engines, roles
 from .dialog.agent import ScenarioAgent
 from .dialog.call import DialogCall
 from .dialog.policy import CallLimits
-from .dialog.sessions import (
-    PLAIN_DESIGN,
-    gemini_session,
-    local_engines,
-    local_session,
-    plain_session,
-    use_gemini,
-)
+from .dialog.sessions import gemini_session, local_engines, local_session, use_gemini
 from .history import SegmentStore
-from .interpret import baseline
 from .interpret.session import Interpreter
 from .models import ModelError
 from .settings import AgentSettings
@@ -119,12 +124,15 @@ def dispatch_metadata(job_metadata: str) -> dict[str, Any]:
     return metadata if isinstance(metadata, dict) else {}
 
 
+# Runs the call in a room the worker joined: (the job, set when the call is over, the mode,
+# the dispatch's metadata).
+RunCall = Callable[[JobContext, asyncio.Event, str, dict[str, Any]], Awaitable[None]]
 # The agent's attributes are one round trip to the server: long done when a call ends.
 ATTRIBUTES_WAIT_S = 5.0
 
 
-@server.rtc_session(agent_name=AGENT_NAME)
-async def entrypoint(ctx: JobContext) -> None:
+async def serve_call(ctx: JobContext, run: RunCall) -> None:
+    """Join the dispatched room, run its call, and leave once the call is over."""
     metadata = dispatch_metadata(ctx.job.metadata)
     mode = str(metadata.get("mode", "dialog"))
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
@@ -145,25 +153,27 @@ async def entrypoint(ctx: JobContext) -> None:
         done.set()
 
     try:
-        if mode == "interpret" and metadata.get("design") == baseline.DESIGN:
-            await baseline.run(
-                ctx.room,
-                done,
-                make_stt=lambda language: roles.make_stt(settings, language),
-                make_llm=lambda: roles.make_llm(settings),
-                make_tts=lambda language: roles.make_tts(settings, language),
-                vad_model=engines.vad(),
-            )
-        elif mode == "interpret":
-            await interpret(ctx, done)
-        else:
-            await dialog(ctx, done, metadata)
+        await run(ctx, done, mode, metadata)
     finally:
         await tasks.wait(ATTRIBUTES_WAIT_S)
         await tasks.aclose()
         # The call is over: leave now, which frees this call's slot on the worker. The job
         # would otherwise stay until LiveKit closes the empty room (departure_timeout).
         ctx.shutdown(reason="call ended")
+
+
+@server.rtc_session(agent_name=AGENT_NAME)
+async def entrypoint(ctx: JobContext) -> None:
+    await serve_call(ctx, run_call)
+
+
+async def run_call(
+    ctx: JobContext, done: asyncio.Event, mode: str, metadata: dict[str, Any]
+) -> None:
+    if mode == "interpret":
+        await interpret(ctx, done)
+    else:
+        await dialog(ctx, done, metadata)
 
 
 async def history_store(ctx: JobContext) -> SegmentStore:
@@ -178,25 +188,23 @@ async def history_store(ctx: JobContext) -> SegmentStore:
     )
 
 
-async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any]) -> None:
-    room = ctx.room
-    scenario = scenarios.pick(str(metadata.get("scenario") or ""), settings.scenarios_file)
-    limits = CallLimits(
+def dialog_scenario(metadata: dict[str, Any]) -> Scenario:
+    return scenarios.pick(str(metadata.get("scenario") or ""), settings.scenarios_file)
+
+
+def call_limits() -> CallLimits:
+    return CallLimits(
         idle_s=settings.dialog_idle_timeout_s,
         max_call_s=settings.dialog_max_call_s,
         rejoin_s=settings.dialog_rejoin_grace_s,
     )
-    store = await history_store(ctx)
 
-    async def end_call() -> None:
-        await ctx.delete_room()
 
-    plain = metadata.get("design") == PLAIN_DESIGN
+async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any]) -> None:
+    scenario = dialog_scenario(metadata)
+    limits = call_limits()
     reader: llm.LLM[Any] | None = None
-    if plain:
-        session = plain_session(settings, scenario, idle_s=limits.idle_s)
-        engine = f"{PLAIN_DESIGN}/{settings.llm_model}"
-    elif use_gemini(settings):
+    if use_gemini(settings):
         session = gemini_session(settings, scenario, idle_s=limits.idle_s)
         engine = f"gemini/{settings.gemini_live_model}"
     else:
@@ -207,11 +215,44 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
             # (ScenarioAgent); built off the event loop (an OpenAI client's SSL context takes
             # a few hundred ms).
             reader = await asyncio.to_thread(roles.make_llm, settings)
+    try:
+        await run_dialog(
+            ctx,
+            done,
+            scenario=scenario,
+            limits=limits,
+            session=session,
+            engine=engine,
+            make_agent=lambda: ScenarioAgent(scenario, reader=reader),
+        )
+    finally:
+        if reader is not None:
+            await reader.aclose()
+
+
+async def run_dialog(
+    ctx: JobContext,
+    done: asyncio.Event,
+    *,
+    scenario: Scenario,
+    limits: CallLimits,
+    session: AgentSession[Any],
+    engine: str,
+    make_agent: Callable[[], Agent],
+) -> None:
+    """A dialog call in the job's room through `session`, kept in the history as served by
+    `engine`, until it ends."""
+    room = ctx.room
+    store = await history_store(ctx)
+
+    async def end_call() -> None:
+        await ctx.delete_room()
+
     call = DialogCall(
         room,
         scenario=scenario,
         session=session,
-        make_agent=lambda: ScenarioAgent(scenario, eager=not plain, reader=reader),
+        make_agent=make_agent,
         # The session's own text LLM where it has one: a second client per call would be
         # built on the event loop (its SSL context alone takes a few hundred ms).
         summary_model=(
@@ -228,11 +269,7 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
     logger.info(
         "dialog started", extra={"room": room.name, "scenario": scenario.id, "engine": engine}
     )
-    try:
-        await call.run(done)
-    finally:
-        if reader is not None:
-            await reader.aclose()
+    await call.run(done)
 
 
 async def interpret(ctx: JobContext, done: asyncio.Event) -> None:

@@ -1,4 +1,5 @@
-"""A worker with a missing or corrupt model refuses to start, naming the file."""
+"""A worker with a missing or corrupt model refuses to start, naming the file; so does the
+benches' reference worker."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from core.paths import REPO_ROOT
 pytestmark = pytest.mark.models
 
 
-def start_worker(models_dir: Path) -> subprocess.CompletedProcess[str]:
+def start_worker(models_dir: Path, module: str = "agents") -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "KAIWA_MODELS_DIR": str(models_dir),
@@ -26,7 +27,7 @@ def start_worker(models_dir: Path) -> subprocess.CompletedProcess[str]:
         "LIVEKIT_API_SECRET": "s",
     }
     return subprocess.run(
-        [sys.executable, "-m", "agents"],
+        [sys.executable, "-m", module],
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,
@@ -54,3 +55,9 @@ def test_corrupt_model_stops_the_worker_at_start(tmp_path: Path) -> None:
     result = start_worker(copy)
     assert result.returncode != 0
     assert "model file corrupt" in result.stderr and "model.bin" in result.stderr
+
+
+def test_the_reference_worker_also_stops_at_start_on_a_missing_model(tmp_path: Path) -> None:
+    result = start_worker(tmp_path / "empty", module="kaiwa.bench.reference")
+    assert result.returncode != 0
+    assert "model file missing" in result.stderr and "whisper-base" in result.stderr

@@ -56,19 +56,6 @@ def local_session(
     return AgentSession(**local_engines(settings, scenario), user_away_timeout=idle_s)
 
 
-# The reference `kaiwa bench dialog --compare` measures against: a plain AgentSession with
-# the same engines and LiveKit's default turn handling. Not a product path.
-PLAIN_DESIGN = "livekit-example"
-
-
-def plain_session(
-    settings: AgentSettings, scenario: Scenario, *, idle_s: float
-) -> AgentSession[Any]:
-    engines_ = local_engines(settings, scenario)
-    del engines_["turn_handling"]
-    return AgentSession(**engines_, user_away_timeout=idle_s)
-
-
 def room_options() -> room_io.RoomOptions:
     """How a dialog session meets the room: whom it hears, and how."""
     return room_io.RoomOptions(

@@ -1,10 +1,13 @@
-"""What the benches share: CPU of a process, medians and percentiles, rooms made to order."""
+"""What the benches share: CPU of a process, medians and percentiles, rooms made to order,
+and the worker that runs the reference designs beside a bench's stack."""
 
 from __future__ import annotations
 
 import json
 import os
 import statistics
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +15,25 @@ import numpy as np
 from livekit import api as lkapi
 
 from api.tokens import caller_grants
+from core.paths import REPO_ROOT
 from core.protocol import AGENT_NAME, LANGUAGE_ATTRIBUTE, MODE_ATTRIBUTE
 from kaiwa.stack.config import StackConfig
+from kaiwa.stack.process import ManagedProcess, free_port
+from kaiwa.stack.services import Stack
+
+from .reference import REFERENCE_AGENT_NAME
+
+
+@dataclass(frozen=True)
+class DesignWorker:
+    """The worker a design runs in."""
+
+    service: str  # its service in the bench's stack: its process, for CPU, and its log
+    agent_name: str  # the agent name its rooms are dispatched to
+
+
+PRODUCT = DesignWorker("agent", AGENT_NAME)
+REFERENCE = DesignWorker("reference", REFERENCE_AGENT_NAME)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -45,9 +65,12 @@ def bench_grant(
     return {"url": cfg.livekit_url, "token": token, "room": room, "identity": identity}
 
 
-async def create_room(cfg: StackConfig, name: str, dispatch: dict[str, Any]) -> None:
-    """A room whose agent dispatch carries `dispatch` as metadata (e.g. a design to run);
-    the token's room config is then unused: it applies only to a join that creates it."""
+async def create_room(
+    cfg: StackConfig, name: str, dispatch: dict[str, Any], *, agent_name: str = AGENT_NAME
+) -> None:
+    """A room dispatched to the worker registered as `agent_name` (the product's, or the
+    reference worker's), with `dispatch` as the job's metadata; the token's room config is
+    then unused: it applies only to a join that creates it."""
     async with lkapi.LiveKitAPI(
         cfg.livekit_url, cfg.secrets.livekit_api_key, cfg.secrets.livekit_api_secret
     ) as client:
@@ -56,7 +79,34 @@ async def create_room(cfg: StackConfig, name: str, dispatch: dict[str, Any]) -> 
                 name=name,
                 metadata=json.dumps({"mode": dispatch["mode"], "record": True}),
                 agents=[
-                    lkapi.RoomAgentDispatch(agent_name=AGENT_NAME, metadata=json.dumps(dispatch))
+                    lkapi.RoomAgentDispatch(agent_name=agent_name, metadata=json.dumps(dispatch))
                 ],
             )
         )
+
+
+def start_reference_worker(stack: Stack) -> None:
+    """Start the reference designs' worker (kaiwa/bench/reference) beside the stack and wait
+    until it has registered. It is one of the stack's services from then on (REFERENCE),
+    so stopping the stack stops it.
+
+    A bench starts it once the product has been measured: it then neither loads its models
+    nor idles beside the product's calls."""
+    cfg = stack.cfg
+    ready_file = cfg.state_dir / "reference-worker.ready"
+    ready_file.unlink(missing_ok=True)
+    service = ManagedProcess(
+        name=REFERENCE.service,
+        argv=[sys.executable, "-m", "kaiwa.bench.reference", "--ready-file", str(ready_file)],
+        # The product worker holds the stack's agent port.
+        env={**cfg.service_env(), "AGENT_HTTP_PORT": str(free_port())},
+        cwd=REPO_ROOT,
+        log_path=cfg.logs_dir / "reference.log",
+        ready=ready_file.exists,
+        # As the product worker: importing livekit-agents and loading models on 2 cores.
+        ready_timeout_s=120,
+        stop_timeout_s=3,
+    )
+    stack.services[service.name] = service
+    service.start()
+    service.wait_ready()

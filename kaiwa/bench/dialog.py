@@ -18,8 +18,9 @@ leave the microphone (the WAV's quiet ends and the microphone's queue are not co
 - CPU per session: CPU seconds of the agent worker and the LLM server per second of call.
 
 With `--compare` the same conversation runs again against a plain `AgentSession` with the
-same engines and LiveKit's default turn handling, and the ratio of the median
-voice-to-voice latencies is printed.
+same engines and LiveKit's default turn handling (kaiwa/bench/reference/plain_dialog.py, in
+the reference worker started beside the stack, whose CPU is then measured instead of the
+product worker's), and the ratio of the median voice-to-voice latencies is printed.
 """
 
 from __future__ import annotations
@@ -39,13 +40,23 @@ import numpy as np
 from livekit import rtc
 
 from agents import engines
-from agents.dialog.sessions import PLAIN_DESIGN
 from api.admin_auth import mint_admin_token
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack, ephemeral_config
 
-from .common import bench_grant, cpu_seconds, create_room, median, percentile
+from .common import (
+    PRODUCT,
+    REFERENCE,
+    DesignWorker,
+    bench_grant,
+    cpu_seconds,
+    create_room,
+    median,
+    percentile,
+    start_reference_worker,
+)
+from .reference import DESIGN
 
 QUESTIONS = [
     "What is the capital city of France?",
@@ -184,12 +195,15 @@ def _stages(agent_log: Path, offset: int) -> dict[str, float | None]:
     return {f"{stage}_s_median": median(values) for stage, values in seen.items()}
 
 
-async def _conversation(cfg: StackConfig, stack: Stack, design: str) -> dict[str, Any]:
-    agent_log = cfg.logs_dir / "agent.log"
+async def _conversation(
+    cfg: StackConfig, stack: Stack, design: str, worker: DesignWorker
+) -> dict[str, Any]:
+    service = stack.services[worker.service]
+    agent_log = service.log_path
     log_offset = agent_log.stat().st_size
     room_name = f"bench-dialog-{design}-{uuid.uuid4().hex[:6]}"
     dispatch = {"mode": "dialog", "scenario": "assistant"}
-    await create_room(cfg, room_name, {**dispatch, "design": design})
+    await create_room(cfg, room_name, dispatch, agent_name=worker.agent_name)
     caller = SyntheticCaller(
         cfg.api_url, name="Bench", mode="dialog", language="en", room_name=room_name
     )
@@ -198,7 +212,7 @@ async def _conversation(cfg: StackConfig, stack: Stack, design: str) -> dict[str
     barge_in = await asyncio.to_thread(_speech, BARGE_IN)
     await caller.connect(bench_grant(cfg, room_name, "bench-caller", mode="dialog", language="en"))
     talk = Conversation(caller)
-    agent_pid = stack.services["agent"].proc.pid  # type: ignore[union-attr]
+    agent_pid = service.proc.pid  # type: ignore[union-attr]
     llm_pid = stack.services["llm"].proc.pid  # type: ignore[union-attr]
     voice_to_voice: list[float] = []
     first_text: list[float] = []
@@ -264,10 +278,11 @@ async def run(
         stack = Stack(cfg)
         try:
             await asyncio.to_thread(stack.start)
-            results: dict[str, Any] = {"kaiwa": await _conversation(cfg, stack, "kaiwa")}
+            results: dict[str, Any] = {"kaiwa": await _conversation(cfg, stack, "kaiwa", PRODUCT)}
             if compare:
-                plain = await _conversation(cfg, stack, PLAIN_DESIGN)
-                results[PLAIN_DESIGN] = plain
+                await asyncio.to_thread(start_reference_worker, stack)
+                plain = await _conversation(cfg, stack, DESIGN, REFERENCE)
+                results[DESIGN] = plain
                 ours, theirs = (
                     results["kaiwa"]["voice_to_voice_s_median"],
                     plain["voice_to_voice_s_median"],

@@ -17,8 +17,9 @@ the callers, on arrival:
 - drops: translated sentences the interpreter did not speak (its own counter).
 
 With `--compare` the same exchange runs again against LiveKit's multi-user translator design
-(agents/interpret/baseline.py), on the same stack and engines, and the ratio of the median
-translation lags is printed.
+(kaiwa/bench/reference/multi_user_translator.py), on the same stack and engines, in the
+reference worker started beside the stack (whose CPU is then measured instead of the product
+worker's), and the ratio of the median translation lags is printed.
 """
 
 from __future__ import annotations
@@ -36,13 +37,22 @@ import numpy as np
 from livekit import rtc
 
 from agents import engines
-from agents.interpret import baseline
 from core.protocol import DROPPED_SENTENCES_ATTRIBUTE, FINAL, SOURCE_SEGMENT_ID, TRACK_ID
 from kaiwa.caller import HeardAudio, SyntheticCaller
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack, ephemeral_config
 
-from .common import cpu_seconds, create_room, median, percentile
+from .common import (
+    PRODUCT,
+    REFERENCE,
+    DesignWorker,
+    cpu_seconds,
+    create_room,
+    median,
+    percentile,
+    start_reference_worker,
+)
+from .reference import DESIGN
 
 # A café exchange: short and two-sentence turns, so sentences are cut mid-utterance too.
 SCRIPT: list[tuple[str, list[str]]] = [
@@ -119,12 +129,15 @@ async def _quiet(listener: SyntheticCaller, track: str, since: float, quiet_s: f
         await asyncio.sleep(0.1)
 
 
-async def _exchange(cfg: StackConfig, stack: Stack, design: str) -> dict[str, Any]:
+async def _exchange(
+    cfg: StackConfig, stack: Stack, design: str, worker: DesignWorker
+) -> dict[str, Any]:
     alice = SyntheticCaller(cfg.api_url, name="Alice", mode="interpret", language="en")
-    if design != "kaiwa":
-        # Made first, so that its agent runs the other design; else Alice's join makes it.
+    if worker != PRODUCT:
+        # Made first, so that its agent comes from the other worker; else Alice's join
+        # makes it, dispatched to the product's.
         alice.room_name = f"bench-{design}-{uuid.uuid4().hex[:6]}"
-        await create_room(cfg, alice.room_name, {"mode": "interpret", "design": design})
+        await create_room(cfg, alice.room_name, {"mode": "interpret"}, agent_name=worker.agent_name)
     await alice.join()
     kenji = SyntheticCaller(
         cfg.api_url, name="Kenji", mode="interpret", language="ja", room_name=alice.room_name
@@ -132,7 +145,7 @@ async def _exchange(cfg: StackConfig, stack: Stack, design: str) -> dict[str, An
     await kenji.join()
     callers = {"en": (alice, kenji), "ja": (kenji, alice)}
     turns: list[Turn] = []
-    agent_pid = stack.services["agent"].proc.pid  # type: ignore[union-attr]
+    agent_pid = stack.services[worker.service].proc.pid  # type: ignore[union-attr]
     llm_pid = stack.services["llm"].proc.pid  # type: ignore[union-attr]
     try:
         agent = await alice.wait_for_agent()
@@ -224,10 +237,11 @@ async def run(compare: bool) -> dict[str, Any]:
         stack = Stack(cfg)
         try:
             await asyncio.to_thread(stack.start)
-            results: dict[str, Any] = {"kaiwa": await _exchange(cfg, stack, "kaiwa")}
+            results: dict[str, Any] = {"kaiwa": await _exchange(cfg, stack, "kaiwa", PRODUCT)}
             if compare:
-                example = await _exchange(cfg, stack, baseline.DESIGN)
-                results[baseline.DESIGN] = example
+                await asyncio.to_thread(start_reference_worker, stack)
+                example = await _exchange(cfg, stack, DESIGN, REFERENCE)
+                results[DESIGN] = example
                 ours, theirs = (
                     results["kaiwa"]["translation_lag_s_median"],
                     example["translation_lag_s_median"],

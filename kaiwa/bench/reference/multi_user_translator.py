@@ -8,8 +8,8 @@ session then runs STT → LLM → TTS on each turn and speaks the reply on its o
 
 It runs with the same engines as the interpreter and names its tracks the same way
 (`{source track}-{language}`), so the bench's callers subscribe to it unchanged. It is not
-an alternative product path: the worker runs it only for rooms the bench dispatches with
-`"design": "livekit-example"`.
+an alternative product path: only the reference worker (worker.py) runs it, for the
+interpreted rooms the bench dispatches to it.
 """
 
 from __future__ import annotations
@@ -23,13 +23,11 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, llm, room_io, stt, tts, vad
 
+from agents.interpret.session import PEOPLE, language_of
 from core.languages import language_name
+from core.tasks import TaskOwner
 
-from .session import PEOPLE, language_of
-
-logger = logging.getLogger("kaiwa.interpret.baseline")
-
-DESIGN = "livekit-example"
+logger = logging.getLogger("kaiwa.bench.reference")
 
 
 class TranslatorAgent(Agent):
@@ -82,15 +80,13 @@ async def run(
                 extra={"identity": participant.identity, "target": target},
             )
 
-    tasks: set[asyncio.Task[None]] = set()
+    tasks = TaskOwner(logger, room=room.name)
 
     def on_track_published(
         publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
     ) -> None:
         if publication.kind == rtc.TrackKind.KIND_AUDIO and participant.kind in PEOPLE:
-            task = asyncio.create_task(start(participant, publication.sid))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            tasks.spawn(start(participant, publication.sid), "translator-start")
 
     room.on("track_published", on_track_published)
     for participant in room.remote_participants.values():
@@ -99,6 +95,7 @@ async def run(
     try:
         await done.wait()
     finally:
+        await tasks.aclose()
         for session in sessions.values():
             with contextlib.suppress(Exception):
                 await session.aclose()

@@ -1,0 +1,3 @@
+from kaiwa.bench.reference.worker import main
+
+main()
