@@ -23,15 +23,14 @@ from typing import Any
 
 import aiohttp
 import av
-import boto3
 import redis.asyncio as aioredis
 from aiohttp import web
-from botocore.config import Config as BotoConfig
 from livekit import api as lkapi
 from livekit.protocol import egress as lkegress
 from livekit.protocol import room as lkroom
 
 from core.retry import RetryPolicy
+from core.storage import s3_client
 from core.tasks import TaskOwner
 from core.webhooks import WebhookMalformed, WebhookRejected, sign_webhook, verify_webhook
 
@@ -55,22 +54,8 @@ SHUTDOWN_ROOMS_S = 30.0
 
 
 def make_s3_client(settings: RecorderSettings) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=settings.s3_access_key or None,
-        aws_secret_access_key=settings.s3_secret_key or None,
-        region_name=settings.s3_region,
-        config=BotoConfig(
-            s3={"addressing_style": "path"},
-            # Our own loop retries with backoff for as long as it takes; fail fast here.
-            retries={"max_attempts": 1, "mode": "standard"},
-            connect_timeout=2,
-            read_timeout=30,
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
+    # Our own loop retries with backoff for as long as it takes (upload.py): fail fast here.
+    return s3_client(settings, max_attempts=1, read_timeout_s=30)
 
 
 def recording_wanted(metadata: str) -> bool:
@@ -274,8 +259,12 @@ class RecorderService:
             else:
                 wait_s = next(delays, OUTBOX_RETRY.max_s)
             self._outbox_wakeup.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that
+            # arrives in the step the event is set (a room ending as the recorder stops),
+            # and the outbox would then not stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outbox_wakeup.wait(), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await self._outbox_wakeup.wait()
 
     def _discard_if_done(self, directory: Path) -> None:
         file_dir = directory / "file"

@@ -15,13 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import boto3
 import redis
 import yaml
-from botocore.config import Config as BotoConfig
 
 from core.paths import BIN_DIR, REPO_ROOT
 from core.presence import registered_workers
+from core.settings import S3Settings
+from core.storage import s3_client as core_s3_client
 
 from .config import Ports, Secrets, StackConfig
 from .process import ManagedProcess, StackError, check_port_free, free_port, tcp_open
@@ -151,14 +151,14 @@ def s3_service(cfg: StackConfig) -> ManagedProcess:
 
 
 def s3_client(cfg: StackConfig) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=cfg.s3_endpoint_url,
-        aws_access_key_id=cfg.secrets.s3_access_key,
-        aws_secret_access_key=cfg.secrets.s3_secret_key,
-        region_name="us-east-1",
-        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+    """A client of the stack's S3 server, built as the API and the recorder build theirs."""
+    settings = S3Settings(
+        s3_endpoint_url=cfg.s3_endpoint_url,
+        s3_access_key=cfg.secrets.s3_access_key,
+        s3_secret_key=cfg.secrets.s3_secret_key,
+        s3_bucket=cfg.s3_bucket,
     )
+    return core_s3_client(settings, max_attempts=2)
 
 
 def ensure_bucket(cfg: StackConfig) -> None:
