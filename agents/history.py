@@ -38,10 +38,6 @@ REPORT_POSTS = RetryPolicy(initial_s=0.5, attempts=3)
 RETRIED_STATUSES = frozenset({401, 403, 408, 429})
 
 
-def _retried(status: int) -> bool:
-    return status in RETRIED_STATUSES or status >= 500
-
-
 class SegmentStore:
     def __init__(
         self, api_url: str, api_key: str, api_secret: str, *, room_sid: str, room_name: str
@@ -101,9 +97,21 @@ class SegmentStore:
                 message="history API did not take segments; kept for a retry",
             )
 
-    def _headers(self) -> dict[str, str]:
+    async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST to an internal route as this worker's service. Raises TransientError when
+        the API is away or answers that the same request may succeed later."""
         token = mint_service_token(self._key, self._secret, ttl_s=60)
-        return {"Authorization": f"Bearer {token}"}
+        try:
+            response = await self._client.post(
+                path, json=body, headers={"Authorization": f"Bearer {token}"}
+            )
+        except httpx.HTTPError as exc:
+            raise TransientError(f"history API unreachable: {exc}") from exc
+        if response.status_code in RETRIED_STATUSES or response.status_code >= 500:
+            # 401/403: a clock skewed, or a key rotated mid-call and not yet right here or
+            # there. Nothing in the request is at fault, so it waits for a fresh token.
+            raise TransientError(f"history API answered {response.status_code}")
+        return response
 
     async def _post_batch(self) -> None:
         """Post the next batch and settle it: each segment stored or refused for good, or the
@@ -115,16 +123,7 @@ class SegmentStore:
             "room_name": self.room_name,
             "segments": [s.model_dump(mode="json", exclude_none=True) for s in batch],
         }
-        try:
-            response = await self._client.post(
-                "/api/internal/segments", json=body, headers=self._headers()
-            )
-        except httpx.HTTPError as exc:
-            raise TransientError(f"history API unreachable: {exc}") from exc
-        if _retried(response.status_code):
-            # 401/403: a clock skewed, or a key rotated mid-call and not yet right here or
-            # there. Nothing in the segments is at fault, so they wait for a fresh token.
-            raise TransientError(f"history API answered {response.status_code}")
+        response = await self._post("/api/internal/segments", body)
         if response.status_code == 413 and len(batch) > 1:
             # Long texts with many translations: the API's body limit takes fewer at a time.
             self._batch = max(1, len(batch) // 2)
@@ -164,14 +163,7 @@ class SegmentStore:
             body["summary"] = summary
 
         async def post() -> bool:
-            try:
-                response = await self._client.post(
-                    "/api/internal/reports", json=body, headers=self._headers()
-                )
-            except httpx.HTTPError as exc:
-                raise TransientError(f"history API unreachable: {exc}") from exc
-            if _retried(response.status_code):
-                raise TransientError(f"history API answered {response.status_code}")
+            response = await self._post("/api/internal/reports", body)
             if not response.is_success:
                 logger.error(
                     "history API refused the report", extra={"status": response.status_code}
