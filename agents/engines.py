@@ -14,7 +14,7 @@ from livekit.agents import vad as agents_vad
 from livekit.plugins import silero
 
 from .models import ModelStore
-from .stt.whisper import WhisperEngine
+from .stt.whisper_model import WhisperEngine
 from .tts.voices import EspeakVoice, OpenJTalkVoice, PiperVoice, Voice
 
 T = TypeVar("T")

@@ -16,7 +16,8 @@ from livekit.plugins import openai as openai_plugin
 
 from . import engines
 from .settings import AgentSettings
-from .stt.whisper import WHISPER_LANGUAGES, WhisperOptions, WhisperSTT
+from .stt.whisper import WhisperSTT
+from .stt.whisper_model import WHISPER_LANGUAGES, WhisperOptions
 from .tts.local import LocalTTS
 
 Engine = Literal["local", "google"]

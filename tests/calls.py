@@ -16,7 +16,7 @@ import numpy as np
 from livekit import rtc
 
 from agents import engines
-from agents.stt.whisper import WhisperOptions
+from agents.stt.whisper_model import WhisperOptions
 from api.admin_auth import mint_admin_token
 from kaiwa.caller import HeardAudio, ReceivedText, SyntheticCaller
 from kaiwa.stack.services import Stack

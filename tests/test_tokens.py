@@ -9,7 +9,7 @@ import jwt
 import pytest
 from pydantic import ValidationError
 
-from agents.stt.whisper import WHISPER_LANGUAGES
+from agents.stt.whisper_model import WHISPER_LANGUAGES
 from api.settings import Settings
 from api.tokens import (
     RejoinRefused,

@@ -21,7 +21,8 @@ from livekit import rtc
 from openai import AsyncOpenAI
 
 from agents import engines
-from agents.stt.whisper import SAMPLE_RATE, WhisperOptions, WhisperSTT
+from agents.stt.whisper import WhisperSTT
+from agents.stt.whisper_model import SAMPLE_RATE, WhisperOptions
 from agents.translate import Translator
 from agents.tts.local import LocalTTS, resample
 from agents.tts.voices import EspeakVoice, Voice
