@@ -22,7 +22,7 @@ from core.payloads import (
 from .history import conversation_for_room
 from .log import logger
 from .models import Segment, Translation
-from .search import search_terms
+from .search_terms import search_terms
 
 
 class ConversationDeleted(Exception):

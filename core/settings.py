@@ -124,9 +124,10 @@ class GoogleSettings(BaseSettings):
 
     @property
     def google_cloud_configured(self) -> bool:
-        return bool(self.google_application_credentials) and Path(
-            self.google_application_credentials
-        ).is_file()
+        return (
+            bool(self.google_application_credentials)
+            and Path(self.google_application_credentials).is_file()
+        )
 
     @property
     def gemini_configured(self) -> bool:

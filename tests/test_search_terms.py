@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from api.search import Cursor, parse_query, search_terms
+from api.search import Cursor
+from api.search_terms import parse_query, search_terms
 
 pytestmark = pytest.mark.unit
 

@@ -22,7 +22,8 @@ from ..deps import S3Dep, SessionsDep, SettingsDep, require_admin
 from ..export import to_txt, to_vtt
 from ..log import logger
 from ..schemas import ConversationDetail, ConversationPage, Transcript
-from ..search import MAX_QUERY_CHARS, ConversationFilters, Cursor, parse_query
+from ..search import ConversationFilters, Cursor
+from ..search_terms import MAX_QUERY_CHARS, parse_query
 
 router = APIRouter(
     tags=["history"],

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.conversations import list_conversations
 from api.db import make_engine, make_sessionmaker, migrate
 from api.models import Conversation, Participant, Recording, new_id
-from api.search import ConversationFilters, parse_query, search_terms
+from api.search import ConversationFilters
+from api.search_terms import parse_query, search_terms
 
 from .corpus import Call, Generator, Line
 
