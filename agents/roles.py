@@ -7,7 +7,6 @@ GOOGLE_API_KEY or Vertex AI settings for Gemini).
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 from livekit.agents import llm, stt, tts
@@ -27,18 +26,6 @@ class EngineNotConfigured(RuntimeError):
     pass
 
 
-def google_cloud_configured() -> bool:
-    path = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS", "")
-    return bool(path) and os.path.isfile(path)
-
-
-def gemini_configured() -> bool:
-    return bool(os.environ.get("GOOGLE_API_KEY")) or (
-        os.environ.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true")
-        and google_cloud_configured()
-    )
-
-
 def _require(role: str, ok: bool, what: str) -> None:
     if not ok:
         raise EngineNotConfigured(f"{role}=google needs {what}; set it, or use {role}=local")
@@ -46,11 +33,11 @@ def _require(role: str, ok: bool, what: str) -> None:
 
 def make_stt(settings: AgentSettings, language: str) -> stt.STT[Any]:
     if settings.stt_engine == "google":
-        _require("STT_ENGINE", google_cloud_configured(), "GOOGLE_APPLICATION_CREDENTIALS")
+        _require("STT_ENGINE", settings.google_cloud_configured, "GOOGLE_APPLICATION_CREDENTIALS")
         return google.STT(
             languages=language,
             detect_language=False,
-            credentials_file=os.environ["GOOGLE_APPLICATION_CREDENTIALS"],
+            credentials_file=settings.google_application_credentials,
         )
     # The call's language, so the first words are not mistaken for another one (streams
     # may still ask for another language: the interpreter does, per speaker).
@@ -62,16 +49,16 @@ def make_stt(settings: AgentSettings, language: str) -> stt.STT[Any]:
 def make_tts(settings: AgentSettings, language: str) -> tts.TTS[Any]:
     """Raises UnsupportedLanguage (agents.tts.voices) when no local voice speaks it."""
     if settings.tts_engine == "google":
-        _require("TTS_ENGINE", google_cloud_configured(), "GOOGLE_APPLICATION_CREDENTIALS")
+        _require("TTS_ENGINE", settings.google_cloud_configured, "GOOGLE_APPLICATION_CREDENTIALS")
         return google.TTS(
-            language=language, credentials_file=os.environ["GOOGLE_APPLICATION_CREDENTIALS"]
+            language=language, credentials_file=settings.google_application_credentials
         )
     return LocalTTS(engines.voice(language))
 
 
 def make_llm(settings: AgentSettings) -> llm.LLM[Any]:
     if settings.llm_engine == "google":
-        _require("LLM_ENGINE", gemini_configured(), "GOOGLE_API_KEY (or Vertex AI settings)")
+        _require("LLM_ENGINE", settings.gemini_configured, "GOOGLE_API_KEY (or Vertex AI settings)")
         return google.LLM(model=settings.google_llm_model)
     return openai_plugin.LLM(
         model=settings.llm_model, base_url=settings.llm_base_url, api_key="local", temperature=0.3

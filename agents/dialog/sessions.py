@@ -11,7 +11,6 @@ choosing between them (`use_gemini`) reads best beside both.
 
 from __future__ import annotations
 
-import os
 import ssl
 from functools import cache
 from typing import Any
@@ -99,8 +98,8 @@ def gemini_model(settings: AgentSettings) -> google.realtime.RealtimeModel:
     extra: dict[str, Any] = {}
     if options := _http_options(settings):
         extra["http_options"] = options
-    if key := os.environ.get("GOOGLE_API_KEY"):
-        extra["api_key"] = key
+    if settings.google_api_key:
+        extra["api_key"] = settings.google_api_key
         extra["vertexai"] = False
     return google.realtime.RealtimeModel(
         model=settings.gemini_live_model,
@@ -124,5 +123,5 @@ def gemini_session(
 
 def use_gemini(settings: AgentSettings) -> bool:
     return settings.dialog_engine == "gemini" or (
-        settings.dialog_engine == "auto" and roles.gemini_configured()
+        settings.dialog_engine == "auto" and settings.gemini_configured
     )
