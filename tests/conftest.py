@@ -14,8 +14,8 @@ from kaiwa.stack.config import StackConfig
 from kaiwa.stack.postgres import fresh_postgres_database, postgres_server
 from kaiwa.stack.services import Stack, redis_service, s3_service
 
-from .apiclient import api_settings, client_for
-from .servers import make_stack_config, running_stack
+from .support.apiclient import api_settings, client_for
+from .support.servers import make_stack_config, running_stack
 
 # Every test module says what it needs (pyproject.toml describes each category); CI and
 # `pytest -m unit` select by them, so a module without one would run in the wrong lane.

@@ -20,8 +20,8 @@ from core.service_auth import mint_service_token
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.process import free_port
 
-from .apiclient import admin_headers, api_settings, client_for, post_segments
-from .apiclient import segment as seg
+from .support.apiclient import admin_headers, api_settings, client_for, post_segments
+from .support.apiclient import segment as seg
 
 pytestmark = pytest.mark.integration
 

@@ -37,7 +37,7 @@ from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack
 
-from .recordings import wait_for_recordings, write_tone
+from .support.recordings import wait_for_recordings, write_tone
 
 pytestmark = pytest.mark.e2e
 

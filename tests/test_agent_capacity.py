@@ -19,7 +19,7 @@ import pytest
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 
-from .servers import SMALL_LLM, make_stack_config, running_stack
+from .support.servers import SMALL_LLM, make_stack_config, running_stack
 
 pytestmark = pytest.mark.e2e
 

@@ -16,8 +16,8 @@ from core.paths import REPO_ROOT
 from core.webhooks import sign_webhook
 from kaiwa.stack.config import StackConfig
 
-from . import events
-from .apiclient import admin_headers, api_settings, client_for
+from .support import events
+from .support.apiclient import admin_headers, api_settings, client_for
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from api.settings import Settings
 from api.tokens import TokenRequest, mint_caller_token
 from core.service_auth import mint_service_token
 
-from .apiclient import admin_headers, post_segments
-from .apiclient import segment as seg
+from .support.apiclient import admin_headers, post_segments
+from .support.apiclient import segment as seg
 
 pytestmark = pytest.mark.integration
 

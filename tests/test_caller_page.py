@@ -30,7 +30,7 @@ from core.paths import REPO_ROOT
 from kaiwa.stack.services import Stack
 from kaiwa.webcall import AUDIO_PROBE, chromium, heard, write_wav
 
-from .calls import SKY_QUESTION, History, speech
+from .support.calls import SKY_QUESTION, History, speech
 
 pytestmark = pytest.mark.e2e
 

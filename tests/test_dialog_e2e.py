@@ -21,7 +21,7 @@ from agents.dialog.lines import line
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 
-from .calls import (
+from .support.calls import (
     SKY_QUESTION,
     SKY_WORDS,
     History,

@@ -20,7 +20,7 @@ import pytest
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 
-from .calls import (
+from .support.calls import (
     SKY_QUESTION,
     History,
     agent_finals,
@@ -30,8 +30,8 @@ from .calls import (
     voiced,
     wait_for,
 )
-from .gemini_live import GeminiLiveStandIn, Reply, TurnRequest
-from .servers import make_stack_config, running_stack
+from .support.gemini_live import GeminiLiveStandIn, Reply, TurnRequest
+from .support.servers import make_stack_config, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.models]
 

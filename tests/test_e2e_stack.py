@@ -21,7 +21,7 @@ from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack
 
-from . import events
+from .support import events
 
 pytestmark = pytest.mark.e2e
 

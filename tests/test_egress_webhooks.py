@@ -19,7 +19,7 @@ from api.models import Conversation, Recording, WebhookEvent
 from api.settings import Settings
 from core.webhooks import sign_webhook
 
-from . import events
+from .support import events
 
 pytestmark = pytest.mark.integration
 

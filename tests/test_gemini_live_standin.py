@@ -19,7 +19,7 @@ from livekit.agents.metrics import RealtimeModelMetrics
 from livekit.plugins.google.realtime import RealtimeModel
 from livekit.plugins.google.realtime.realtime_api import RealtimeSession
 
-from .gemini_live import (
+from .support.gemini_live import (
     CLOSE_ABORTED,
     CLOSE_INVALID_ARGUMENT,
     OUTPUT_SAMPLE_RATE,

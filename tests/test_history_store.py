@@ -14,7 +14,7 @@ from api.db import make_engine, make_sessionmaker, migrate
 from api.history import apply_event
 from api.models import Conversation, Participant, WebhookEvent
 
-from . import events
+from .support import events
 
 pytestmark = pytest.mark.integration
 

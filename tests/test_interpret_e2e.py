@@ -19,7 +19,7 @@ from agents import engines
 from kaiwa.caller import ReceivedText, SyntheticCaller
 from kaiwa.stack.services import Stack
 
-from .calls import (
+from .support.calls import (
     History,
     keyword_share,
     similarity,

@@ -17,7 +17,7 @@ from agents.recorder.subscriber import Subscriber
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 
-from .recordings import (
+from .support.recordings import (
     RATE,
     StoredRecording,
     decode_ogg,

@@ -28,7 +28,7 @@ from agents.recorder.upload import (
     store_manifest,
 )
 
-from .recordings import decode_ogg, rms
+from .support.recordings import decode_ogg, rms
 
 pytestmark = pytest.mark.unit
 

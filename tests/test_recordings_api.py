@@ -24,9 +24,9 @@ from core.webhooks import sign_webhook
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import s3_client
 
-from . import events
-from .apiclient import admin_headers, api_settings, client_for, post_segments
-from .apiclient import segment as seg
+from .support import events
+from .support.apiclient import admin_headers, api_settings, client_for, post_segments
+from .support.apiclient import segment as seg
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from kaiwa.stack.config import StackConfig
 from kaiwa.stack.process import free_port
 from kaiwa.stack.services import api_service
 
-from .apiclient import admin_headers, post_segments
-from .apiclient import segment as seg
+from .support.apiclient import admin_headers, post_segments
+from .support.apiclient import segment as seg
 
 pytestmark = pytest.mark.integration
 

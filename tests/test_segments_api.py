@@ -15,8 +15,8 @@ from api.tokens import TokenRequest, mint_caller_token
 from core.service_auth import mint_service_token
 from kaiwa.stack.config import StackConfig
 
-from .apiclient import admin_headers, agent_headers, post_segments
-from .apiclient import segment as seg
+from .support.apiclient import admin_headers, agent_headers, post_segments
+from .support.apiclient import segment as seg
 
 pytestmark = pytest.mark.integration
 

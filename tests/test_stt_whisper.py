@@ -13,7 +13,7 @@ from livekit.agents import stt
 from agents import engines
 from agents.stt.whisper import WhisperSTT
 
-from .speech.synth import espeak_wav, frames, read_wav, resample, silence
+from .support.speech.synth import espeak_wav, frames, read_wav, resample, silence
 
 pytestmark = pytest.mark.models
 

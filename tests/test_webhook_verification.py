@@ -9,7 +9,7 @@ import pytest
 
 from core.webhooks import WebhookMalformed, WebhookRejected, sign_webhook, verify_webhook
 
-from . import events
+from .support import events
 
 pytestmark = pytest.mark.unit
 
