@@ -48,7 +48,7 @@ from .dialog.agent import ScenarioAgent
 from .dialog.call import DialogCall
 from .dialog.policy import CallLimits
 from .dialog.sessions import gemini_session, local_engines, local_session, use_gemini
-from .history import SegmentStore
+from .history_client import SegmentStore
 from .interpret.session import Interpreter
 from .models import ModelError
 from .settings import AgentSettings

@@ -15,7 +15,16 @@ from core.logs import setup_logging
 from .deps import Resources
 from .errors import validation_error
 from .middleware import BodyLimit, SecurityHeaders, content_security_policy
-from .routes import admin, call, health, history, recordings, segments, token, webhook
+from .routes import (
+    admin,
+    call,
+    conversations,
+    health,
+    recordings,
+    segments,
+    token,
+    webhook,
+)
 from .settings import Settings, get_settings
 
 
@@ -58,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhook.router)
     app.include_router(segments.router)
     app.include_router(admin.router)
-    app.include_router(history.router)
+    app.include_router(conversations.router)
     app.include_router(recordings.router)
     if settings.web_dir.is_dir():
         app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web")

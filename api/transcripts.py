@@ -19,7 +19,7 @@ from core.payloads import (
     SegmentsStored,
 )
 
-from .history import conversation_for_room
+from .events import conversation_for_room
 from .log import logger
 from .models import Segment, Translation
 from .search_terms import search_terms

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import make_engine, make_sessionmaker, migrate
-from api.history import apply_event
+from api.events import apply_event
 from api.main import create_app
 from api.models import Conversation, Recording, WebhookEvent
 from api.settings import Settings

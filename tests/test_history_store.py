@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import make_engine, make_sessionmaker, migrate
-from api.history import apply_event
+from api.events import apply_event
 from api.models import Conversation, Participant, WebhookEvent
 
 from .support import events

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from agents.history import SegmentStore
+from agents.history_client import SegmentStore
 from api.settings import Settings
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.process import free_port

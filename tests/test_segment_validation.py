@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.history import SegmentStore
+from agents.history_client import SegmentStore
 
 pytestmark = pytest.mark.unit
 

@@ -32,7 +32,7 @@ from core.protocol import CALLER_ENDED_ATTRIBUTE
 from core.scenarios import Scenario
 from core.tasks import TaskOwner
 
-from ..history import SegmentStore
+from ..history_client import SegmentStore
 from .agent import ScenarioAgent
 from .lines import line
 from .log import logger

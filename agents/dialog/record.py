@@ -14,7 +14,7 @@ from typing import Any
 from livekit.agents import AgentSession, ConversationItemAddedEvent, llm
 from livekit.agents.metrics.usage import LLMModelUsage, STTModelUsage, TTSModelUsage
 
-from ..history import SegmentStore
+from ..history_client import SegmentStore
 from .turn_captions import TurnCaptions
 
 

@@ -24,7 +24,7 @@ from core.protocol import (
 from core.tasks import TaskOwner
 
 from ..captions import Caption
-from ..history import SegmentStore
+from ..history_client import SegmentStore
 from ..translate import Translator
 from .log import logger
 from .speaker import FinalText, SpeakerPipeline

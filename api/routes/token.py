@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from core import scenarios
 
 from ..deps import LiveKitDep, SettingsDep, TokenLimiterDep
-from ..history import room_mode
+from ..events import room_mode
 from ..ratelimit import enforce
 from ..tokens import (
     RejoinRefused,

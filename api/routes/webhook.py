@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from core.webhooks import WebhookMalformed, WebhookRejected, verify_webhook
 
 from ..deps import SessionsDep, SettingsDep
-from ..history import apply_event
+from ..events import apply_event
 from ..log import logger
 from ..webhooks import check_event
 

@@ -1,4 +1,4 @@
-"""The history store: what LiveKit's events say happened, applied exactly once per event."""
+"""The history store: what LiveKit's webhook events say happened, applied once per event."""
 
 from __future__ import annotations
 
