@@ -7,7 +7,6 @@ Web Audio analyser on each of its <audio> elements.
 
 from __future__ import annotations
 
-import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 
 import numpy as np
 from playwright.async_api import Browser, Page, Playwright
+
+from .audio_files import save_wav
 
 CHROMIUM = "/usr/bin/chromium"
 WAV_RATE = 48000
@@ -67,12 +68,7 @@ def write_wav(
             np.zeros(int(tail_s * WAV_RATE), np.int16),
         ]
     )
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(WAV_RATE)
-        wav.writeframes(pcm.tobytes())
-    return path
+    return save_wav(path, pcm, WAV_RATE)
 
 
 @asynccontextmanager

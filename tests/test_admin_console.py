@@ -33,11 +33,12 @@ from playwright.async_api import (
 
 from core.paths import REPO_ROOT
 from core.service_auth import mint_service_token
+from kaiwa.audio_files import write_tone
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack
 
-from .support.recordings import wait_for_recordings, write_tone
+from .support.recordings import wait_for_recordings
 
 pytestmark = pytest.mark.e2e
 

@@ -14,18 +14,11 @@ import pytest
 from livekit import api as lkapi
 
 from agents.recorder.subscriber import Subscriber
+from kaiwa.audio_files import RATE, decode_ogg, write_tone
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 
-from .support.recordings import (
-    RATE,
-    StoredRecording,
-    decode_ogg,
-    rms,
-    stored_recordings,
-    wait_for_recordings,
-    write_tone,
-)
+from .support.recordings import StoredRecording, rms, stored_recordings, wait_for_recordings
 
 pytestmark = pytest.mark.e2e
 

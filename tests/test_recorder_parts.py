@@ -27,8 +27,9 @@ from agents.recorder.upload import (
     finish_upload,
     store_manifest,
 )
+from kaiwa.audio_files import decode_ogg
 
-from .support.recordings import decode_ogg, rms
+from .support.recordings import rms
 
 pytestmark = pytest.mark.unit
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from kaiwa.audio_files import RATE, decode_ogg, write_tone
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.process import ManagedProcess
 from kaiwa.stack.services import (
@@ -42,7 +43,6 @@ from kaiwa.stack.services import (
     s3_service,
 )
 
-RATE = 48_000
 FRAME_S = 0.010
 VOICED_RMS = 0.02
 STEADY_MARGIN_S = 3.0
@@ -52,33 +52,6 @@ def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-
-
-def _tone_wav(path: Path, freq: float, seconds: float) -> Path:
-    import wave
-
-    t = np.arange(int(RATE * seconds)) / RATE
-    pcm = (np.sin(2 * np.pi * freq * t) * 6000).astype(np.int16)
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(RATE)
-        wav.writeframes(pcm.tobytes())
-    return path
-
-
-def _decode(data: bytes) -> np.ndarray[Any, np.dtype[np.float32]]:
-    import io
-
-    import av
-
-    chunks = []
-    with av.open(io.BytesIO(data), mode="r") as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
-        for frame in container.decode(audio=0):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
-    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
 
 def _voiced(samples: np.ndarray[Any, np.dtype[np.float32]]) -> np.ndarray[Any, np.dtype[np.bool_]]:
@@ -170,7 +143,10 @@ async def run(rooms: int, seconds: float, keep_logs: Path | None = None) -> dict
 
 
 async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> dict[str, Any]:
-    wavs = [_tone_wav(state / f"tone{i}.wav", 300 + 70 * i, seconds) for i in range(2)]
+    wavs = [
+        write_tone(state / f"tone{i}.wav", freq=300 + 70 * i, seconds=seconds, amplitude=6000)
+        for i in range(2)
+    ]
     # The speakers only send: subscribing to each other would put decoding on the bench's
     # share of the cores, not the recorder's.
     rooms = [
@@ -217,7 +193,7 @@ async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> d
     for manifest in manifests:
         file = manifest["fileResults"][0]
         audio = await asyncio.to_thread(
-            _decode, await asyncio.to_thread(_object, cfg, file["filename"])
+            decode_ogg, await asyncio.to_thread(_object, cfg, file["filename"])
         )
         room = by_room[manifest["roomId"]]
         if "roomComposite" in manifest:

@@ -3,43 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import time
-import wave
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
+from kaiwa.audio_files import RATE
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import s3_client
-
-RATE = 48_000
-
-
-def write_tone(path: Path, *, freq: float, seconds: float, amplitude: int = 8000) -> Path:
-    t = np.arange(int(RATE * seconds)) / RATE
-    pcm = (np.sin(2 * np.pi * freq * t) * amplitude).astype(np.int16)
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(RATE)
-        wav.writeframes(pcm.tobytes())
-    return path
-
-
-def decode_ogg(data: bytes) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """Mono float samples at 48 kHz."""
-    chunks = []
-    with av.open(io.BytesIO(data), mode="r") as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
-        for frame in container.decode(audio=0):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
-    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
 
 def rms(samples: np.ndarray[Any, np.dtype[np.float32]], start_s: float, end_s: float) -> float:
