@@ -13,7 +13,6 @@ from livekit.agents import stt, tts
 
 from core.errors import UnsupportedLanguage
 from core.languages import language_name
-from core.payloads import MAX_SEGMENT_TEXT
 from core.protocol import (
     AGENT_STATE_ATTRIBUTE,
     CAPTION_TOPIC,
@@ -283,13 +282,13 @@ class Interpreter:
             "final sentence",
             extra={"segment_id": final.segment_id, "text": final.text, "language": final.language},
         )
-        self.tasks.spawn(self._send_caption(_source_caption(speaker, final)), "caption")
+        self.tasks.spawn(self._send_caption(speaker.caption_of(final)), "caption")
         queue = self._queues.get(speaker)
         if queue is not None and not queue.full():
             queue.put_nowait(final)
             return
         logger.warning("translation behind: sentence stored untranslated")
-        self.store.add(_segment(speaker, final, {}))
+        self.store.add(speaker.segment_of(final, {}))
 
     async def _translate_loop(
         self, speaker: SpeakerPipeline, queue: asyncio.Queue[FinalText]
@@ -301,7 +300,7 @@ class Interpreter:
                 await self._translate(speaker, final)
             except Exception:
                 logger.exception("translation failed", extra={"segment_id": final.segment_id})
-                self.store.add(_segment(speaker, final, {}))
+                self.store.add(speaker.segment_of(final, {}))
             finally:
                 queue.task_done()
 
@@ -326,14 +325,14 @@ class Interpreter:
                     "translated",
                     extra={"segment_id": final.segment_id, "language": language, "text": text},
                 )
-                await self._send_caption(_translated_caption(speaker, final, language, text))
+                await self._send_caption(speaker.translation_caption(final, language, text))
                 voice = self.voices.get((speaker.track_sid, language))
                 if voice is not None:
                     voice.say(f"{final.segment_id}-{language}", text)
         finally:
             self._translating -= 1
             await self._set_state()
-        self.store.add(_segment(speaker, final, translations))
+        self.store.add(speaker.segment_of(final, translations))
 
     # --- state ------------------------------------------------------------------------------
 
@@ -373,46 +372,3 @@ class Interpreter:
         await self.tasks.aclose(timeout_s=END_CANCEL_S)
         await self._close_voices(list(self.voices))
         await self.store.aclose(timeout_s=END_FLUSH_S)
-
-
-def _source_caption(speaker: SpeakerPipeline, final: FinalText) -> Caption:
-    return Caption(
-        segment_id=final.segment_id,
-        track_id=speaker.track_sid,
-        speaker=speaker.identity,
-        language=final.language,
-        text=final.text,
-        final=True,
-        start_s=final.start_s,
-        end_s=final.end_s,
-    )
-
-
-def _translated_caption(
-    speaker: SpeakerPipeline, final: FinalText, language: str, text: str
-) -> Caption:
-    return Caption(
-        segment_id=f"{final.segment_id}-{language}",
-        track_id=speaker.track_sid,
-        speaker=speaker.identity,
-        language=language,
-        text=text,
-        final=True,
-        start_s=final.start_s,
-        end_s=final.end_s,
-        source_segment_id=final.segment_id,
-    )
-
-
-def _segment(
-    speaker: SpeakerPipeline, final: FinalText, translations: dict[str, str]
-) -> dict[str, Any]:
-    return {
-        "id": final.segment_id,
-        "participant_identity": speaker.identity,
-        "language": final.language,
-        "text": final.text[:MAX_SEGMENT_TEXT],
-        "start_s": final.start_s,
-        "end_s": final.end_s,
-        "translations": translations,
-    }

@@ -12,6 +12,7 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import stt
 
+from core.payloads import MAX_SEGMENT_TEXT
 from core.tasks import TaskOwner
 
 from ..captions import Caption
@@ -130,6 +131,45 @@ class SpeakerPipeline:
             start_s=round(start, 3),
             end_s=round(end, 3),
         )
+
+    def caption_of(self, final: FinalText) -> Caption:
+        """The final caption of one of this speaker's sentences."""
+        return Caption(
+            segment_id=final.segment_id,
+            track_id=self.track_sid,
+            speaker=self.identity,
+            language=final.language,
+            text=final.text,
+            final=True,
+            start_s=final.start_s,
+            end_s=final.end_s,
+        )
+
+    def translation_caption(self, final: FinalText, language: str, text: str) -> Caption:
+        """A translation's caption: a final of its own segment, naming its source."""
+        return Caption(
+            segment_id=f"{final.segment_id}-{language}",
+            track_id=self.track_sid,
+            speaker=self.identity,
+            language=language,
+            text=text,
+            final=True,
+            start_s=final.start_s,
+            end_s=final.end_s,
+            source_segment_id=final.segment_id,
+        )
+
+    def segment_of(self, final: FinalText, translations: dict[str, str]) -> dict[str, Any]:
+        """What the history API stores for the sentence (validated by the SegmentStore)."""
+        return {
+            "id": final.segment_id,
+            "participant_identity": self.identity,
+            "language": final.language,
+            "text": final.text[:MAX_SEGMENT_TEXT],
+            "start_s": final.start_s,
+            "end_s": final.end_s,
+            "translations": translations,
+        }
 
     def _final(
         self, segment_id: str, text: str, data: stt.SpeechData, start: float, end: float
