@@ -130,12 +130,20 @@ TokenLimiterDep = Annotated[RateLimiter, Depends(_token_limiter)]
 AdminLoginLimiterDep = Annotated[RateLimiter, Depends(_admin_login_limiter)]
 
 
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
 def _bearer(request: Request) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+def _required_bearer(request: Request, what: str) -> str:
+    """The bearer token, or 401 naming what is missing."""
+    token = _bearer(request)
+    if not token:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"missing {what}", headers=_UNAUTHORIZED)
+    return token
 
 
 async def require_admin(request: Request, settings: SettingsDep) -> dict[str, Any]:
@@ -154,9 +162,7 @@ async def require_admin(request: Request, settings: SettingsDep) -> dict[str, An
 
 async def require_agent(request: Request, settings: SettingsDep) -> dict[str, Any]:
     """A service token minted by an agent worker (core/service_auth.py)."""
-    token = _bearer(request)
-    if not token:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing token", headers=_UNAUTHORIZED)
+    token = _required_bearer(request, "token")
     try:
         return verify_service_token(token, settings.livekit_api_key, settings.livekit_api_secret)
     except ServiceTokenInvalid as exc:
@@ -180,9 +186,7 @@ class CallerGrant:
 async def require_caller(request: Request, settings: SettingsDep) -> CallerGrant:
     """A caller's own LiveKit access token: it opens the history of its one room, nothing
     more. The web page sends the token it joined with."""
-    token = _bearer(request)
-    if not token:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing token", headers=_UNAUTHORIZED)
+    token = _required_bearer(request, "token")
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -209,9 +213,7 @@ CallerDep = Annotated[CallerGrant, Depends(require_caller)]
 async def require_ticket(request: Request, settings: SettingsDep) -> CallerGrant:
     """A caller's rejoin ticket (see api/tokens.py): proof that it is this identity in this
     room, for the few changes the API makes on its behalf."""
-    token = _bearer(request)
-    if not token:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing ticket", headers=_UNAUTHORIZED)
+    token = _required_bearer(request, "ticket")
     try:
         room, identity = read_rejoin_ticket(settings, token)
     except RejoinRefused as exc:
