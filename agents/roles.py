@@ -13,6 +13,8 @@ from livekit.agents import llm, stt, tts
 from livekit.plugins import google
 from livekit.plugins import openai as openai_plugin
 
+from core.errors import KaiwaError
+
 from . import engines
 from .settings import AgentSettings
 from .stt.whisper import WhisperSTT
@@ -22,7 +24,7 @@ from .tts.local import LocalTTS
 Engine = Literal["local", "google"]
 
 
-class EngineNotConfigured(RuntimeError):
+class EngineNotConfigured(KaiwaError, RuntimeError):
     pass
 
 

@@ -17,12 +17,14 @@ from typing import Any
 
 import jwt
 
+from core.errors import KaiwaError
+
 COOKIE_NAME = "kaiwa_admin"
 ADMIN_SUBJECT = "admin"
 _KEY_LABEL = b"kaiwa admin session v1"
 
 
-class AdminTokenInvalid(Exception):
+class AdminTokenInvalid(KaiwaError):
     pass
 
 

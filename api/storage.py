@@ -14,21 +14,25 @@ from urllib.parse import unquote, urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from core.errors import KaiwaError
+
 CHUNK_BYTES = 64 * 1024
 DEFAULT_AUDIO_TYPE = "audio/ogg"
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-class ObjectMissing(Exception):
+class ObjectMissing(KaiwaError):
     pass
 
 
-class StorageUnavailable(Exception):
+class StorageUnavailable(KaiwaError):
     """S3 answered with an error other than "not found", or could not be reached."""
 
+    retryable = True
 
-class RangeNotSatisfiable(Exception):
+
+class RangeNotSatisfiable(KaiwaError):
     def __init__(self, size: int) -> None:
         super().__init__(f"range not satisfiable for {size} bytes")
         self.size = size

@@ -12,6 +12,7 @@ from livekit import api as lkapi
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from core import scenarios
+from core.errors import KaiwaError
 from core.languages import Language
 from core.protocol import (
     AGENT_NAME,
@@ -67,15 +68,15 @@ class TokenResponse(BaseModel):
     )
 
 
-class UnknownScenarioError(ValueError):
+class UnknownScenarioError(KaiwaError, ValueError):
     pass
 
 
-class ReservedIdentityError(ValueError):
+class ReservedIdentityError(KaiwaError, ValueError):
     pass
 
 
-class RejoinRefused(ValueError):
+class RejoinRefused(KaiwaError, ValueError):
     """An identity asked for without a valid rejoin ticket for it and the room."""
 
 

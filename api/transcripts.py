@@ -8,6 +8,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.errors import KaiwaError
 from core.payloads import (
     MAX_USAGE_COUNTERS,
     CallReport,
@@ -25,7 +26,7 @@ from .models import Segment, Translation
 from .search_terms import search_terms
 
 
-class ConversationDeleted(Exception):
+class ConversationDeleted(KaiwaError):
     """The conversation was deleted by an admin; its transcript takes no more text."""
 
 
@@ -119,7 +120,7 @@ def store_segments(sessions: sessionmaker[Session], batch: SegmentBatch) -> Segm
     raise RuntimeError("segments could not be stored after 3 attempts")
 
 
-class TooManyCounters(Exception):
+class TooManyCounters(KaiwaError):
     """The report would take the call past MAX_USAGE_COUNTERS distinct counters."""
 
 

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
+from .errors import KaiwaError
 from .languages import language_name
 
 DEFAULT_FILE = Path(__file__).with_name("scenarios.toml")
 DEFAULT_SCENARIO = "assistant"
 
 
-class ScenarioError(ValueError):
+class ScenarioError(KaiwaError, ValueError):
     pass
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import jwt
 
+from .errors import KaiwaError
+
 SERVICE_CLAIM = "kaiwa"
 AGENT_SERVICE = "agent"
 # A service mints a fresh token for each call or minute; longer-lived ones are refused, so
@@ -22,11 +24,11 @@ MAX_SERVICE_TOKEN_TTL_S = 600
 LEEWAY_S = 10
 
 
-class ServiceTokenInvalid(Exception):
+class ServiceTokenInvalid(KaiwaError):
     """Not a genuine, current token from our key (answer 401)."""
 
 
-class ServiceTokenForbidden(Exception):
+class ServiceTokenForbidden(KaiwaError):
     """Genuine, but not a service token: a caller's token, for one (answer 403)."""
 
 

@@ -17,12 +17,14 @@ from google.protobuf.json_format import Parse, ParseError
 from livekit import api as lkapi
 from livekit.protocol.webhook import WebhookEvent
 
+from .errors import KaiwaError
 
-class WebhookRejected(Exception):
+
+class WebhookRejected(KaiwaError):
     """The request is not a genuine, intact webhook from our LiveKit server."""
 
 
-class WebhookMalformed(Exception):
+class WebhookMalformed(KaiwaError):
     """Genuine and intact, but not a webhook event we can read."""
 
 

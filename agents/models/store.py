@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import KaiwaError
+
 from .catalog import CATALOG, ModelFile, ModelSpec
 
 LOCK_FILE = Path(__file__).with_name("models.lock")
@@ -25,7 +27,7 @@ STAMP = ".verified.json"
 CHUNK = 1 << 20
 
 
-class ModelError(RuntimeError):
+class ModelError(KaiwaError, RuntimeError):
     """A model is missing, incomplete or corrupt; the message names it and the fix."""
 
 

@@ -31,6 +31,7 @@ from livekit.protocol import models as lkmodels
 from livekit.protocol import rtc as lkrtc
 from websockets.asyncio.client import ClientConnection, connect
 
+from core.errors import KaiwaError
 from core.tasks import TaskOwner
 
 from .log import logger
@@ -53,8 +54,8 @@ class OpusPacket:
 PacketHandler = Callable[[str, OpusPacket], None]
 
 
-class SubscriberError(Exception):
-    pass
+class SubscriberError(KaiwaError):
+    """The signalling or media connection to LiveKit could not be made or was lost."""
 
 
 def signal_url(livekit_url: str, token: str) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from core.errors import KaiwaError
 from core.retry import UNTIL_CANCELLED, retry
 
 from .egress import EgressRecord
@@ -36,7 +37,7 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 StorageError = (BotoCoreError, ClientError, OSError)
 
 
-class VerificationError(Exception):
+class VerificationError(KaiwaError):
     """The stored object is not the bytes we spooled."""
 
 

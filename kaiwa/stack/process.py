@@ -12,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.errors import KaiwaError
 
-class StackError(RuntimeError):
+
+class StackError(KaiwaError, RuntimeError):
     """A service could not be started; the message says which and why."""
 
 
