@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -14,13 +13,8 @@ from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 from core import scenarios
 from core.errors import KaiwaError
 from core.languages import Language
-from core.protocol import (
-    AGENT_NAME,
-    LANGUAGE_ATTRIBUTE,
-    MODE_ATTRIBUTE,
-    RESERVED_IDENTITY_PREFIXES,
-    Mode,
-)
+from core.protocol import RESERVED_IDENTITY_PREFIXES, Mode
+from core.rooms import call_session, caller_attributes, room_configuration
 from core.text import plain_line
 
 from .settings import Settings
@@ -171,14 +165,13 @@ def mint_caller_token(settings: Settings, request: TokenRequest) -> TokenRespons
     room = request.room or f"{request.mode}-{secrets.token_hex(6)}"
     ttl = timedelta(seconds=settings.token_ttl_s)
 
-    session = {"mode": request.mode, "scenario": request.scenario}
-    # Applied only if this join creates the room: the first caller decides its mode and
-    # brings the agent; later callers join what is there.
-    room_config = lkapi.RoomConfiguration(
+    session = call_session(request.mode, request.scenario)
+    room_config = room_configuration(
         name=room,
-        metadata=json.dumps({"mode": request.mode, "record": request.record}),
+        mode=request.mode,
+        scenario=request.scenario,
+        record=request.record,
         max_participants=settings.room_max_participants,
-        agents=[lkapi.RoomAgentDispatch(agent_name=AGENT_NAME, metadata=json.dumps(session))],
     )
     token = (
         lkapi.AccessToken(settings.livekit_api_key, settings.livekit_api_secret)
@@ -186,8 +179,8 @@ def mint_caller_token(settings: Settings, request: TokenRequest) -> TokenRespons
         .with_name(request.name)
         .with_ttl(ttl)
         .with_grants(caller_grants(room))
-        .with_attributes({LANGUAGE_ATTRIBUTE: request.language, MODE_ATTRIBUTE: request.mode})
-        .with_metadata(json.dumps(session))
+        .with_attributes(caller_attributes(request.mode, request.language))
+        .with_metadata(session)
         .with_room_config(room_config)
         .to_jwt()
     )
