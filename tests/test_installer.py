@@ -26,12 +26,12 @@ def test_unreachable_module_proxy_fails_with_the_step_and_a_hint(
     monkeypatch.setenv("GOPROXY", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("GOMODCACHE", str(empty_cache / "gomod"))
     monkeypatch.setenv("GOFLAGS", "")
-    spec = installer.GoBinary("nothing", "example.com/kaiwa/nothing/cmd/nothing", "v0.0.1")
+    spec = installer.GoBinary("nothing", "example.com/kaiwa/nothing", "./cmd/nothing", "v0.0.1")
     with pytest.raises(installer.InstallError) as raised:
         installer.install_go_binary(spec)
     message = str(raised.value)
     assert "127.0.0.1" in message  # go's own words about the unreachable proxy are shown
-    assert "install step 'go install nothing' failed" in message
+    assert "install step 'go mod download nothing' failed" in message
     assert "Go module proxy is reachable" in message
     assert not (empty_cache / "bin" / "nothing").exists()
 

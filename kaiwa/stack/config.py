@@ -21,6 +21,8 @@ class Ports:
     llm: int = 8090
     agent_http: int = 8081
     recorder: int = 8082
+    sip: int = 5060
+    sip_health: int = 8083
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -93,6 +95,10 @@ class StackConfig:
     env_name: str = "dev"
     # The catalogue model the LLM server loads (agents/models/catalog.py).
     llm_model: str = "qwen2.5-1.5b-instruct"
+    # The SIP bridge's RTP ports, "start-end" (KAIWA_SIP_RTP_PORTS); it takes even ones only.
+    sip_rtp_ports: str = field(
+        default_factory=lambda: os.environ.get("KAIWA_SIP_RTP_PORTS", "10000-10099")
+    )
     # More settings for the services, over the defaults (e.g. a bench's own limits).
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -119,6 +125,10 @@ class StackConfig:
     @property
     def recorder_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.recorder}"
+
+    @property
+    def sip_health_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.sip_health}/"
 
     @property
     def logs_dir(self) -> Path:
@@ -149,6 +159,7 @@ class StackConfig:
             "RECORDER_HTTP_PORT": str(self.ports.recorder),
             "RECORDER_WEBHOOK_URL": f"{self.api_url}/livekit/webhook",
             "RECORDER_SPOOL_DIR": str(self.state_dir / "recorder"),
+            "SIP_HEALTH_URL": self.sip_health_url,
             **self.secrets.as_env(),
             **self.extra_env,
         }

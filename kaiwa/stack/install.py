@@ -6,6 +6,7 @@ checks first and does nothing when its result is already there.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -26,16 +27,22 @@ class InstallError(StackError):
 @dataclass(frozen=True)
 class GoBinary:
     name: str
-    module: str
+    module: str  # the module path, as the Go module proxy serves it
+    package: str  # the main package inside the module
     version: str
     cgo: bool = False
 
 
 GO_BINARIES = {
     "livekit-server": GoBinary(
-        "livekit-server", "github.com/livekit/livekit-server/cmd/server", "v1.13.5"
+        "livekit-server", "github.com/livekit/livekit-server", "./cmd/server", "v1.13.5"
     ),
-    "versitygw": GoBinary("versitygw", "github.com/versity/versitygw/cmd/versitygw", "v1.7.0"),
+    "versitygw": GoBinary("versitygw", "github.com/versity/versitygw", "./cmd/versitygw", "v1.7.0"),
+    # The SIP bridge. v1.8.0 is the newest livekit/sip version the module proxy serves here
+    # (v1.9.0 to v1.11.x answer 403); it needs cgo for libopus and soxr.
+    "livekit-sip": GoBinary(
+        "livekit-sip", "github.com/livekit/sip", "./cmd/livekit-sip", "v1.8.0", cgo=True
+    ),
 }
 
 # apt package -> a file it installs, used to tell whether it is there.
@@ -47,10 +54,26 @@ APT_PACKAGES = {
     # browser download); the Noto CJK fonts make its Japanese legible in screenshots.
     "chromium": "/usr/bin/chromium",
     "fonts-noto-cjk": "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    # livekit-sip links libopus and soxr through cgo (its README's build dependencies).
+    "pkg-config": "/usr/bin/pkg-config",
+    "libopus-dev": "/usr/include/opus/opus.h",
+    "libopusfile-dev": "/usr/include/opus/opusfile.h",
+    "libsoxr-dev": "/usr/include/soxr.h",
+    # SIPp, the SIP peer the phone-call tests dial the bridge with.
+    "sip-tester": "/usr/bin/sipp",
 }
+SIP_BUILD_PACKAGES = ["pkg-config", "libopus-dev", "libopusfile-dev", "libsoxr-dev"]
 PROFILES = {
-    "up": ["redis-server", "espeak-ng"],
-    "test": ["redis-server", "postgresql", "espeak-ng", "chromium", "fonts-noto-cjk"],
+    "up": ["redis-server", "espeak-ng", *SIP_BUILD_PACKAGES],
+    "test": [
+        "redis-server",
+        "postgresql",
+        "espeak-ng",
+        "chromium",
+        "fonts-noto-cjk",
+        *SIP_BUILD_PACKAGES,
+        "sip-tester",
+    ],
 }
 # Which set of offline models each profile installs (agents/models/catalog.py PROFILES).
 MODEL_PROFILES = {"up": "default", "test": "test"}
@@ -112,31 +135,69 @@ def install_apt(packages: list[str]) -> None:
 
 
 def install_go_binary(spec: GoBinary) -> Path:
+    """Fetch the module at its pinned version and build its main package.
+
+    Not `go install module/cmd@version`: that also asks the proxy for the module's version
+    list (to warn about deprecation), which fails where the proxy serves only some versions.
+    Building inside the fetched module uses its own go.mod and go.sum, as `go install` does.
+    """
     target = BIN_DIR / spec.name
     stamp = BIN_DIR / f"{spec.name}.version"
     if target.exists() and stamp.exists() and stamp.read_text().strip() == spec.version:
         return target
     go = shutil.which("go")
     if go is None:
-        raise InstallError(f"Go is needed to build {spec.name}; install Go 1.22 or newer")
+        raise InstallError(f"Go is needed to build {spec.name}; install Go 1.26 or newer")
     BIN_DIR.mkdir(parents=True, exist_ok=True)
     say(f"go: building {spec.name} {spec.version} (first time: a few minutes on 2 cores)")
-    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as gobin:
+    env = {"CGO_ENABLED": "1" if spec.cgo else "0", "GOFLAGS": "-mod=mod"}
+    hint = "Check that the Go module proxy is reachable (go env GOPROXY)."
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as work:
+        source = Path(work) / "src"
+        # The module cache is read-only: build in a writable copy of the module.
+        shutil.copytree(download_module(go, spec, env, hint), source)
+        for path in [source, *source.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+        built = Path(work) / spec.name
         run_step(
-            f"go install {spec.name}",
+            f"go build {spec.name}",
             [
                 go,
-                "install",
+                "build",
                 "-x" if os.environ.get("KAIWA_VERBOSE") else "-v",
-                f"{spec.module}@{spec.version}",
+                "-trimpath",
+                "-o",
+                str(built),
+                spec.package,
             ],
-            env={"GOBIN": gobin, "CGO_ENABLED": "1" if spec.cgo else "0", "GOFLAGS": "-mod=mod"},
-            hint="Check that the Go module proxy is reachable (go env GOPROXY).",
+            env=env,
+            cwd=source,
+            hint=hint,
         )
-        built = Path(gobin) / Path(spec.module).name
         shutil.move(built, target)
     stamp.write_text(spec.version)
     return target
+
+
+def download_module(go: str, spec: GoBinary, env: dict[str, str], hint: str) -> Path:
+    """Fetch the module's source into the module cache; return its folder there."""
+    step = f"go mod download {spec.name}"
+    say(step)
+    fetched = subprocess.run(
+        [go, "mod", "download", "-json", f"{spec.module}@{spec.version}"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        info = json.loads(fetched.stdout)
+    except ValueError:
+        info = {}
+    if fetched.returncode != 0 or "Dir" not in info:
+        reason = info.get("Error") or fetched.stderr.strip() or f"exit {fetched.returncode}"
+        raise InstallError(f"install step '{step}' failed: {reason}\n{hint}")
+    return Path(info["Dir"])
 
 
 def install_web() -> None:

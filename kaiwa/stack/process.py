@@ -75,6 +75,31 @@ def free_port(*, udp: bool = False) -> int:
         return int(sock.getsockname()[1])
 
 
+def free_udp_range(count: int) -> str:
+    """A "start-end" block of `count` free UDP ports, below the kernel's ephemeral range,
+    for a server that takes its ports from a range (the SIP bridge's RTP). Checked on all
+    interfaces, since that is where such servers bind."""
+    low = _ephemeral_low()
+    starts = list(range(20000, max(20001, low - count), 2))
+    random.shuffle(starts)
+    for start in starts[:50]:
+        block = range(start, start + count)
+        if _handed_out.intersection(block) or not all(_udp_free(port) for port in block):
+            continue
+        _handed_out.update(block)
+        return f"{start}-{start + count - 1}"
+    raise StackError(f"no block of {count} free UDP ports found")
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
 def tcp_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)

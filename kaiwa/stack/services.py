@@ -1,7 +1,8 @@
 """The services of one stack, each a ManagedProcess with a readiness check.
 
-Order matters and is encoded in `Stack.start`: Redis, LiveKit (needs Redis), the S3 server,
-the API (needs all three), the agent worker (needs LiveKit and Redis).
+Order matters and is encoded in `Stack.start`: Redis, LiveKit (needs Redis), the SIP bridge
+(needs both), the S3 server, the API (needs LiveKit, Redis and S3), the agent worker (needs
+LiveKit and Redis).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,9 +26,17 @@ from core.settings import S3Settings
 from core.storage import s3_client as core_s3_client
 
 from .config import Ports, Secrets, StackConfig
-from .process import ManagedProcess, StackError, check_port_free, free_port, tcp_open
+from .process import (
+    ManagedProcess,
+    StackError,
+    check_port_free,
+    free_port,
+    free_udp_range,
+    tcp_open,
+)
 
 LIVEKIT_BINARY = "livekit-server"
+SIP_BINARY = "livekit-sip"
 S3_BINARY = "versitygw"
 # A service restarted this many times within the window is crash-looping: the stack stops.
 MAX_RESTARTS = 5
@@ -68,11 +78,19 @@ def livekit_config(cfg: StackConfig) -> dict[str, Any]:
 def ephemeral_config(state_dir: Path, **overrides: Any) -> StackConfig:
     """A throwaway stack (tests, benches): free ports, fresh secrets, its own state folder."""
     ports = Ports(
-        **{name: free_port(udp=name == "livekit_rtc_udp") for name in Ports.__dataclass_fields__}
+        **{
+            name: free_port(udp=name in ("livekit_rtc_udp", "sip"))
+            for name in Ports.__dataclass_fields__
+        }
     )
-    return replace(
-        StackConfig(state_dir=state_dir, secrets=Secrets.generate(), ports=ports), **overrides
+    config = StackConfig(
+        state_dir=state_dir,
+        secrets=Secrets.generate(),
+        ports=ports,
+        # 20 calls' worth: each takes one even port, held 30 s after it ends.
+        sip_rtp_ports=free_udp_range(40),
     )
+    return replace(config, **overrides)
 
 
 def redis_service(cfg: StackConfig) -> ManagedProcess:
@@ -114,6 +132,48 @@ def livekit_service(cfg: StackConfig) -> ManagedProcess:
         # On SIGTERM the server waits for rooms to empty; the agents are gone by then.
         stop_timeout_s=3,
     )
+
+
+def sip_config(cfg: StackConfig) -> dict[str, Any]:
+    """infra/livekit-sip.yaml with this stack's keys, LiveKit and Redis, ports and RTP range."""
+    base: dict[str, Any] = yaml.safe_load((REPO_ROOT / "infra" / "livekit-sip.yaml").read_text())
+    base.update(
+        api_key=cfg.secrets.livekit_api_key,
+        api_secret=cfg.secrets.livekit_api_secret,
+        ws_url=cfg.livekit_url,
+        # The same Redis as livekit-server: the two talk through it (psrpc).
+        redis={"address": f"127.0.0.1:{cfg.ports.redis}"},
+        sip_port=cfg.ports.sip,
+        health_port=cfg.ports.sip_health,
+        rtp_port=cfg.sip_rtp_ports,
+    )
+    return base
+
+
+def sip_service(cfg: StackConfig) -> ManagedProcess:
+    config_path = cfg.state_dir / "livekit-sip.effective.yaml"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.touch(mode=0o600)  # it holds the API secret
+    config_path.chmod(0o600)
+    config_path.write_text(yaml.safe_dump(sip_config(cfg)))
+    return ManagedProcess(
+        name="sip",
+        argv=[binary(SIP_BINARY), "--config", str(config_path)],
+        log_path=cfg.logs_dir / "sip.log",
+        # 200 once it serves calls; 429 means busy, which is up.
+        ready=lambda: sip_health(cfg) in (200, 429),
+        # Calls in progress are lost either way: SIP has no resume.
+        stop_timeout_s=3,
+    )
+
+
+def sip_health(cfg: StackConfig) -> int:
+    """The bridge's health port: 200 ok, 429 over its CPU limit, 503 not started."""
+    try:
+        with urllib.request.urlopen(cfg.sip_health_url, timeout=1.0) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
 
 
 def s3_service(cfg: StackConfig) -> ManagedProcess:
@@ -262,6 +322,9 @@ class Stack:
         check_port_free(p.livekit, "livekit")
         check_port_free(p.livekit_rtc_tcp, "livekit_rtc_tcp")
         check_port_free(p.livekit_rtc_udp, "livekit_rtc_udp", udp=True)
+        check_port_free(p.sip, "sip")
+        check_port_free(p.sip, "sip", udp=True)
+        check_port_free(p.sip_health, "sip_health")
         check_port_free(p.s3, "s3")
         check_port_free(p.llm, "llm")
         check_port_free(p.api, "api")
@@ -274,6 +337,7 @@ class Stack:
         builders = [
             redis_service,
             livekit_service,
+            sip_service,
             s3_service,
             llm_service,
             api_service,
