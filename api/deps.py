@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import jwt
@@ -25,6 +25,7 @@ from .admin_auth import COOKIE_NAME, AdminTokenInvalid, verify_admin_token
 from .db import make_engine, make_sessionmaker, migrate
 from .ratelimit import RateLimiter
 from .settings import Settings
+from .sip_health import OpenRuleWatch
 from .tokens import RejoinRefused, read_rejoin_ticket
 
 
@@ -40,6 +41,8 @@ class Resources:
     s3_presign: Any
     token_limiter: RateLimiter
     admin_login_limiter: RateLimiter
+    # /healthz's cached look at LiveKit's SIP dispatch rules.
+    sip_rules: OpenRuleWatch = field(default_factory=OpenRuleWatch)
 
     @classmethod
     async def open(cls, settings: Settings) -> Resources:

@@ -58,6 +58,12 @@ class Settings(LiveKitSettings, RedisSettings, S3Settings):
         description="The local language model server, checked by /healthz.",
     )
 
+    sip_health_url: str | None = Field(
+        default=None,
+        description="The SIP bridge's health port (http://host:port/), checked by /healthz: "
+        "200 ok, 429 degraded, anything else down. Unset: no bridge is reported.",
+    )
+
     # LiveKit refreshes a connected client's token itself.
     token_ttl_s: int = Field(
         default=600, ge=30, le=6 * 3600, description="Lifetime of a caller's token."

@@ -11,12 +11,13 @@ import httpx
 from fastapi import APIRouter, Response, status
 from fastapi.concurrency import run_in_threadpool
 from livekit import api as lkapi
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from core.presence import registered_workers_async
 
 from ..deps import Deps, Resources
+from ..sip_health import bridge_health
 
 router = APIRouter(tags=["health"])
 
@@ -27,6 +28,11 @@ class ComponentHealth(BaseModel):
     ok: bool
     latency_ms: float
     detail: str = ""
+    degraded: bool = Field(
+        default=False,
+        description="Up but short of something (the SIP bridge over its CPU limit); `ok` "
+        "stays true.",
+    )
 
 
 class Health(BaseModel):
@@ -103,6 +109,34 @@ async def _run(check: Callable[[Resources], Awaitable[str]], r: Resources) -> Co
     )
 
 
+async def _sip(r: Resources) -> ComponentHealth | None:
+    """The bridge (when SIP_HEALTH_URL is set) and any open dispatch rule in LiveKit, which
+    is reported even with no bridge configured here: the bridge may run elsewhere."""
+    started = time.perf_counter()
+    url = r.settings.sip_health_url
+    bridge = await bridge_health(url, CHECK_TIMEOUT_S) if url else None
+    try:
+        open_rules = await r.sip_rules.labels(r.livekit, CHECK_TIMEOUT_S)
+        rules_detail = ""
+    except Exception as exc:
+        # LiveKit away is the livekit component's failure; with no SIP store (no Redis)
+        # there can be no rule either.
+        open_rules, rules_detail = [], f"rules not checked ({exc.__class__.__name__})"
+    if bridge is None and not open_rules:
+        return None  # SIP is not configured
+    details = [bridge.detail if bridge else "bridge not configured (SIP_HEALTH_URL)"]
+    if open_rules:
+        details.append("open dispatch rule: " + ", ".join(open_rules))
+    elif rules_detail:
+        details.append(rules_detail)
+    return ComponentHealth(
+        ok=(bridge is None or bridge.state != "down") and not open_rules,
+        degraded=bridge is not None and bridge.state == "degraded",
+        latency_ms=round((time.perf_counter() - started) * 1000, 1),
+        detail="; ".join(details),
+    )
+
+
 @router.get("/livez")
 async def livez() -> dict[str, Any]:
     return {"ok": True}
@@ -110,8 +144,12 @@ async def livez() -> dict[str, Any]:
 
 @router.get("/healthz", responses={503: {"model": Health}})
 async def healthz(deps: Deps, response: Response) -> Health:
-    results = await asyncio.gather(*(_run(check, deps) for check in CHECKS.values()))
+    results, sip = await asyncio.gather(
+        asyncio.gather(*(_run(check, deps) for check in CHECKS.values())), _sip(deps)
+    )
     components = dict(zip(CHECKS, results, strict=True))
+    if sip is not None:
+        components["sip"] = sip
     ok = all(c.ok for c in components.values())
     if not ok:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
