@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -204,6 +205,66 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
     return bench_search.run(args)
 
 
+def livekit_connection() -> tuple[str, str, str]:
+    """LiveKit's HTTP URL, key and secret: LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET
+    when LIVEKIT_URL is set (a deployment), else the local stack's."""
+    if "LIVEKIT_URL" in os.environ:
+        from core.settings import LiveKitSettings
+
+        settings = LiveKitSettings()
+        return settings.livekit_http_url, settings.livekit_api_key, settings.livekit_api_secret
+    cfg = local_config()
+    return (
+        cfg.livekit_url.replace("ws://", "http://"),
+        cfg.secrets.livekit_api_key,
+        cfg.secrets.livekit_api_secret,
+    )
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def cmd_sip(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import aiohttp
+    from livekit import api as lkapi
+
+    from . import sip
+
+    try:
+        desired = None
+        if args.action == "apply":
+            desired = sip.validate(
+                sip.read_file(args.file),
+                allow_open=args.allow_open,
+                settings=sip.SipCliSettings(),
+                environ=os.environ,
+            )
+            for warning in desired.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+
+        async def run() -> int:
+            async with lkapi.LiveKitAPI(*livekit_connection()) as livekit:
+                if desired is None:
+                    findings = await sip.check(livekit.sip, _say)
+                    return 1 if any(f.severity == "error" for f in findings) else 0
+                changes = await sip.apply(livekit.sip, desired, prune=args.prune, say=_say)
+                print(f"{len(changes)} changes", flush=True)
+                return 0
+
+        return asyncio.run(run())
+    except sip.SipRefused as exc:
+        for problem in exc.problems:
+            print(f"refused: {problem}", file=sys.stderr)
+        print("refused: nothing was changed", file=sys.stderr)
+        return 1
+    except (aiohttp.ClientError, TimeoutError, lkapi.TwirpError) as exc:
+        print(f"error: LiveKit: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kaiwa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -278,6 +339,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench_search.add_arguments(p_search)
     p_search.set_defaults(func=cmd_bench_search)
+
+    p_sip = sub.add_parser("sip", help="phone trunks and dispatch rules in LiveKit")
+    sip_actions = p_sip.add_subparsers(dest="action", required=True)
+    p_apply = sip_actions.add_parser(
+        "apply", help="make LiveKit's trunks and rules what a TOML file says (docs/phone.md)"
+    )
+    p_apply.add_argument("file", type=Path, help="the trunks and rules, in TOML")
+    p_apply.add_argument(
+        "--prune", action="store_true", help="delete Kaiwa's trunks and rules the file omits"
+    )
+    p_apply.add_argument(
+        "--allow-open",
+        action="store_true",
+        help="accept a trunk with no address list and no credentials (loopback bridge only)",
+    )
+    p_apply.set_defaults(func=cmd_sip)
+    p_check = sip_actions.add_parser(
+        "check", help="list every trunk and rule in LiveKit; fail on an unsafe one"
+    )
+    p_check.set_defaults(func=cmd_sip)
 
     args = parser.parse_args(argv)
     try:
