@@ -230,6 +230,7 @@ def cmd_sip(args: argparse.Namespace) -> int:
 
     import aiohttp
     from livekit import api as lkapi
+    from pydantic import ValidationError
 
     from . import sip
 
@@ -262,6 +263,9 @@ def cmd_sip(args: argparse.Namespace) -> int:
         return 1
     except (aiohttp.ClientError, TimeoutError, lkapi.TwirpError) as exc:
         print(f"error: LiveKit: {exc}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:  # LIVEKIT_* or KAIWA_SIP_* settings
+        print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
