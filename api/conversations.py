@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from core.payloads import Role
+from core.phone import mask_identity, mask_name
 
 from .log import logger
 from .models import AuditEntry, Conversation, Participant, Recording, Segment
@@ -130,7 +131,7 @@ def list_conversations(
         ConversationSummary.model_validate(
             {
                 **facts.fields(c),
-                "participants": facts.identities[c.id],
+                "participants": [mask_identity(i) for i in facts.identities[c.id]],
                 "matches": None
                 if matches is None
                 else [
@@ -148,6 +149,8 @@ def list_conversations(
 
 
 def _segments(session: Session, conversation_id: str) -> list[SegmentOut]:
+    """The transcript, each speaker's identity masked (core/phone.py): a detail's too, so
+    transcripts, exports and the console's speaker labels all name a phone caller alike."""
     segments = session.scalars(
         select(Segment)
         .where(Segment.conversation_id == conversation_id)
@@ -157,7 +160,7 @@ def _segments(session: Session, conversation_id: str) -> list[SegmentOut]:
     return [
         SegmentOut(
             id=s.id,
-            participant_identity=s.participant_identity,
+            participant_identity=mask_identity(s.participant_identity),
             language=s.language,
             text=s.text,
             start_s=s.start_s,
@@ -200,7 +203,11 @@ def _recording_out(recording: Recording, room: Recording | None) -> RecordingOut
     return RecordingOut(
         id=recording.id,
         kind=recording.kind,
-        participant_identity=recording.participant_identity,
+        participant_identity=(
+            mask_identity(recording.participant_identity)
+            if recording.participant_identity is not None
+            else None
+        ),
         status=recording.status,
         partial=recording.partial,
         error=recording.error,
@@ -229,6 +236,10 @@ def conversation_detail(session: Session, conversation_id: str) -> ConversationD
                 ParticipantOut(
                     identity=p.identity,
                     name=p.name,
+                    masked_identity=mask_identity(p.identity),
+                    # Only a phone caller's name is LiveKit's (`Phone <number>`); others
+                    # chose their own, and a number in it is theirs to show.
+                    masked_name=mask_name(p.name) if p.name and p.kind == "sip" else p.name,
                     kind=p.kind,
                     language=p.language,
                     joined_at=p.joined_at,

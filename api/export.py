@@ -1,4 +1,8 @@
-"""A transcript as WebVTT or plain text, for download."""
+"""A transcript as WebVTT or plain text, for download.
+
+Speakers are named as the Transcript names them: a phone caller's number already masked
+(api/conversations.py, core/phone.py).
+"""
 
 from __future__ import annotations
 

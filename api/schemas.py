@@ -43,7 +43,9 @@ class ConversationFields(BaseModel):
 
 
 class ConversationSummary(ConversationFields):
-    participants: list[str] = Field(description="Identities, in order of joining.")
+    participants: list[str] = Field(
+        description="Identities, in order of joining; a phone caller's number masked."
+    )
     matches: list[Match] | None = Field(
         default=None, description="Up to 3 matching segments; only when `q` was given."
     )
@@ -55,8 +57,17 @@ class ConversationPage(BaseModel):
 
 
 class ParticipantOut(BaseModel):
+    """The one place a phone caller's number is shown whole (`identity`, `name`)."""
+
     identity: str
     name: str | None
+    masked_identity: str = Field(
+        description="`identity` as transcripts, recordings, lists and exports show it: "
+        "a phone caller's number masked (`sip_+81 •• ••••5678`), any other as it is."
+    )
+    masked_name: str | None = Field(
+        description="`name` as speaker labels show it: a phone caller's number masked."
+    )
     kind: str
     language: str | None
     joined_at: datetime | None
@@ -65,7 +76,9 @@ class ParticipantOut(BaseModel):
 
 class SegmentOut(BaseModel):
     id: str
-    participant_identity: str
+    participant_identity: str = Field(
+        description="The speaker; a phone caller's number masked (`sip_+81 •• ••••5678`)."
+    )
     language: str
     text: str
     start_s: float
@@ -81,7 +94,9 @@ class SegmentOut(BaseModel):
 class RecordingOut(BaseModel):
     id: str
     kind: str = Field(description="room, participant or track")
-    participant_identity: str | None
+    participant_identity: str | None = Field(
+        description="Whose audio it is; a phone caller's number masked."
+    )
     status: str = Field(
         description="starting, active, ending, complete, failed, aborted or limit_reached"
     )

@@ -419,7 +419,11 @@ function renderDetail(c) {
   document.title = `${c.room_name} · Kaiwa admin`;
   $("detail-status").textContent = "";
 
-  const names = new Map(c.participants.map((p) => [p.identity, p.name || p.identity]));
+  // Transcripts and recordings name a phone caller with the number masked; only the
+  // participants card below shows it whole.
+  const names = new Map(
+    c.participants.map((p) => [p.masked_identity, p.masked_name || p.masked_identity]),
+  );
   const meta = [
     ["Started", when],
     ["Ended", c.ended_at ? localTime(c.ended_at) : "in progress"],

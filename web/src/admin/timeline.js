@@ -74,7 +74,7 @@ export class Timeline {
   load(conversation, names) {
     this.unload();
     this.segments = [...conversation.transcript].sort((a, b) => a.start_s - b.start_s);
-    const speakers = new Map(conversation.participants.map((p, i) => [p.identity, i]));
+    const speakers = new Map(conversation.participants.map((p, i) => [p.masked_identity, i]));
     this.items = this.segments.map((segment, index) => {
       const item = this.renderSegment(segment, index, names, speakers);
       this.list.append(item);
