@@ -26,6 +26,11 @@ AGENT_STATE_ATTRIBUTE = "lk.agent.state"
 # Interpretation: sentences a listener's voice dropped to keep up (bounded lag).
 DROPPED_SENTENCES_ATTRIBUTE = "kaiwa.dropped_sentences"
 
+# Set by LiveKit's SIP bridge on a phone caller's participant (docs.livekit.io/sip).
+SIP_CALL_STATUS_ATTRIBUTE = "sip.callStatus"  # "ringing", "active" once answered, "hangup"
+SIP_PHONE_NUMBER_ATTRIBUTE = "sip.phoneNumber"  # the caller's number
+SIP_TRUNK_ID_ATTRIBUTE = "sip.trunkID"  # empty when the call matched no trunk: alarm on it
+
 # Text-stream topics.
 CAPTION_TOPIC = "lk.transcription"
 NOTICE_TOPIC = "kaiwa.notice"

@@ -26,11 +26,16 @@ class Scenario(BaseModel, frozen=True):
     level: str = Field(min_length=1, max_length=32)
     persona: str = Field(min_length=1, max_length=500)
     opening: str = Field(min_length=1, max_length=500)
+    # What it says first to a phone caller, who has no page telling them whom they called.
+    phone_opening: str | None = Field(default=None, min_length=1, max_length=500)
     instructions: str = Field(min_length=1, max_length=5000)
     # How long the agent waits for more when LiveKit's end-of-turn model hears the caller
     # stop mid-sentence. Each second here is a second of silence before such a reply, and
     # too short cuts off callers who stop to think: learners more than anyone.
     max_turn_pause_s: float = Field(default=1.2, ge=0.3, le=5.0)
+
+    def opening_for(self, *, phone: bool) -> str:
+        return (self.phone_opening or self.opening) if phone else self.opening
 
     def system_prompt(self) -> str:
         """What the language model is told: its part, and how a spoken reply must look."""

@@ -123,18 +123,19 @@ class ScenarioAgent(Agent):
         async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
             yield chunk
 
-    def greet(self) -> None:
+    def greet(self, *, phone: bool = False) -> None:
+        opening = self.scenario.opening_for(phone=phone)
         if isinstance(self.session.llm, llm.RealtimeModel):  # it speaks for itself
             self.session.generate_reply(
-                instructions=f"Greet the caller by saying exactly: {self.scenario.opening}"
+                instructions=f"Greet the caller by saying exactly: {opening}"
             )
             return
-        self.read_ahead(self.scenario.opening, role="assistant")
-        key = (self.scenario.language, self.scenario.opening)
+        self.read_ahead(opening, role="assistant")
+        key = (self.scenario.language, opening)
         if (frames := _openings.get(key)) is not None:
-            self.session.say(self.scenario.opening, audio=_replay(frames))
+            self.session.say(opening, audio=_replay(frames))
             return
-        handle = self.session.say(self.scenario.opening)
+        handle = self.session.say(opening)
         if self.session.tts is not None:
             self._tasks.spawn(_keep_opening(self.session.tts, key, handle), "keep-opening")
 

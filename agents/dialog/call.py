@@ -33,6 +33,7 @@ from core.scenarios import Scenario
 from core.tasks import TaskOwner
 
 from ..history_client import SegmentStore
+from ..phone import phone_callers, until_answered
 from .agent import ScenarioAgent
 from .lines import line
 from .log import logger
@@ -46,6 +47,9 @@ SUMMARY_MID_CALL_S = 30.0
 # Shares of the 15 s LiveKit gives a job to end: the summary, then delivering the history.
 END_SUMMARY_S = 6.0
 END_FLUSH_S = 5.0
+# The bridge answers once the agent's track is subscribed, and marks the call active at the
+# phone's first audio or 1 s later; past this, the greeting goes out regardless.
+ANSWER_WAIT_S = 10.0
 # Cancelled tasks stop at once; a stuck one must not eat into the shares above.
 TASKS_STOP_S = 1.0
 
@@ -128,9 +132,12 @@ class DialogCall:
             )
             session.output.audio = synchronizer.audio_output
             session.output.transcription = synchronizer.text_output
-        # Only now: what the agent says must go through the outputs above.
+        # Only now: what the agent says must go through the outputs above. A phone hears the
+        # room only once the bridge has answered it.
+        phone = bool(phone_callers(self.room))
+        await until_answered(self.room, timeout_s=ANSWER_WAIT_S)
         if isinstance(agent := session.current_agent, ScenarioAgent):
-            agent.greet()
+            agent.greet(phone=phone)
         if linked := session.room_io.linked_participant:
             self._caller = linked.identity
         loop = asyncio.get_running_loop()
