@@ -1,0 +1,119 @@
+"""Phone calls through the real SIP bridge, placed by SIPp: the caller's number reaches the
+same agents, recordings and history as a browser call, and nobody else gets in."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from livekit import api as lkapi
+
+from kaiwa.phone import CallResult, PhoneCall, place_call
+from kaiwa.stack.services import Stack
+from tests.support.calls import (
+    SKY_QUESTION,
+    SKY_WORDS,
+    History,
+    answers_sky,
+    keyword_share,
+    speech,
+)
+from tests.support.phone import livekit_api, phone_line, phone_transcript, voiced_seconds
+from tests.support.recordings import wait_for_recordings
+
+pytestmark = [pytest.mark.e2e, pytest.mark.models]
+
+CALLER = "+15550100200"
+
+
+@pytest.fixture
+async def question() -> tuple[np.ndarray[Any, Any], int]:
+    return await asyncio.to_thread(speech, "en", SKY_QUESTION)
+
+
+async def phone_participant(stack: Stack, room_prefix: str, timeout_s: float = 20) -> Any:
+    """The SIP participant of the first room named with `room_prefix`, once it is active."""
+    deadline = time.monotonic() + timeout_s
+    async with livekit_api(stack.cfg) as lk:
+        while time.monotonic() < deadline:
+            listed = await lk.room.list_rooms(lkapi.ListRoomsRequest())
+            for room in listed.rooms:
+                if not room.name.startswith(room_prefix):
+                    continue
+                people = await lk.room.list_participants(
+                    lkapi.ListParticipantsRequest(room=room.name)
+                )
+                for p in people.participants:
+                    if p.kind == lkapi.ParticipantInfo.Kind.SIP and (
+                        p.attributes.get("sip.callStatus") == "active"
+                    ):
+                        return room, p
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"no active phone caller in a room named {room_prefix}…")
+
+
+async def test_a_phone_call_is_greeted_answered_recorded_and_kept(
+    stack: Stack, question: tuple[np.ndarray[Any, Any], int]
+) -> None:
+    cfg = stack.cfg
+    async with phone_line(cfg, "+15550001001") as line:
+        pcm, rate = question
+        call = PhoneCall(
+            bridge_port=cfg.ports.sip,
+            called=line.number,
+            caller=CALLER,
+            speech=pcm,
+            speech_rate=rate,
+            speak_after_s=6.0,
+            hang_up_after_s=20.0,
+        )
+        placing = asyncio.create_task(place_call(call))
+        # The call lands in a room named for the number called, not the caller's.
+        room, phone = await phone_participant(stack, f"phone_{line.number}_")
+        result: CallResult = await placing
+    try:
+        assert phone.identity == f"sip_{CALLER}" and phone.name == f"Phone {CALLER}"
+        attributes = phone.attributes
+        assert attributes["sip.trunkID"] == line.trunk_id
+        assert attributes["sip.ruleID"] == line.rule_id
+        assert attributes["sip.phoneNumber"] == CALLER
+        assert attributes["sip.trunkPhoneNumber"] == line.number
+        assert attributes["sip.callID"] and attributes["sip.callIDFull"]
+        # The rule's attributes: what the interpreter and the web app read.
+        assert attributes["language"] == "en" and attributes["kaiwa.mode"] == "dialog"
+
+        assert result.answered and result.codec == "PCMA", result.log
+        # Nothing reaches the phone before the answer; the greeting comes after it, whole.
+        delay = result.greeting_delay_s()
+        assert delay is not None and delay > 0, result.log
+        spans = voiced_seconds(result)
+        greeting_end = spans[0][1]
+        greeting = await phone_transcript(result, "en")
+        assert keyword_share(greeting, {"hello", "thanks", "calling", "talk"}) >= 0.75, greeting
+        # Then the answer to the question asked at 6 s.
+        answer = await phone_transcript(result, "en", start_s=max(greeting_end, 6.5))
+        assert answers_sky(answer), (answer, spans)
+    finally:
+        result.ear.close()
+
+    # The phone hung up (BYE): the call is stored with the caller masked in lists, their
+    # words transcribed, and the call recorded.
+    history = History(stack, room.name)
+    detail = await history.wait_until(
+        lambda d: any(t["role"] == "user" for t in d["transcript"]) and d["ended_at"],
+        "the phone call stored and ended",
+        timeout_s=60,
+    )
+    (caller,) = [p for p in detail["participants"] if p["kind"] == "sip"]
+    assert caller["identity"] == f"sip_{CALLER}"
+    assert CALLER not in caller["masked_identity"] and caller["masked_identity"].endswith("0200")
+    asked = [t for t in detail["transcript"] if t["role"] == "user"]
+    assert keyword_share(" ".join(t["text"] for t in asked), SKY_WORDS) >= 0.6, asked
+    assert all(t["participant_identity"] == caller["masked_identity"] for t in asked), asked
+    recordings = await wait_for_recordings(cfg, detail["room_sid"], count=2, timeout_s=90)
+    (phone_track,) = [r for r in recordings if r.identity == f"sip_{CALLER}"]
+    assert phone_track.status == "EGRESS_COMPLETE", phone_track.manifest
+    assert any(r.kind == "room" for r in recordings)
