@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
+import httpx
 import numpy as np
 from google.protobuf.duration_pb2 import Duration
 from livekit import api as lkapi
 
 from agents import engines
 from agents.stt.whisper_model import WhisperOptions
+from api.admin_auth import mint_admin_token
 from core.protocol import LANGUAGE_ATTRIBUTE, MODE_ATTRIBUTE, Mode
 from core.rooms import room_configuration
 from kaiwa.phone import CallResult, resample_to
@@ -49,9 +52,14 @@ async def phone_line(
     auth: tuple[str, str] | None = None,
     ringing_timeout_s: int = 15,
     room_prefix: str = "phone",
+    agent_name: str | None = None,
 ) -> AsyncIterator[Line]:
-    """A trunk for `number` and a rule that puts its calls in a new room with the agent;
-    both deleted afterwards (LiveKit refuses a second trunk on the same number)."""
+    """A trunk for `number` and a rule that puts its calls in a new room with the agent
+    (`agent_name`: another one, which no worker serves); both deleted afterwards (LiveKit
+    refuses a second trunk on the same number)."""
+    room_config = room_configuration(mode=mode, scenario=scenario, record=True, max_participants=8)
+    if agent_name is not None:
+        room_config.agents[0].agent_name = agent_name
     async with livekit_api(cfg) as lk:
         trunk = await lk.sip.create_inbound_trunk(
             lkapi.CreateSIPInboundTrunkRequest(
@@ -76,9 +84,7 @@ async def phone_line(
                         )
                     ),
                     attributes={LANGUAGE_ATTRIBUTE: language, MODE_ATTRIBUTE: mode},
-                    room_config=room_configuration(
-                        mode=mode, scenario=scenario, record=True, max_participants=8
-                    ),
+                    room_config=room_config,
                 )
             )
         )
@@ -89,6 +95,17 @@ async def phone_line(
                 lkapi.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule.sip_dispatch_rule_id)
             )
             await lk.sip.delete_trunk(lkapi.DeleteSIPTrunkRequest(sip_trunk_id=trunk.sip_trunk_id))
+
+
+async def conversations(cfg: StackConfig, room_prefix: str) -> list[dict[str, Any]]:
+    """The stored conversations whose room name starts with `room_prefix`, as an admin
+    lists them."""
+    token, _ = mint_admin_token(cfg.secrets.livekit_api_secret, cfg.secrets.admin_password, 600)
+    async with httpx.AsyncClient(
+        base_url=cfg.api_url, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
+        listed = (await client.get("/api/conversations", params={"limit": 100})).json()
+    return [c for c in listed["items"] if str(c.get("room_name", "")).startswith(room_prefix)]
 
 
 async def rooms(cfg: StackConfig, prefix: str = "") -> list[lkapi.Room]:
