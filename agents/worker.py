@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from livekit import api as lkapi
 from livekit import rtc
 from livekit.agents import (
     Agent,
@@ -49,6 +50,7 @@ from .dialog.call import DialogCall
 from .dialog.policy import CallLimits
 from .dialog.sessions import gemini_session, local_engines, local_session, use_gemini
 from .history_client import SegmentStore
+from .interpret.phones import UpdateSubscriptions
 from .interpret.session import Interpreter
 from .models import ModelError
 from .settings import AgentSettings
@@ -283,12 +285,26 @@ async def interpret(ctx: JobContext, done: asyncio.Event) -> None:
         make_stt=lambda language: roles.make_stt(settings, language),
         make_tts=lambda language: roles.make_tts(settings, language),
         call_started_at=room.creation_time.timestamp(),
+        update_subscriptions=subscriptions_of(ctx),
         max_lag_s=settings.interpret_max_lag_s,
     )
     try:
         await interpreter.run(done)
     finally:
         await llm_client.close()
+
+
+def subscriptions_of(ctx: JobContext) -> UpdateSubscriptions:
+    """Sets which tracks a participant of this room receives, through the server API."""
+
+    async def update(identity: str, track_sids: list[str], subscribe: bool) -> None:
+        await ctx.api.room.update_subscriptions(
+            lkapi.UpdateSubscriptionsRequest(
+                room=ctx.room.name, identity=identity, track_sids=track_sids, subscribe=subscribe
+            )
+        )
+
+    return update
 
 
 class Heartbeat:

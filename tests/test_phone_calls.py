@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from livekit import api as lkapi
 
+from agents import engines
+from kaiwa.caller import SyntheticCaller
 from kaiwa.phone import CallResult, PhoneCall, place_call
 from kaiwa.stack.services import Stack
 from tests.support.calls import (
@@ -20,8 +22,15 @@ from tests.support.calls import (
     answers_sky,
     keyword_share,
     speech,
+    wait_for,
 )
-from tests.support.phone import livekit_api, phone_line, phone_transcript, voiced_seconds
+from tests.support.phone import (
+    livekit_api,
+    phone_heard,
+    phone_line,
+    phone_transcript,
+    voiced_seconds,
+)
 from tests.support.recordings import wait_for_recordings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.models]
@@ -117,3 +126,80 @@ async def test_a_phone_call_is_greeted_answered_recorded_and_kept(
     (phone_track,) = [r for r in recordings if r.identity == f"sip_{CALLER}"]
     assert phone_track.status == "EGRESS_COMPLETE", phone_track.manifest
     assert any(r.kind == "room" for r in recordings)
+
+
+ORDER = "Good morning. I would like a large cup of hot coffee with milk and two sugars, please."
+ORDER_WORDS = {"morning", "large", "cup", "hot", "coffee", "milk", "sugars"}
+ASKS = "明日は雨が降りますか。"
+
+
+def bigram_share(heard: str, said: str) -> float:
+    def pairs(text: str) -> set[str]:
+        chars = [c for c in text if c.isalnum()]
+        return {a + b for a, b in zip(chars, chars[1:], strict=False)}
+
+    return len(pairs(said) & pairs(heard)) / max(1, len(pairs(said)))
+
+
+async def test_a_phone_caller_hears_only_the_translation_in_its_language(stack: Stack) -> None:
+    cfg = stack.cfg
+    alice = SyntheticCaller(cfg.api_url, name="Alice", mode="interpret", language="en")
+    await alice.join()
+    try:
+        await alice.open_microphone(engines.voice("en").sample_rate)
+        asks, asks_rate = await asyncio.to_thread(speech, "ja", ASKS)
+        order = await asyncio.to_thread(speech, "en", ORDER)
+        async with phone_line(
+            cfg,
+            "+15550001002",
+            mode="interpret",
+            scenario=None,
+            language="ja",
+            room_name=alice.room_name,
+        ) as line:
+            call = PhoneCall(
+                bridge_port=cfg.ports.sip,
+                called=line.number,
+                caller=CALLER,
+                speech=asks,
+                speech_rate=asks_rate,
+                speak_after_s=18.0,
+                hang_up_after_s=30.0,
+            )
+            placing = asyncio.create_task(place_call(call))
+            await phone_participant(stack, alice.room_name)
+            await asyncio.sleep(1.0)  # the phone's mix set once its voice exists
+            await alice.say(*order)
+            result = await placing
+        try:
+            assert result.answered, result.log
+            said_ja = " ".join(
+                t.text
+                for t in alice.texts
+                if t.attributes.get("lk.transcription_final") == "true"
+                and t.attributes.get("language") == "ja"
+                and "kaiwa.source_segment_id" in t.attributes
+            )
+            heard_ja, detected = await phone_heard(result, None, start_s=0.0)
+            heard_en = await phone_transcript(result, "en")
+        finally:
+            result.ear.close()
+        # The phone heard Alice's order in Japanese, as captioned, and not her own voice:
+        # Whisper told to hear English finds (almost) none of her words in it.
+        assert detected == "ja", (detected, heard_ja)
+        assert bigram_share(heard_ja, said_ja) >= 0.5, (heard_ja, said_ja)
+        assert keyword_share(heard_en, ORDER_WORDS) < 0.3, heard_en
+        # And Alice got the phone's question as English captions and voice.
+        await wait_for(
+            lambda: any(
+                t.attributes.get("language") == "en" and "rain" in t.text.lower()
+                for t in alice.texts
+            ),
+            30,
+            "the phone's question in English",
+            alice,
+        )
+        heard_by_alice = [h for h in alice.heard if h.track_name.endswith("-en") and h.peak > 1000]
+        assert heard_by_alice, "Alice heard no English voice"
+    finally:
+        await alice.leave()

@@ -26,6 +26,7 @@ from ..captions import Caption
 from ..history_client import SegmentStore
 from ..translate import Translator
 from .log import logger
+from .phones import PhoneMix, UpdateSubscriptions
 from .speaker import FinalText, SpeakerPipeline
 from .voice import TranslatedVoice
 
@@ -58,6 +59,7 @@ class Interpreter:
         make_stt: Callable[[str], stt.STT[Any]],
         make_tts: Callable[[str], tts.TTS[Any]],
         call_started_at: float,
+        update_subscriptions: UpdateSubscriptions,
         max_lag_s: float = 4.0,
     ) -> None:
         self.room = room
@@ -83,6 +85,12 @@ class Interpreter:
         self._speaking = 0
         self._state = ""
         self.dropped = 0
+        self.phones = PhoneMix(
+            room,
+            update=update_subscriptions,
+            language_of=language_of,
+            voice_language=self._voice_language,
+        )
 
     # --- the room ---------------------------------------------------------------------------
 
@@ -93,6 +101,10 @@ class Interpreter:
         room.on("participant_connected", lambda _p: self._voices_changed.set())
         room.on("participant_disconnected", lambda _p: self._voices_changed.set())
         room.on("participant_attributes_changed", self._on_attributes_changed)
+        # A phone hears every track it is subscribed to: keep it to its own language's.
+        room.on("track_published", lambda _pub, _p: self.phones.changed())
+        room.on("local_track_published", lambda _pub, _t: self.phones.changed())
+        room.on("participant_connected", lambda _p: self.phones.changed())
         for participant in room.remote_participants.values():
             for publication in participant.track_publications.values():
                 if publication.track is not None and publication.subscribed:
@@ -181,6 +193,7 @@ class Interpreter:
                 self._end_speaker(track_sid)
                 self._start_speaker(participant, track, track_sid)
         self._voices_changed.set()
+        self.phones.changed()
 
     # --- voices -----------------------------------------------------------------------------
 
@@ -222,6 +235,12 @@ class Interpreter:
                 )
                 self.voices[(track_sid, language)] = voice
                 await voice.start()
+
+    def _voice_language(self, track_name: str) -> str | None:
+        for (_track_sid, language), voice in self.voices.items():
+            if voice.name == track_name:
+                return language
+        return None
 
     def _warm_translations(self) -> None:
         """Prepare each translation direction the room needs as soon as it appears: when
@@ -370,5 +389,6 @@ class Interpreter:
         if self._ending:
             await asyncio.wait(self._ending, timeout=END_DRAIN_S)
         await self.tasks.aclose(timeout_s=END_CANCEL_S)
+        await self.phones.aclose()
         await self._close_voices(list(self.voices))
         await self.store.aclose(timeout_s=END_FLUSH_S)

@@ -53,10 +53,11 @@ async def phone_line(
     ringing_timeout_s: int = 15,
     room_prefix: str = "phone",
     agent_name: str | None = None,
+    room_name: str | None = None,
 ) -> AsyncIterator[Line]:
     """A trunk for `number` and a rule that puts its calls in a new room with the agent
     (`agent_name`: another one, which no worker serves); both deleted afterwards (LiveKit
-    refuses a second trunk on the same number)."""
+    refuses a second trunk on the same number). With `room_name`, calls join that room."""
     room_config = room_configuration(mode=mode, scenario=scenario, record=True, max_participants=8)
     if agent_name is not None:
         room_config.agents[0].agent_name = agent_name
@@ -79,6 +80,10 @@ async def phone_line(
                     name=f"test {number}",
                     trunk_ids=[trunk.sip_trunk_id],
                     rule=lkapi.SIPDispatchRule(
+                        dispatch_rule_direct=lkapi.SIPDispatchRuleDirect(room_name=room_name)
+                    )
+                    if room_name
+                    else lkapi.SIPDispatchRule(
                         dispatch_rule_callee=lkapi.SIPDispatchRuleCallee(
                             room_prefix=room_prefix, randomize=True
                         )
@@ -115,12 +120,20 @@ async def rooms(cfg: StackConfig, prefix: str = "") -> list[lkapi.Room]:
 
 
 async def phone_transcript(result: CallResult, language: str, start_s: float = 0.0) -> str:
-    """What the phone heard from `start_s` on, as Whisper-base hears it."""
+    """What the phone heard from `start_s` on, as Whisper-base hears it in `language`."""
+    text, _ = await phone_heard(result, language, start_s)
+    return text
+
+
+async def phone_heard(
+    result: CallResult, language: str | None, start_s: float = 0.0
+) -> tuple[str, str]:
+    """What the phone heard, and the language Whisper-base hears (detects, if None)."""
     pcm, rate = result.heard()
     audio = resample_to(pcm[int(start_s * rate) :], rate, 16000).astype(np.float32) / 32768.0
     engine = engines.whisper("whisper-base")
     heard = await asyncio.to_thread(engine.transcribe, audio, WhisperOptions(language=language))
-    return str(heard.text)
+    return str(heard.text), heard.language
 
 
 def voiced_seconds(result: CallResult) -> list[tuple[float, float]]:
