@@ -214,7 +214,9 @@ class PhoneCall:
     bridge_port: int  # the bridge's SIP port on 127.0.0.1
     called: str  # the number dialled: the To user, which trunks match as `numbers`
     caller: str = "+15550100200"  # the From user: the caller's number
-    codecs: tuple[str, ...] = ("PCMA",)  # offered, in order of preference
+    # Offered, in order of preference. The phone speaks the first; the bridge answers with
+    # the best it knows (G.722, then PCMU, then PCMA), so offer that one first.
+    codecs: tuple[str, ...] = ("PCMA",)
     # What the phone says: 16-bit samples at `speech_rate`, played `speak_after_s` after the
     # answer (silence until then), then silence until `hang_up_after_s`.
     speech: np.ndarray[Any, np.dtype[np.int16]] | None = None
@@ -404,7 +406,7 @@ async def place_call(call: PhoneCall) -> CallResult:
     The ear stays open after the call: the caller reads what it heard from the result and
     closes it (`result.ear.close()`)."""
     ear = Ear()
-    codec = next(c for c in call.codecs)
+    codec = call.codecs[0]
     with tempfile.TemporaryDirectory(prefix="kaiwa-phone-") as work:
         folder = Path(work)
         audio = phone_audio(call, codec)

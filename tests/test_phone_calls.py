@@ -128,6 +128,70 @@ async def test_a_phone_call_is_greeted_answered_recorded_and_kept(
     assert any(r.kind == "room" for r in recordings)
 
 
+async def test_a_wideband_phone_is_answered_in_g722(
+    stack: Stack, question: tuple[np.ndarray[Any, Any], int]
+) -> None:
+    cfg = stack.cfg
+    async with phone_line(cfg, "+15550001003") as line:
+        pcm, rate = question
+        call = PhoneCall(
+            bridge_port=cfg.ports.sip,
+            called=line.number,
+            caller=CALLER,
+            codecs=("G722", "PCMA"),
+            speech=pcm,
+            speech_rate=rate,
+            speak_after_s=6.0,
+            hang_up_after_s=11.0,
+        )
+        placing = asyncio.create_task(place_call(call))
+        room, _ = await phone_participant(stack, f"phone_{line.number}_")
+        result = await placing
+    try:
+        assert result.answered and result.codec == "G722", result.log
+        greeting = await phone_transcript(result, "en")
+        assert keyword_share(greeting, {"hello", "thanks", "calling", "talk"}) >= 0.75, greeting
+    finally:
+        result.ear.close()
+    # The caller's 16 kHz speech reached the agent's ears through G.722.
+    history = History(stack, room.name)
+    detail = await history.wait_until(
+        lambda d: any(t["role"] == "user" for t in d["transcript"]), "the question stored"
+    )
+    asked = " ".join(t["text"] for t in detail["transcript"] if t["role"] == "user")
+    assert keyword_share(asked, SKY_WORDS) >= 0.6, asked
+
+
+async def test_a_caller_who_hangs_up_mid_sentence_is_stored_and_recorded(stack: Stack) -> None:
+    cfg = stack.cfg
+    pcm, rate = await asyncio.to_thread(speech, "en", ORDER)
+    async with phone_line(cfg, "+15550001004") as line:
+        call = PhoneCall(
+            bridge_port=cfg.ports.sip,
+            called=line.number,
+            caller=CALLER,
+            speech=pcm,
+            speech_rate=rate,
+            speak_after_s=6.0,
+            hang_up_after_s=6.0 + 1.2,  # BYE 1.2 s into the sentence
+        )
+        placing = asyncio.create_task(place_call(call))
+        room, _ = await phone_participant(stack, f"phone_{line.number}_")
+        result = await placing
+        result.ear.close()
+    assert result.answered, result.log
+    history = History(stack, room.name)
+    detail = await history.wait_until(
+        lambda d: d["ended_at"] and any(t["role"] == "user" for t in d["transcript"]),
+        "the cut sentence stored and the call ended",
+        timeout_s=60,
+    )
+    (said,) = [t for t in detail["transcript"] if t["role"] == "user"]
+    assert "morning" in said["text"].lower(), said
+    recordings = await wait_for_recordings(cfg, detail["room_sid"], count=2, timeout_s=90)
+    assert all(r.status == "EGRESS_COMPLETE" for r in recordings), [r.manifest for r in recordings]
+
+
 ORDER = "Good morning. I would like a large cup of hot coffee with milk and two sugars, please."
 ORDER_WORDS = {"morning", "large", "cup", "hot", "coffee", "milk", "sugars"}
 ASKS = "明日は雨が降りますか。"
