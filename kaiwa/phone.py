@@ -506,3 +506,101 @@ def closing_ear(result: CallResult) -> Any:
         yield result
     finally:
         result.ear.close()
+
+
+# --- a flood of INVITEs ---------------------------------------------------------------------
+
+
+@dataclass
+class FloodResult:
+    sent: int  # INVITEs SIPp sent
+    provisional: int  # of those, answered with 180 (the bridge says it before asking LiveKit)
+    elapsed_s: float
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.sent / self.elapsed_s if self.elapsed_s else 0.0
+
+
+def flood_xml(called: str, bridge_port: int) -> str:
+    """One INVITE per call, no retransmission, no media; the call is over at its 180."""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="kaiwa flood">
+  <send>
+    <![CDATA[
+INVITE sip:{called}@127.0.0.1:{bridge_port} SIP/2.0
+Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+From: <sip:+15559990000@[local_ip]>;tag=[pid]flood[call_number]
+To: <sip:{called}@127.0.0.1:{bridge_port}>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:flood@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=flood 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [local_ip]
+t=0 0
+m=audio 9 RTP/AVP 8
+a=rtpmap:8 PCMA/8000
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" timeout="5000"/>
+</scenario>
+"""
+
+
+async def flood(
+    bridge_port: int, called: str, *, local_ip: str, rate_per_s: int, seconds: int
+) -> FloodResult:
+    """INVITEs from `local_ip` at `rate_per_s` for `seconds`, as fast as SIPp keeps up."""
+    total = rate_per_s * seconds
+    with tempfile.TemporaryDirectory(prefix="kaiwa-flood-") as work:
+        scenario = Path(work) / "flood.xml"
+        scenario.write_text(flood_xml(called, bridge_port))
+        stats = Path(work) / "stats.csv"
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            sipp_binary(),
+            f"127.0.0.1:{bridge_port}",
+            "-sf",
+            str(scenario),
+            "-i",
+            local_ip,
+            "-p",
+            str(free_port(udp=True)),
+            "-r",
+            str(rate_per_s),
+            "-m",
+            str(total),
+            "-l",
+            str(rate_per_s * 6),  # calls at once: each waits at most 5 s for its 180
+            "-nr",
+            "-nostdin",
+            "-nd",
+            "-timeout",
+            f"{seconds * 2 + 30}s",
+            "-trace_stat",
+            "-stf",
+            str(stats),
+            "-fd",
+            "1",
+            cwd=work,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await proc.wait()
+        elapsed = time.monotonic() - started
+        rows = stats.read_text(errors="replace").splitlines() if stats.exists() else []
+    sent = provisional = 0
+    if len(rows) >= 2:
+        header = rows[0].split(";")
+        last = rows[-1].split(";")
+        column = dict(zip(header, last, strict=False))
+        sent = int(column.get("OutgoingCall(C)", "0") or 0)
+        provisional = int(column.get("SuccessfulCall(C)", "0") or 0)
+    return FloodResult(sent=sent, provisional=provisional, elapsed_s=elapsed)

@@ -3,10 +3,13 @@ and a recording. Everything else is dropped before any of those exist."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
-from kaiwa.phone import CallResult, PhoneCall, place_call
-from kaiwa.stack.services import Stack
+import pytest
+import redis.asyncio as aioredis
+
+from kaiwa.phone import CallResult, PhoneCall, flood, place_call
+from kaiwa.stack.services import Stack, sip_health
 from tests.support.calls import History
 from tests.support.phone import conversations, phone_line, rooms
 
@@ -95,3 +98,35 @@ async def test_with_no_agent_the_phone_rings_until_the_trunk_gives_up(stack: Sta
     detail = await history.wait_until(lambda d: d["ended_at"], "the call's end", timeout_s=60)
     assert [p["kind"] for p in detail["participants"]] == ["sip"]
     assert detail["transcript"] == []
+
+
+async def test_a_flood_from_a_denied_address_creates_nothing_and_a_real_call_gets_in(
+    stack: Stack,
+) -> None:
+    cfg = stack.cfg
+    number = "+15550002007"
+    redis = aioredis.Redis(port=cfg.ports.redis)
+    memory_before = (await redis.info("memory"))["used_memory"]
+    async with phone_line(cfg, number, allowed_addresses=("127.0.0.1/32",)):
+        # 50 INVITEs a second for 30 s from an address no trunk lists.
+        flooding = asyncio.create_task(
+            flood(cfg.ports.sip, number, local_ip=STRANGER, rate_per_s=50, seconds=30)
+        )
+        await asyncio.sleep(5)
+        call = PhoneCall(
+            bridge_port=cfg.ports.sip, called=number, hang_up_after_s=6.0, answer_timeout_s=20
+        )
+        legit = await place_call(call)
+        legit.ear.close()
+        flooded = await flooding
+    # The bridge kept up: every INVITE got its 100 and 180 and then nothing, and it is up.
+    assert flooded.sent >= 1400 and flooded.provisional >= 0.95 * flooded.sent, flooded
+    assert stack.services["sip"].running() and sip_health(cfg) in (200, 429)
+    # The caller from the trunk's address was answered, and the agent greeted them.
+    assert legit.answered and legit.greeting_delay_s() is not None, legit.log
+    # Only that call got a room and a history; Redis holds nothing for the rest.
+    (stored,) = await conversations(cfg, f"phone_{number}")
+    assert len(await rooms(cfg, f"phone_{number}")) <= 1
+    memory_after = (await redis.info("memory"))["used_memory"]
+    assert memory_after - memory_before < 4 * 2**20, (memory_before, memory_after)
+    await redis.aclose()
