@@ -67,6 +67,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"  API docs:          {cfg.api_url}/docs\n"
             f"  Health:            {cfg.api_url}/healthz\n"
             f"  LiveKit:           {cfg.livekit_url}\n"
+            f"  Phone (SIP):       sip:<number>@127.0.0.1:{cfg.ports.sip} (UDP/TCP); "
+            "provision numbers with `kaiwa sip apply FILE` (docs/phone.md)\n"
             f"  Admin password:    in {cfg.state_dir / 'secrets.env'} (ADMIN_PASSWORD)\n"
             f"  Logs:              {cfg.logs_dir}\n"
             "Press Ctrl-C to stop.",

@@ -47,7 +47,15 @@ async def test_healthz_reports_every_component(stack: Stack) -> None:
         response = await client.get("/healthz")
     body = response.json()
     assert response.status_code == 200, body
-    assert set(body["components"]) == {"livekit", "redis", "s3", "database", "llm", "agent_worker"}
+    assert set(body["components"]) == {
+        "livekit",
+        "redis",
+        "s3",
+        "database",
+        "llm",
+        "agent_worker",
+        "sip",
+    }
     assert all(c["ok"] for c in body["components"].values())
 
 
