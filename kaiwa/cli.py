@@ -192,6 +192,17 @@ def cmd_bench_dialog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_phone(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .bench import phone
+
+    figures = asyncio.run(phone.run(args.calls))
+    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    return 0
+
+
 def cmd_bench_web(args: argparse.Namespace) -> int:
     import asyncio
     import json
@@ -333,6 +344,13 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-logs", type=Path, metavar="DIR", help="copy the stack's logs here at the end"
     )
     p_dialog.set_defaults(func=cmd_bench_dialog)
+    p_phone = bench.add_parser(
+        "phone",
+        help="phone calls by SIPp: answer time, voice to voice, STT, a flood (a stack of its own)",
+    )
+    p_phone.add_argument("--calls", type=int, default=20, help="calls timed for the answer")
+    p_phone.add_argument("--json", action="store_true", help="print one JSON object")
+    p_phone.set_defaults(func=cmd_bench_phone)
     p_web = bench.add_parser(
         "web", help="caller page in Chromium: join to greeting, reconnect (a stack of its own)"
     )

@@ -21,6 +21,7 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,12 @@ from typing import Any
 
 import av
 import numpy as np
+from google.protobuf.duration_pb2 import Duration
+from livekit import api as lkapi
 
+from core.protocol import LANGUAGE_ATTRIBUTE, MODE_ATTRIBUTE, Mode
+from core.rooms import room_configuration
+from kaiwa.stack.config import StackConfig
 from kaiwa.stack.process import free_port, free_udp_range
 
 # RTP payload types of the codecs a phone may offer (RFC 3551).
@@ -452,7 +458,13 @@ async def place_call(call: PhoneCall) -> CallResult:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        output, _ = await proc.communicate()
+        try:
+            output, _ = await proc.communicate()
+        except asyncio.CancelledError:  # the phone is put down, whatever its scenario says
+            proc.kill()
+            await proc.wait()
+            ear.close()
+            raise
         messages = parse_message_log(log.read_text(errors="replace")) if log.exists() else []
     result = CallResult(
         returncode=proc.returncode or 0,
@@ -506,6 +518,104 @@ def closing_ear(result: CallResult) -> Any:
         yield result
     finally:
         result.ear.close()
+
+
+# --- numbers: a trunk and a dispatch rule in the stack's LiveKit --------------------------
+
+
+def livekit_api(cfg: StackConfig) -> lkapi.LiveKitAPI:
+    return lkapi.LiveKitAPI(
+        f"http://127.0.0.1:{cfg.ports.livekit}",
+        cfg.secrets.livekit_api_key,
+        cfg.secrets.livekit_api_secret,
+    )
+
+
+@dataclass
+class Line:
+    """One inbound number: its trunk and dispatch rule."""
+
+    number: str
+    trunk_id: str
+    rule_id: str
+    room_prefix: str
+
+
+@contextlib.asynccontextmanager
+async def phone_line(
+    cfg: StackConfig,
+    number: str,
+    *,
+    mode: Mode = "dialog",
+    scenario: str | None = "assistant",
+    language: str = "en",
+    allowed_addresses: tuple[str, ...] = ("127.0.0.1/32",),
+    auth: tuple[str, str] | None = None,
+    ringing_timeout_s: int = 15,
+    room_prefix: str = "phone",
+    agent_name: str | None = None,
+    room_name: str | None = None,
+) -> AsyncIterator[Line]:
+    """A trunk for `number` and a rule that puts its calls in a new room with the agent
+    (`agent_name`: another one, which no worker serves); both deleted afterwards (LiveKit
+    refuses a second trunk on the same number). With `room_name`, calls join that room."""
+    room_config = room_configuration(mode=mode, scenario=scenario, record=True, max_participants=8)
+    if agent_name is not None:
+        room_config.agents[0].agent_name = agent_name
+    async with livekit_api(cfg) as lk:
+        trunk = await lk.sip.create_inbound_trunk(
+            lkapi.CreateSIPInboundTrunkRequest(
+                trunk=lkapi.SIPInboundTrunkInfo(
+                    name=f"test {number}",
+                    numbers=[number],
+                    allowed_addresses=list(allowed_addresses),
+                    auth_username=auth[0] if auth else "",
+                    auth_password=auth[1] if auth else "",
+                    ringing_timeout=Duration(seconds=ringing_timeout_s),
+                )
+            )
+        )
+        rule = await lk.sip.create_dispatch_rule(
+            lkapi.CreateSIPDispatchRuleRequest(
+                dispatch_rule=lkapi.SIPDispatchRuleInfo(
+                    name=f"test {number}",
+                    trunk_ids=[trunk.sip_trunk_id],
+                    rule=lkapi.SIPDispatchRule(
+                        dispatch_rule_direct=lkapi.SIPDispatchRuleDirect(room_name=room_name)
+                    )
+                    if room_name
+                    else lkapi.SIPDispatchRule(
+                        dispatch_rule_callee=lkapi.SIPDispatchRuleCallee(
+                            room_prefix=room_prefix, randomize=True
+                        )
+                    ),
+                    attributes={LANGUAGE_ATTRIBUTE: language, MODE_ATTRIBUTE: mode},
+                    room_config=room_config,
+                )
+            )
+        )
+        try:
+            yield Line(number, trunk.sip_trunk_id, rule.sip_dispatch_rule_id, room_prefix)
+        finally:
+            await lk.sip.delete_dispatch_rule(
+                lkapi.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule.sip_dispatch_rule_id)
+            )
+            await lk.sip.delete_trunk(lkapi.DeleteSIPTrunkRequest(sip_trunk_id=trunk.sip_trunk_id))
+
+
+async def room_of(cfg: StackConfig, identity: str, timeout_s: float = 20.0) -> str:
+    """The room the participant `identity` (a phone caller: `sip_<number>`) is in."""
+    deadline = time.monotonic() + timeout_s
+    async with livekit_api(cfg) as lk:
+        while time.monotonic() < deadline:
+            for room in (await lk.room.list_rooms(lkapi.ListRoomsRequest())).rooms:
+                people = await lk.room.list_participants(
+                    lkapi.ListParticipantsRequest(room=room.name)
+                )
+                if any(p.identity == identity for p in people.participants):
+                    return str(room.name)
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{identity} joined no room within {timeout_s:.0f} s")
 
 
 # --- a flood of INVITEs ---------------------------------------------------------------------
