@@ -4,6 +4,9 @@ same agents, recordings and history as a browser call, and nobody else gets in."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
 from typing import Any
 
@@ -13,8 +16,8 @@ from livekit import api as lkapi
 
 from agents import engines
 from kaiwa.caller import SyntheticCaller
-from kaiwa.phone import CallResult, PhoneCall, place_call
-from kaiwa.stack.services import Stack
+from kaiwa.phone import CallResult, PhoneCall, livekit_api, phone_line, place_call
+from kaiwa.stack.services import Stack, sip_health
 from tests.support.calls import (
     SKY_QUESTION,
     SKY_WORDS,
@@ -24,13 +27,7 @@ from tests.support.calls import (
     speech,
     wait_for,
 )
-from tests.support.phone import (
-    livekit_api,
-    phone_heard,
-    phone_line,
-    phone_transcript,
-    voiced_seconds,
-)
+from tests.support.phone import phone_heard, phone_transcript, voiced_seconds
 from tests.support.recordings import wait_for_recordings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.models]
@@ -188,6 +185,47 @@ async def test_a_caller_who_hangs_up_mid_sentence_is_stored_and_recorded(stack: 
     )
     (said,) = [t for t in detail["transcript"] if t["role"] == "user"]
     assert "morning" in said["text"].lower(), said
+    recordings = await wait_for_recordings(cfg, detail["room_sid"], count=2, timeout_s=90)
+    assert all(r.status == "EGRESS_COMPLETE" for r in recordings), [r.manifest for r in recordings]
+
+
+async def test_the_bridge_killed_mid_call_ends_the_room_cleanly_and_is_restarted(
+    stack: Stack,
+) -> None:
+    cfg = stack.cfg
+    async with phone_line(cfg, "+15550001005") as line:
+        call = PhoneCall(bridge_port=cfg.ports.sip, called=line.number, hang_up_after_s=60)
+        placing = asyncio.create_task(place_call(call))
+        room, _ = await phone_participant(stack, f"phone_{line.number}_")
+        await asyncio.sleep(3.0)  # the greeting is playing
+        bridge = stack.services["sip"]
+        assert bridge.proc is not None
+        os.kill(bridge.proc.pid, signal.SIGKILL)
+        await asyncio.sleep(0.5)
+        # What `make up` does each second: a service that exited is started again.
+        restarted: list[str] = []
+        await asyncio.to_thread(stack.supervise, lambda s, _code: restarted.append(s.name))
+        assert restarted == ["sip"] and sip_health(cfg) == 200
+        # The call itself is lost (SIP has no resume): the phone hangs up.
+        placing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await placing
+        # A new call gets through the restarted bridge.
+        again = await place_call(
+            PhoneCall(bridge_port=cfg.ports.sip, called=line.number, hang_up_after_s=3)
+        )
+        again.ear.close()
+        assert again.answered, again.log
+
+    # The lost call's room ends cleanly: its caller leaves once LiveKit stops hearing the
+    # bridge, the dialog is stored with its end, and its recordings are finished.
+    history = History(stack, room.name)
+    detail = await history.wait_until(
+        lambda d: d["ended_at"] and all(p["left_at"] for p in d["participants"]),
+        "the lost call's room ended",
+        timeout_s=120,
+    )
+    assert any(t["role"] == "agent" for t in detail["transcript"])  # the greeting, kept
     recordings = await wait_for_recordings(cfg, detail["room_sid"], count=2, timeout_s=90)
     assert all(r.status == "EGRESS_COMPLETE" for r in recordings), [r.manifest for r in recordings]
 
