@@ -8,10 +8,10 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from kaiwa.phone import CallResult, PhoneCall, flood, place_call
+from kaiwa.phone import CallResult, PhoneCall, flood, phone_line, place_call
 from kaiwa.stack.services import Stack, sip_health
 from tests.support.calls import History
-from tests.support.phone import conversations, phone_line, rooms
+from tests.support.phone import conversations, rooms
 
 pytestmark = [pytest.mark.e2e]
 
