@@ -282,6 +282,41 @@ def cmd_sip(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_sip_call(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import aiohttp
+    from livekit import api as lkapi
+
+    from . import sip
+
+    async def run() -> int:
+        async with lkapi.LiveKitAPI(*livekit_connection()) as livekit:
+            placed = await sip.call(
+                livekit,
+                args.number,
+                trunk=args.trunk,
+                mode=args.mode,
+                scenario=args.scenario,
+                language=args.language,
+                wait=args.wait,
+                ringing_timeout_s=args.ringing_timeout,
+                say=_say,
+            )
+        state = "answered" if args.wait else "dialling"
+        print(f"{state}: room {placed.room_name}, participant {placed.participant_identity}")
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except sip.SipCallFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (aiohttp.ClientError, TimeoutError, lkapi.TwirpError) as exc:
+        print(f"error: LiveKit: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kaiwa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -383,6 +418,19 @@ def main(argv: list[str] | None = None) -> int:
         "check", help="list every trunk and rule in LiveKit; fail on an unsafe one"
     )
     p_check.set_defaults(func=cmd_sip)
+    p_call = sip_actions.add_parser(
+        "call", help="call a phone from a new room with the agent (an outbound trunk)"
+    )
+    p_call.add_argument("number", help="the number to call, E.164 (+81...)")
+    p_call.add_argument("--trunk", required=True, help="the outbound trunk's name in LiveKit")
+    p_call.add_argument("--mode", choices=["dialog", "interpret"], default="dialog")
+    p_call.add_argument("--scenario", help="the dialog's scenario (GET /api/scenarios)")
+    p_call.add_argument("--language", default="en", help="what the phone speaks and hears")
+    p_call.add_argument("--wait", action="store_true", help="return once the phone answered")
+    p_call.add_argument(
+        "--ringing-timeout", type=int, default=30, metavar="S", help="give up after S seconds"
+    )
+    p_call.set_defaults(func=cmd_sip_call)
 
     args = parser.parse_args(argv)
     try:

@@ -415,85 +415,181 @@ async def place_call(call: PhoneCall) -> CallResult:
     codec = call.codecs[0]
     with tempfile.TemporaryDirectory(prefix="kaiwa-phone-") as work:
         folder = Path(work)
-        audio = phone_audio(call, codec)
         audio_file = folder / "speech.raw"
-        audio_file.write_bytes(audio)
+        audio_file.write_bytes(phone_audio(call, codec))
         scenario = folder / "call.xml"
         scenario.write_text(
             scenario_xml(call, ear.port, str(audio_file), PAYLOAD_TYPES.get(codec, 8))
         )
-        log = folder / "messages.log"
-        media_ports = free_udp_range(4).split("-")[0]
         argv = [
-            sipp_binary(),
             f"127.0.0.1:{call.bridge_port}",
-            "-sf",
-            str(scenario),
-            "-m",
-            "1",
             "-i",
             call.local_ip,
             "-p",
             str(free_port(udp=True)),
             "-mi",
             call.local_ip,
-            "-mp",
-            media_ports,
             "-s",
             call.called,
-            "-nostdin",
-            "-trace_msg",
-            "-message_file",
-            str(log),
             "-timeout",
             f"{int(call.answer_timeout_s + call.hang_up_after_s + 10)}s",
-            "-timeout_error",
-            "-nd",
         ]
         if call.auth is not None:
             argv += ["-au", call.auth[0], "-ap", call.auth[1]]
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=folder,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        try:
-            output, _ = await proc.communicate()
-        except asyncio.CancelledError:  # the phone is put down, whatever its scenario says
-            proc.kill()
-            await proc.wait()
-            ear.close()
-            raise
-        messages = parse_message_log(log.read_text(errors="replace")) if log.exists() else []
-    result = CallResult(
-        returncode=proc.returncode or 0,
-        messages=messages,
-        ear=ear,
-        codec="",
-        log=output.decode(errors="replace")[-4000:],
-    )
+        returncode, messages, output = await run_sipp(folder, scenario, argv, ear)
+    result = CallResult(returncode=returncode, messages=messages, ear=ear, codec="", log=output)
     invites = [m for m in messages if m.sent and m.first_line.startswith("INVITE")]
     result.invited_at = invites[-1].at if invites else None
     received = [m for m in messages if not m.sent and m.status is not None]
     result.statuses = [m.status for m in received if m.status is not None]
     if (ringing := next((m for m in received if m.status == 180), None)) and invites:
         result.ringing_at = ringing.at
-    answer = next(
-        (m for m in received if m.status == 200 and "INVITE" in m.text.split("\n", 5)[-1]), None
-    )
-    if answer is None:
-        answer = next(
-            (
-                m
-                for m in received
-                if m.status == 200 and re.search(r"^CSeq: \d+ INVITE", m.text, re.M)
-            ),
-            None,
-        )
+    answer = next((m for m in received if m.status == 200 and _cseq_method(m) == "INVITE"), None)
     if answer is not None:
         result.answered_at = answer.at
         result.codec = sdp_codec(answer)
+    return result
+
+
+def _cseq_method(message: SipMessage) -> str:
+    match = re.search(r"^CSeq:\s*\d+\s+(\w+)", message.text, re.M)
+    return match.group(1) if match else ""
+
+
+async def run_sipp(
+    folder: Path, scenario: Path, argv: list[str], ear: Ear
+) -> tuple[int, list[SipMessage], str]:
+    """Run one SIPp call in `folder`; its exit code, its messages and the end of its output.
+    Cancelled, it puts the phone down (and closes the ear) whatever the scenario says."""
+    log = folder / "messages.log"
+    proc = await asyncio.create_subprocess_exec(
+        sipp_binary(),
+        *argv,
+        "-sf",
+        str(scenario),
+        "-m",
+        "1",
+        "-mp",
+        free_udp_range(4).split("-")[0],
+        "-nostdin",
+        "-nd",
+        "-trace_msg",
+        "-message_file",
+        str(log),
+        "-timeout_error",
+        cwd=folder,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await proc.communicate()
+    except asyncio.CancelledError:
+        proc.kill()
+        await proc.wait()
+        ear.close()
+        raise
+    messages = parse_message_log(log.read_text(errors="replace")) if log.exists() else []
+    return proc.returncode or 0, messages, output.decode(errors="replace")[-4000:]
+
+
+@dataclass
+class AnsweringPhone:
+    """A phone that is called: SIPp answering on `port` after ringing `ring_s`, sending
+    silence, until the far end hangs up (or `wait_s` passes)."""
+
+    port: int = field(default_factory=lambda: free_port(udp=True))
+    ring_s: float = 1.0
+    wait_s: float = 60.0
+
+
+def answering_xml(phone: AnsweringPhone, ear_port: int, audio_file: str) -> str:
+    reply_headers = """[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]answer[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:phone@[local_ip]:[local_port]>"""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="kaiwa answering phone">
+  <recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+SIP/2.0 180 Ringing
+{reply_headers}
+Content-Length: 0
+
+    ]]>
+  </send>
+  <pause milliseconds="{int(phone.ring_s * 1000)}"/>
+  <send retrans="500">
+    <![CDATA[
+SIP/2.0 200 OK
+{reply_headers}
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=phone 1 1 IN IP4 127.0.0.1
+s=kaiwa test phone
+c=IN IP4 127.0.0.1
+t=0 0
+m=audio {ear_port} RTP/AVP 8 {TELEPHONE_EVENT}
+a=rtpmap:8 PCMA/8000
+a=rtpmap:{TELEPHONE_EVENT} telephone-event/8000
+a=ptime:20
+a=sendrecv
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"/>
+  <nop><action><exec rtp_stream="{audio_file},1,8"/></action></nop>
+  <recv request="BYE" timeout="{int(phone.wait_s * 1000)}"/>
+  <send>
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"""
+
+
+async def answer_call(phone: AnsweringPhone) -> CallResult:
+    """Wait for a call on `phone.port`, answer it, and hear it until the far end hangs up.
+    `invited_at` is when the INVITE came, `answered_at` when the phone said 200 OK."""
+    ear = Ear()
+    with tempfile.TemporaryDirectory(prefix="kaiwa-phone-") as work:
+        folder = Path(work)
+        audio_file = folder / "silence.al"
+        audio_file.write_bytes(alaw_encode(np.zeros(int(phone.wait_s * 8000), dtype=np.int16)))
+        scenario = folder / "answer.xml"
+        scenario.write_text(answering_xml(phone, ear.port, str(audio_file)))
+        argv = [
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(phone.port),
+            "-mi",
+            "127.0.0.1",
+            "-timeout",
+            f"{int(phone.wait_s + phone.ring_s + 30)}s",
+        ]
+        returncode, messages, output = await run_sipp(folder, scenario, argv, ear)
+    result = CallResult(returncode=returncode, messages=messages, ear=ear, codec="", log=output)
+    invite = next((m for m in messages if not m.sent and m.first_line.startswith("INVITE")), None)
+    result.invited_at = invite.at if invite else None
+    sent = [m for m in messages if m.sent and m.status is not None]
+    result.statuses = [m.status for m in sent if m.status is not None]
+    if ringing := next((m for m in sent if m.status == 180), None):
+        result.ringing_at = ringing.at
+    if answer := next((m for m in sent if m.status == 200 and _cseq_method(m) == "INVITE"), None):
+        result.answered_at = answer.at
+        result.codec = "PCMA"
     return result
 
 

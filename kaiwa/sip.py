@@ -9,12 +9,15 @@ that `check` and /healthz apply to whatever is in LiveKit. docs/phone.md describ
 from __future__ import annotations
 
 import ipaddress
+import re
+import secrets
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
+from google.protobuf.duration_pb2 import Duration
 from livekit import api as lkapi
 from livekit.api.sip_service import SipService
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -23,7 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from api.settings import Settings as ApiSettings
 from core import scenarios
 from core.errors import KaiwaError
-from core.languages import Language
+from core.languages import LANGUAGE_TAG_PATTERN, Language
 from core.protocol import Mode
 from core.rooms import caller_attributes, room_configuration
 from core.sip_policy import (
@@ -442,3 +445,71 @@ async def check(sip: SipService, say: Say) -> list[Finding]:
     errors = sum(f.severity == "error" for f in findings)
     say(f"{errors} errors, {len(findings) - errors} warnings")
     return findings
+
+
+# --- outbound calls ----------------------------------------------------------------------
+
+
+class SipCallFailed(KaiwaError, RuntimeError):
+    """The call could not be placed, or was not answered."""
+
+
+async def call(
+    livekit: lkapi.LiveKitAPI,
+    number: str,
+    *,
+    trunk: str,
+    mode: Mode = "dialog",
+    scenario: str | None = None,
+    language: Language = "en",
+    record: bool = True,
+    wait: bool = False,
+    ringing_timeout_s: int = 30,
+    max_call_duration_s: int = 0,
+    say: Say,
+) -> lkapi.SIPParticipantInfo:
+    """Call `number` through the outbound trunk named `trunk`, into a new room with the agent.
+
+    The room comes first, with the agent dispatched, as a browser caller's token makes it; the
+    phone joins it once dialled, and the agent greets only once the phone has answered
+    (`sip.callStatus` turns `active`), so the greeting is heard from its first word."""
+    if not re.fullmatch(r"\+[1-9][0-9]{1,14}", number):
+        raise SipCallFailed(f"{number!r} is not an E.164 number (+<country><number>)")
+    if not re.fullmatch(LANGUAGE_TAG_PATTERN, language):
+        raise SipCallFailed(f"{language!r} is not a supported language")
+    if scenario is not None and scenario not in scenarios.load(SipCliSettings().scenarios_file):
+        raise SipCallFailed(f"no scenario {scenario!r}; see GET /api/scenarios")
+    listed = await livekit.sip.list_outbound_trunk(lkapi.ListSIPOutboundTrunkRequest())
+    found = [t for t in listed.items if t.name == trunk]
+    if len(found) != 1:
+        names = sorted(t.name for t in listed.items)
+        raise SipCallFailed(f"{len(found)} outbound trunks named {trunk!r}; there are {names}")
+    config = room_configuration(mode=mode, scenario=scenario, record=record, max_participants=3)
+    # No number in the room's name: lists show room names whole.
+    room_name = f"phone-out_{secrets.token_hex(6)}"
+    await livekit.room.create_room(
+        lkapi.CreateRoomRequest(
+            name=room_name,
+            metadata=config.metadata,
+            max_participants=config.max_participants,
+            agents=list(config.agents),
+        )
+    )
+    say(f"room {room_name}: calling through trunk {trunk}")
+    request = lkapi.CreateSIPParticipantRequest(
+        sip_trunk_id=found[0].sip_trunk_id,
+        sip_call_to=number,
+        room_name=room_name,
+        participant_identity=f"sip_{number}",
+        participant_name=f"Phone {number}",
+        participant_attributes=caller_attributes(mode, language),
+        wait_until_answered=wait,
+        ringing_timeout=Duration(seconds=ringing_timeout_s),
+        max_call_duration=Duration(seconds=max_call_duration_s),
+    )
+    try:
+        # With `wait`, the SDK itself lets the request outlast the ringing.
+        return await livekit.sip.create_sip_participant(request)
+    except lkapi.SipCallError as exc:
+        await livekit.room.delete_room(lkapi.DeleteRoomRequest(room=room_name))
+        raise SipCallFailed(f"the call failed: {exc}") from exc

@@ -33,7 +33,7 @@ from core.scenarios import Scenario
 from core.tasks import TaskOwner
 
 from ..history_client import SegmentStore
-from ..phone import phone_callers, until_answered
+from ..phone import first_caller, until_answered
 from .agent import ScenarioAgent
 from .lines import line
 from .log import logger
@@ -47,9 +47,10 @@ SUMMARY_MID_CALL_S = 30.0
 # Shares of the 15 s LiveKit gives a job to end: the summary, then delivering the history.
 END_SUMMARY_S = 6.0
 END_FLUSH_S = 5.0
-# The bridge answers once the agent's track is subscribed, and marks the call active at the
-# phone's first audio or 1 s later; past this, the greeting goes out regardless.
-ANSWER_WAIT_S = 10.0
+# The bridge answers an incoming call once the agent's track is subscribed, and marks it
+# active at the phone's first audio or 1 s later; a phone called out to rings until someone
+# picks up. Past this, the greeting goes out regardless.
+ANSWER_WAIT_S = 60.0
 # Cancelled tasks stop at once; a stuck one must not eat into the shares above.
 TASKS_STOP_S = 1.0
 
@@ -134,7 +135,8 @@ class DialogCall:
             session.output.transcription = synchronizer.text_output
         # Only now: what the agent says must go through the outputs above. A phone hears the
         # room only once the bridge has answered it.
-        phone = bool(phone_callers(self.room))
+        caller = await first_caller(self.room, timeout_s=ANSWER_WAIT_S)
+        phone = caller is not None and caller.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
         await until_answered(self.room, timeout_s=ANSWER_WAIT_S)
         if isinstance(agent := session.current_agent, ScenarioAgent):
             agent.greet(phone=phone)
