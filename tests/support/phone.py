@@ -40,11 +40,13 @@ async def phone_transcript(result: CallResult, language: str, start_s: float = 0
 
 
 async def phone_heard(
-    result: CallResult, language: str | None, start_s: float = 0.0
+    result: CallResult, language: str | None, start_s: float = 0.0, end_s: float | None = None
 ) -> tuple[str, str]:
-    """What the phone heard, and the language Whisper-base hears (detects, if None)."""
+    """What the phone heard between `start_s` and `end_s`, and the language Whisper-base
+    hears in it (detects, if None)."""
     pcm, rate = result.heard()
-    audio = resample_to(pcm[int(start_s * rate) :], rate, 16000).astype(np.float32) / 32768.0
+    end = len(pcm) if end_s is None else int(end_s * rate)
+    audio = resample_to(pcm[int(start_s * rate) : end], rate, 16000).astype(np.float32) / 32768.0
     engine = engines.whisper("whisper-base")
     heard = await asyncio.to_thread(engine.transcribe, audio, WhisperOptions(language=language))
     return str(heard.text), heard.language
