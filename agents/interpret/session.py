@@ -13,6 +13,7 @@ from livekit.agents import stt, tts
 
 from core.errors import UnsupportedLanguage
 from core.languages import language_name
+from core.phone import mask_identity
 from core.protocol import (
     AGENT_STATE_ATTRIBUTE,
     CAPTION_TOPIC,
@@ -157,7 +158,12 @@ class Interpreter:
         self._voices_changed.set()
         logger.info(
             "interpreting speaker",
-            extra={"identity": participant.identity, "track": track_sid, "language": language},
+            # A phone caller's identity is their number: logs get it masked.
+            extra={
+                "identity": mask_identity(participant.identity),
+                "track": track_sid,
+                "language": language,
+            },
         )
 
     def _end_speaker(self, track_sid: str) -> None:
