@@ -72,6 +72,9 @@ class Conversation(Base):
     # Filled in by agents after the call.
     summary: Mapped[str | None] = mapped_column(Text)
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The newest agent generation that wrote to it (agents/lease.py): an older agent's
+    # writes are refused, so a paused agent never writes over its successor.
+    generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
     participants: Mapped[list[Participant]] = relationship(
         back_populates="conversation", order_by="Participant.joined_at"

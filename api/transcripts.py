@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import KaiwaError
 from core.payloads import (
+    MAX_RESUMED_TURNS,
     MAX_USAGE_COUNTERS,
     CallReport,
     CallReportStored,
+    CallState,
     InvalidSegment,
+    LastSegment,
+    ResumedTurn,
     SegmentBatch,
     SegmentIn,
     SegmentOutcome,
@@ -22,7 +26,7 @@ from core.payloads import (
 
 from .events import conversation_for_room
 from .log import logger
-from .models import Segment, Translation
+from .models import Conversation, Segment, Translation
 from .search_terms import search_terms
 
 
@@ -30,7 +34,25 @@ class ConversationDeleted(KaiwaError):
     """The conversation was deleted by an admin; its transcript takes no more text."""
 
 
+class StaleGeneration(KaiwaError):
+    """An older agent of the call wrote after a newer one took over: it must leave."""
+
+
 FOREIGN_SEGMENT = "its id belongs to another conversation"
+
+
+def fence(session: Session, conversation: Conversation, generation: int) -> None:
+    """Record `generation` as the conversation's newest, or raise StaleGeneration when a
+    newer one has written. One conditional UPDATE: it holds the row until the transaction
+    ends, so a stale writer racing its successor waits for it and is then refused."""
+    raised = session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation.id, Conversation.generation <= generation)
+        .values(generation=generation)
+        .execution_options(synchronize_session=False)
+    )
+    if raised.rowcount == 0:  # type: ignore[attr-defined]
+        raise StaleGeneration(f"generation {generation} is behind the conversation's")
 
 
 def _store(session: Session, batch: SegmentBatch) -> SegmentsStored:
@@ -38,6 +60,7 @@ def _store(session: Session, batch: SegmentBatch) -> SegmentsStored:
     conversation = conversation_for_room(session, batch.room_sid, room_name=batch.room_name or "")
     if conversation.deleted_at is not None:
         raise ConversationDeleted(conversation.id)
+    fence(session, conversation, batch.generation)
     valid = [s for s in batch.segments if isinstance(s, SegmentIn)]
     known = {
         s.id: s.conversation_id
@@ -132,6 +155,7 @@ def store_report(sessions: sessionmaker[Session], report: CallReport) -> CallRep
         )
         if conversation.deleted_at is not None:
             raise ConversationDeleted(conversation.id)
+        fence(session, conversation, report.generation)
         if report.summary is not None:
             conversation.summary = report.summary
         # A new dict, so the JSON column sees the change.
@@ -140,3 +164,45 @@ def store_report(sessions: sessionmaker[Session], report: CallReport) -> CallRep
             raise TooManyCounters(len(usage))
         conversation.usage = usage
         return CallReportStored(summary=conversation.summary, usage=usage)
+
+
+class NoSuchCall(KaiwaError):
+    """No conversation has this room sid (yet)."""
+
+
+def call_state(sessions: sessionmaker[Session], room_sid: str) -> CallState:
+    """What a re-dispatched agent restores: the dialog's turns and summary, each speaker's
+    last segment. Raises NoSuchCall, ConversationDeleted."""
+    with sessions() as session:
+        conversation = session.scalar(select(Conversation).where(Conversation.room_sid == room_sid))
+        if conversation is None:
+            raise NoSuchCall(room_sid)
+        if conversation.deleted_at is not None:
+            raise ConversationDeleted(conversation.id)
+        segments = list(
+            session.scalars(
+                select(Segment)
+                .where(Segment.conversation_id == conversation.id)
+                .order_by(Segment.start_s.desc(), Segment.seq.desc())
+                .limit(MAX_RESUMED_TURNS)
+            )
+        )
+        segments.reverse()
+        turns = [
+            ResumedTurn(role=s.role, text=s.text, interrupted=s.interrupted)
+            for s in segments
+            if s.role in ("user", "agent")
+        ]
+        last = {s.participant_identity: LastSegment(id=s.id, end_s=s.end_s) for s in segments}
+        engine = next(
+            (s.engine for s in reversed(segments) if s.role == "agent" and s.engine), None
+        )
+        return CallState(
+            room_sid=room_sid,
+            started_at=conversation.started_at.timestamp(),
+            generation=conversation.generation,
+            summary=conversation.summary,
+            engine=engine,
+            turns=turns,
+            last_segments=last,
+        )

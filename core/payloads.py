@@ -111,6 +111,13 @@ class SegmentBatch(BaseModel):
     room_name: str | None = Field(
         default=None, max_length=128, description="Shown until LiveKit's room event arrives."
     )
+    generation: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="The posting agent's place in the room's line of agents (0, then one more "
+        "per re-dispatch): a lower one than the conversation has seen is refused (409).",
+    )
     segments: list[BatchItem] = Field(
         min_length=1,
         max_length=MAX_SEGMENTS_PER_BATCH,
@@ -149,6 +156,13 @@ class CallReport(BaseModel):
     room_name: str | None = Field(
         default=None, max_length=128, description="Shown until LiveKit's room event arrives."
     )
+    generation: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="The posting agent's place in the room's line of agents (0, then one more "
+        "per re-dispatch): a lower one than the conversation has seen is refused (409).",
+    )
     summary: str | None = Field(
         default=None,
         min_length=1,
@@ -166,3 +180,35 @@ class CallReport(BaseModel):
 class CallReportStored(BaseModel):
     summary: str | None
     usage: dict[str, float]
+
+
+# The most turns a re-dispatched dialog agent restores: the summary covers what came before.
+MAX_RESUMED_TURNS = 200
+
+
+class ResumedTurn(BaseModel):
+    role: Role
+    text: str
+    interrupted: bool = False
+
+
+class LastSegment(BaseModel):
+    id: str
+    end_s: float
+
+
+class CallState(BaseModel):
+    """What an agent dispatched to a call already under way needs to carry it on
+    (GET /api/internal/conversations/{room_sid}/resume)."""
+
+    room_sid: str
+    started_at: float = Field(description="Unix time the call started.")
+    generation: int = Field(description="The newest agent generation that wrote to it.")
+    summary: str | None = None
+    engine: str | None = Field(default=None, description="The dialog engine that served last.")
+    turns: list[ResumedTurn] = Field(
+        default_factory=list, description=f"The dialog's last {MAX_RESUMED_TURNS} turns, in order."
+    )
+    last_segments: dict[str, LastSegment] = Field(
+        default_factory=dict, description="Each speaker's last stored segment."
+    )

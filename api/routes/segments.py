@@ -9,6 +9,8 @@ from core.payloads import (
     MAX_USAGE_COUNTERS,
     CallReport,
     CallReportStored,
+    CallState,
+    RoomSid,
     SegmentBatch,
     SegmentsStored,
 )
@@ -16,12 +18,17 @@ from core.payloads import (
 from ..deps import AgentDep, SessionsDep
 from ..transcripts import (
     ConversationDeleted,
+    NoSuchCall,
+    StaleGeneration,
     TooManyCounters,
+    call_state,
     store_report,
     store_segments,
 )
 
 router = APIRouter(tags=["internal"])
+
+STALE = "stale generation: a newer agent serves this call"
 
 
 @router.post(
@@ -29,6 +36,7 @@ router = APIRouter(tags=["internal"])
     responses={
         401: {"description": "No token, or not a genuine current one"},
         403: {"description": "A genuine token that is not a service token"},
+        409: {"description": "Stale generation: a newer agent serves the call"},
         410: {"description": "The conversation was deleted"},
     },
 )
@@ -41,6 +49,8 @@ async def post_segments(
     conversation holds, is refused in `results` while the rest are stored."""
     try:
         return await run_in_threadpool(store_segments, sessions, batch)
+    except StaleGeneration as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, STALE) from exc
     except ConversationDeleted as exc:
         raise HTTPException(status.HTTP_410_GONE, "the conversation was deleted") from exc
 
@@ -50,6 +60,7 @@ async def post_segments(
     responses={
         401: {"description": "No token, or not a genuine current one"},
         403: {"description": "A genuine token that is not a service token"},
+        409: {"description": "Stale generation: a newer agent serves the call"},
         410: {"description": "The conversation was deleted"},
         422: {"description": "Malformed, or too many distinct usage counters"},
     },
@@ -60,6 +71,8 @@ async def post_report(
     """Set a call's summary and usage counters, as shown on its conversation."""
     try:
         return await run_in_threadpool(store_report, sessions, report)
+    except StaleGeneration as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, STALE) from exc
     except ConversationDeleted as exc:
         raise HTTPException(status.HTTP_410_GONE, "the conversation was deleted") from exc
     except TooManyCounters as exc:
@@ -67,3 +80,23 @@ async def post_report(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"a call has at most {MAX_USAGE_COUNTERS} counters",
         ) from exc
+
+
+@router.get(
+    "/api/internal/conversations/{room_sid}/resume",
+    responses={
+        401: {"description": "No token, or not a genuine current one"},
+        403: {"description": "A genuine token that is not a service token"},
+        404: {"description": "No conversation has this room sid"},
+        410: {"description": "The conversation was deleted"},
+    },
+)
+async def resume_call(room_sid: RoomSid, sessions: SessionsDep, _agent: AgentDep) -> CallState:
+    """What an agent dispatched to a call under way restores: the dialog's turns, its
+    summary and engine; each speaker's last segment."""
+    try:
+        return await run_in_threadpool(call_state, sessions, room_sid)
+    except NoSuchCall as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such call") from exc
+    except ConversationDeleted as exc:
+        raise HTTPException(status.HTTP_410_GONE, "the conversation was deleted") from exc
