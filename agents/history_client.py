@@ -13,13 +13,14 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
 
 from core.errors import TransientError
-from core.payloads import SegmentIn, validation_summary
+from core.payloads import CallState, SegmentIn, validation_summary
 from core.retry import RetriesExhausted, RetryPolicy, retry
 from core.service_auth import mint_service_token
 from core.tasks import TaskOwner
@@ -33,18 +34,36 @@ MAX_BUFFERED = 5000
 SEGMENT_POSTS = RetryPolicy(initial_s=0.5, max_s=10.0)
 # A report replaces the stored totals and is sent again later in the call: a few tries do.
 REPORT_POSTS = RetryPolicy(initial_s=0.5, attempts=3)
+# A re-dispatched agent restores the call before it speaks: a few quick tries, then it goes
+# on without the context rather than keep the caller in silence.
+RESUME_GETS = RetryPolicy(initial_s=0.2, max_s=1.0, attempts=4)
 # Answers after which the same segments are posted again: the API is busy, or did not accept
 # this worker's service token (yet).
 RETRIED_STATUSES = frozenset({401, 403, 408, 429})
 
 
 class SegmentStore:
+    """`generation` is the agent's place in its room's line of agents (agents/lease.py): once
+    the API answers that a newer one has written (409), nothing more is posted and
+    `on_stale` is called, once."""
+
     def __init__(
-        self, api_url: str, api_key: str, api_secret: str, *, room_sid: str, room_name: str
+        self,
+        api_url: str,
+        api_key: str,
+        api_secret: str,
+        *,
+        room_sid: str,
+        room_name: str,
+        generation: int = 0,
+        on_stale: Callable[[], None] = lambda: None,
     ) -> None:
         self._client = httpx.AsyncClient(base_url=api_url, timeout=10)
         self._key, self._secret = api_key, api_secret
         self.room_sid, self.room_name = room_sid, room_name
+        self.generation = generation
+        self._on_stale = on_stale
+        self.stale = False
         self._buffer: deque[SegmentIn] = deque()
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
@@ -58,6 +77,8 @@ class SegmentStore:
 
     def add(self, fields: dict[str, Any]) -> None:
         """Buffer one segment for the API, or refuse it here when it is not a valid one."""
+        if self.stale:
+            return  # a newer agent serves the call and writes its history
         try:
             segment = SegmentIn.model_validate(fields)
         except ValidationError as exc:
@@ -121,9 +142,13 @@ class SegmentStore:
         body = {
             "room_sid": self.room_sid,
             "room_name": self.room_name,
+            "generation": self.generation,
             "segments": [s.model_dump(mode="json", exclude_none=True) for s in batch],
         }
         response = await self._post("/api/internal/segments", body)
+        if response.status_code == 409:
+            self._replaced(len(self._buffer))
+            return
         if response.status_code == 413 and len(batch) > 1:
             # Long texts with many translations: the API's body limit takes fewer at a time.
             self._batch = max(1, len(batch) // 2)
@@ -154,9 +179,12 @@ class SegmentStore:
     async def report(self, *, usage: dict[str, float], summary: str | None = None) -> bool:
         """Set the call's usage totals (and summary). Totals replace the stored ones, so a
         report retried, or sent again later in the call, never counts twice."""
+        if self.stale:
+            return False
         body: dict[str, Any] = {
             "room_sid": self.room_sid,
             "room_name": self.room_name,
+            "generation": self.generation,
             "usage": usage,
         }
         if summary:
@@ -164,6 +192,9 @@ class SegmentStore:
 
         async def post() -> bool:
             response = await self._post("/api/internal/reports", body)
+            if response.status_code == 409:
+                self._replaced(0)
+                return False
             if not response.is_success:
                 logger.error(
                     "history API refused the report", extra={"status": response.status_code}
@@ -181,6 +212,49 @@ class SegmentStore:
             )
         except RetriesExhausted:  # the next report carries the same totals
             return False
+
+    def _replaced(self, dropped: int) -> None:
+        """A newer agent serves the call (this one was paused, not dead): what this one still
+        holds is not the call's any more."""
+        self._buffer.clear()
+        if not self.stale:
+            self.stale = True
+            logger.warning(
+                "history API refused a stale generation (409): a newer agent serves the call",
+                extra={"generation": self.generation, "dropped": dropped},
+            )
+            self._on_stale()
+
+    async def call_state(self) -> CallState | None:
+        """What the history holds of this call so far, for an agent that takes it over; None
+        when the API has nothing (yet) or cannot be reached in a few tries."""
+
+        async def get() -> CallState | None:
+            token = mint_service_token(self._key, self._secret, ttl_s=60)
+            try:
+                response = await self._client.get(
+                    f"/api/internal/conversations/{self.room_sid}/resume",
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            except httpx.HTTPError as exc:
+                raise TransientError(f"history API unreachable: {exc}") from exc
+            if response.status_code in RETRIED_STATUSES or response.status_code >= 500:
+                raise TransientError(f"history API answered {response.status_code}")
+            if not response.is_success:
+                return None
+            return CallState.model_validate(response.json())
+
+        try:
+            return await retry(
+                get,
+                RESUME_GETS,
+                name="get-call-state",
+                logger=logger,
+                retry_on=(TransientError,),
+                message="history API did not give the call's state; retried",
+            )
+        except RetriesExhausted:
+            return None
 
     async def flush(self, timeout_s: float) -> None:
         """Wait (within the timeout) until everything buffered is delivered."""

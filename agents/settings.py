@@ -33,6 +33,12 @@ class AgentSettings(LiveKitSettings, RedisSettings, GoogleSettings):
     agent_max_sessions: int = Field(
         default=10, ge=1, description="Calls one worker serves at once."
     )
+    # On SIGTERM a worker takes no new call and waits for its calls to end, up to this; calls
+    # still running then are cut and the watchdog moves them, with their context, to another
+    # worker. Kubernetes' terminationGracePeriodSeconds must exceed it (infra/k8s).
+    agent_drain_timeout_s: int = Field(
+        default=600, ge=0, description="Seconds a stopping worker waits for its calls to end."
+    )
     api_internal_url: str = Field(
         default="http://127.0.0.1:8000",
         description="Where agents post transcripts and reports (the API's internal routes).",

@@ -56,3 +56,25 @@ WORKER_KEY_REFRESH_S = 5
 
 def worker_key(worker_id: str) -> str:
     return f"{WORKER_KEY_PREFIX}{worker_id}"
+
+
+# A call's lease in Redis (agents/lease.py): the job serving a room holds `<prefix><room sid>`
+# and refreshes it; the watchdog (agents/watchdog) re-dispatches a room whose caller has no
+# leased agent. `<prefix><room sid>:gen` counts the agents dispatched to the room after the
+# first, and fences older ones out.
+CALL_LEASE_PREFIX = "kaiwa:call:"
+CALL_LEASE_TTL_S = 3.0
+CALL_LEASE_REFRESH_S = 1.0
+# The dispatch metadata a re-dispatched agent gets on top of the room's original one.
+RESUME_KEY = "resume"
+GENERATION_KEY = "generation"
+# Past the re-dispatch limit: the agent only apologises and ends the call (agents/apology.py).
+APOLOGY_KEY = "apology"
+
+
+def call_lease_key(room_sid: str) -> str:
+    return f"{CALL_LEASE_PREFIX}{room_sid}"
+
+
+def call_generation_key(room_sid: str) -> str:
+    return f"{CALL_LEASE_PREFIX}{room_sid}:gen"

@@ -84,7 +84,7 @@ class RedisSettings(BaseSettings):
 
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        description="Redis: rate limits, worker presence, the recorder's room locks.",
+        description="Redis: rate limits, worker presence, call leases, the recorder's room locks.",
     )
 
 

@@ -78,9 +78,15 @@ async def _agent_worker(r: Resources) -> str:
     workers = await registered_workers_async(r.redis)
     if not workers:
         raise RuntimeError("no agent worker registered")
-    calls = sum(int(w.get("calls", 0)) for w in workers)
-    slots = sum(int(w.get("max_calls", 0)) for w in workers)
+    # A draining worker (stopping) finishes its calls but takes no new one.
+    taking = [w for w in workers if not w.get("draining")]
+    calls = sum(int(w.get("calls", 0)) for w in taking)
+    slots = sum(int(w.get("max_calls", 0)) for w in taking)
     detail = f"{len(workers)} registered, {calls} of {slots} call slots in use"
+    if draining := len(workers) - len(taking):
+        detail += f", {draining} draining"
+    if not taking:
+        raise RuntimeError(f"{detail}: every worker is draining, a new call gets no agent")
     if calls >= slots:
         # Healthy, but at capacity: LiveKit dispatches no agent to a call that starts now.
         detail += ": full, a new call gets no agent until one ends"
