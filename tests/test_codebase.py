@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings
 
 from agents.recorder.settings import RecorderSettings
 from agents.settings import AgentSettings
+from agents.watchdog.service import WatchdogSettings
 from api.settings import Settings
 from core.paths import REPO_ROOT
 
@@ -28,7 +29,7 @@ def _configuration_section() -> str:
     return readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
 
 
-@pytest.mark.parametrize("settings", [Settings, AgentSettings, RecorderSettings])
+@pytest.mark.parametrize("settings", [Settings, AgentSettings, RecorderSettings, WatchdogSettings])
 def test_every_setting_has_a_description_and_a_row_in_the_readme(
     settings: type[BaseSettings],
 ) -> None:

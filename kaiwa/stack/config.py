@@ -23,6 +23,7 @@ class Ports:
     recorder: int = 8082
     sip: int = 5060
     sip_health: int = 8083
+    watchdog: int = 8084  # the watchdog's Prometheus metrics
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -160,6 +161,7 @@ class StackConfig:
             "RECORDER_WEBHOOK_URL": f"{self.api_url}/livekit/webhook",
             "RECORDER_SPOOL_DIR": str(self.state_dir / "recorder"),
             "SIP_HEALTH_URL": self.sip_health_url,
+            "WATCHDOG_METRICS_PORT": str(self.ports.watchdog),
             **self.secrets.as_env(),
             **self.extra_env,
         }

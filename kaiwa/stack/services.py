@@ -271,7 +271,8 @@ def api_service(cfg: StackConfig) -> ManagedProcess:
     )
 
 
-def agent_service(cfg: StackConfig) -> ManagedProcess:
+def agent_service(cfg: StackConfig, number: int = 1) -> ManagedProcess:
+    """Agent worker `number`: the stack runs one; tests and `kaiwa up --workers` more."""
     process: ManagedProcess
     client = redis.Redis.from_url(cfg.redis_url, socket_timeout=1)
 
@@ -279,20 +280,36 @@ def agent_service(cfg: StackConfig) -> ManagedProcess:
         pid = process.proc.pid if process.proc else -1
         return any(w.get("pid") == pid for w in registered_workers(client))
 
+    name = "agent" if number == 1 else f"agent-{number}"
+    # The first worker's health endpoint has the stack's port; the others take any free one.
+    port = {} if number == 1 else {"AGENT_HTTP_PORT": "0"}
     process = ManagedProcess(
-        name="agent",
+        name=name,
         argv=[sys.executable, "-m", "agents"],
-        env=cfg.service_env(),
+        env=cfg.service_env() | port,
         cwd=REPO_ROOT,
-        log_path=cfg.logs_dir / "agent.log",
+        log_path=cfg.logs_dir / f"{name}.log",
         ready=ready,
         # The first start of a worker imports livekit-agents and its plugins: slow on 2 cores.
         ready_timeout_s=120,
-        # A worker drains its calls on SIGTERM (up to an hour in production); locally,
+        # A worker drains its calls on SIGTERM (up to AGENT_DRAIN_TIMEOUT_S); locally,
         # stopping the stack ends the calls.
         stop_timeout_s=3,
     )
     return process
+
+
+def watchdog_service(cfg: StackConfig) -> ManagedProcess:
+    """Gives a call whose agent was lost a new one (agents/watchdog)."""
+    return ManagedProcess(
+        name="watchdog",
+        argv=[sys.executable, "-m", "agents.watchdog"],
+        env=cfg.service_env(),
+        cwd=REPO_ROOT,
+        log_path=cfg.logs_dir / "watchdog.log",
+        ready=lambda: http_ok(f"http://127.0.0.1:{cfg.ports.watchdog}/metrics"),
+        stop_timeout_s=5,
+    )
 
 
 def recorder_service(cfg: StackConfig) -> ManagedProcess:
@@ -329,6 +346,7 @@ class Stack:
         check_port_free(p.llm, "llm")
         check_port_free(p.api, "api")
         check_port_free(p.recorder, "recorder")
+        check_port_free(p.watchdog, "watchdog")
         if self.with_agent:
             check_port_free(p.agent_http, "agent_http")
 
@@ -342,6 +360,7 @@ class Stack:
             llm_service,
             api_service,
             recorder_service,
+            watchdog_service,
         ]
         if self.with_agent:
             builders.append(agent_service)

@@ -1,0 +1,3 @@
+from agents.watchdog.service import main
+
+main()
