@@ -36,7 +36,10 @@ from core import scenarios
 from core.protocol import (
     AGENT_NAME,
     AGENT_STATE_ATTRIBUTE,
+    APOLOGY_KEY,
+    GENERATION_KEY,
     MODE_ATTRIBUTE,
+    RESUME_KEY,
     WORKER_KEY_REFRESH_S,
     WORKER_KEY_TTL_S,
     worker_key,
@@ -45,13 +48,16 @@ from core.scenarios import Scenario
 from core.tasks import TaskOwner
 
 from . import engines, roles
+from .apology import apologise, callers_language
 from .dialog.agent import ScenarioAgent
 from .dialog.call import DialogCall
 from .dialog.policy import CallLimits
+from .dialog.resume import restored_context
 from .dialog.sessions import gemini_session, local_engines, local_session, use_gemini
 from .history_client import SegmentStore
 from .interpret.phones import UpdateSubscriptions
 from .interpret.session import Interpreter
+from .lease import CallLease, LeaseHolder
 from .models import ModelError
 from .settings import AgentSettings
 from .translate import Translator
@@ -115,6 +121,7 @@ server = AgentServer(
     initialize_process_timeout=120,
     load_fnc=call_slots.load,
     load_threshold=1.0,
+    drain_timeout=settings.agent_drain_timeout_s,
 )
 
 
@@ -134,11 +141,32 @@ ATTRIBUTES_WAIT_S = 5.0
 
 
 async def serve_call(ctx: JobContext, run: RunCall) -> None:
-    """Join the dispatched room, run its call, and leave once the call is over."""
+    """Join the dispatched room, hold its call lease, run its call, and leave once the call
+    is over (or a newer agent has it: agents/lease.py)."""
     metadata = dispatch_metadata(ctx.job.metadata)
     mode = str(metadata.get("mode", "dialog"))
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
     tasks = TaskOwner(logger, room=ctx.room.name)
+    done = asyncio.Event()
+    lease = CallLease(
+        aioredis.Redis.from_url(settings.redis_url, socket_timeout=2),
+        ctx.job.room.sid or await ctx.room.sid,
+        LeaseHolder(
+            worker_id=ctx.worker_id,
+            job_id=ctx.job.id,
+            agent_identity=ctx.room.local_participant.identity,
+            generation=generation_of(metadata),
+        ),
+        on_lost=done.set,
+    )
+    try:
+        if not await lease.hold_once():  # a duplicate dispatch, or one the room moved past
+            await lease.aclose()
+            ctx.shutdown(reason="replaced by a newer agent")
+            return
+    except aioredis.RedisError as exc:  # the call is served; the watchdog waits for Redis
+        logger.warning("call lease not taken", extra={"error": str(exc)})
+    holding = tasks.spawn(lease.hold(), "call-lease")
     # Not awaited: a round trip to the server the caller's greeting need not wait for.
     tasks.spawn(
         ctx.room.local_participant.set_attributes(
@@ -146,9 +174,10 @@ async def serve_call(ctx: JobContext, run: RunCall) -> None:
         ),
         "agent-attributes",
     )
-    logger.info("joined room", extra={"room": ctx.room.name, "mode": mode})
-
-    done = asyncio.Event()
+    logger.info(
+        "joined room",
+        extra={"room": ctx.room.name, "mode": mode, "generation": lease.holder.generation},
+    )
 
     @ctx.room.on("disconnected")
     def _on_disconnected(_: rtc.DisconnectReason) -> None:
@@ -157,11 +186,23 @@ async def serve_call(ctx: JobContext, run: RunCall) -> None:
     try:
         await run(ctx, done, mode, metadata)
     finally:
+        await tasks.cancel(holding)
         await tasks.wait(ATTRIBUTES_WAIT_S)
         await tasks.aclose()
+        if not lease.lost:
+            await lease.release()
+        await lease.aclose()
         # The call is over: leave now, which frees this call's slot on the worker. The job
         # would otherwise stay until LiveKit closes the empty room (departure_timeout).
-        ctx.shutdown(reason="call ended")
+        ctx.shutdown(reason="call ended" if not lease.lost else "replaced by a newer agent")
+
+
+def generation_of(metadata: dict[str, Any]) -> int:
+    """The agent's place in its room's line of agents: 0 unless re-dispatched."""
+    try:
+        return max(0, int(metadata.get(GENERATION_KEY, 0)))
+    except (TypeError, ValueError):
+        return 0
 
 
 @server.rtc_session(agent_name=AGENT_NAME)
@@ -172,14 +213,24 @@ async def entrypoint(ctx: JobContext) -> None:
 async def run_call(
     ctx: JobContext, done: asyncio.Event, mode: str, metadata: dict[str, Any]
 ) -> None:
-    if mode == "interpret":
-        await interpret(ctx, done)
+    if metadata.get(APOLOGY_KEY):
+        language = (
+            dialog_scenario(metadata).language
+            if mode == "dialog"
+            else callers_language(ctx, default="en")
+        )
+        await apologise(ctx, roles.make_tts(settings, language), language)
+    elif mode == "interpret":
+        await interpret(ctx, done, metadata)
     else:
         await dialog(ctx, done, metadata)
 
 
-async def history_store(ctx: JobContext) -> SegmentStore:
-    """Where this call's transcript and report go: the API, as this worker's service."""
+async def history_store(
+    ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any]
+) -> SegmentStore:
+    """Where this call's transcript and report go: the API, as this worker's service. Should
+    the API answer that a newer agent has the call, this one leaves."""
     return SegmentStore(
         settings.api_internal_url,
         settings.livekit_api_key,
@@ -187,6 +238,8 @@ async def history_store(ctx: JobContext) -> SegmentStore:
         # The job names its room's sid; the connection may learn it only later.
         room_sid=ctx.job.room.sid or await ctx.room.sid,
         room_name=ctx.room.name,
+        generation=generation_of(metadata),
+        on_stale=done.set,
     )
 
 
@@ -225,7 +278,8 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
             limits=limits,
             session=session,
             engine=engine,
-            make_agent=lambda: ScenarioAgent(scenario, reader=reader),
+            make_agent=lambda chat_ctx: ScenarioAgent(scenario, reader=reader, chat_ctx=chat_ctx),
+            metadata=metadata,
         )
     finally:
         if reader is not None:
@@ -240,12 +294,18 @@ async def run_dialog(
     limits: CallLimits,
     session: AgentSession[Any],
     engine: str,
-    make_agent: Callable[[], Agent],
+    make_agent: Callable[[llm.ChatContext | None], Agent],
+    metadata: dict[str, Any],
 ) -> None:
     """A dialog call in the job's room through `session`, kept in the history as served by
-    `engine`, until it ends."""
+    `engine`, until it ends. An agent sent to a call that lost its agent (`resume` in the
+    metadata) first restores the conversation from the history."""
     room = ctx.room
-    store = await history_store(ctx)
+    store = await history_store(ctx, done, metadata)
+    resumed = await store.call_state() if metadata.get(RESUME_KEY) else None
+    if resumed is not None and not resumed.turns:
+        resumed = None  # the lost agent had not even greeted: this one starts the call
+    chat_ctx = restored_context(resumed) if resumed is not None else None
 
     async def end_call() -> None:
         await ctx.delete_room()
@@ -254,7 +314,7 @@ async def run_dialog(
         room,
         scenario=scenario,
         session=session,
-        make_agent=make_agent,
+        make_agent=lambda: make_agent(chat_ctx),
         # The session's own text LLM where it has one: a second client per call would be
         # built on the event loop (its SSL context alone takes a few hundred ms).
         summary_model=(
@@ -267,16 +327,23 @@ async def run_dialog(
         end_call=end_call,
         fallback=lambda: local_engines(settings, scenario),
         fallback_engine=f"local/{settings.llm_model}",
+        resumed=resumed,
     )
     logger.info(
-        "dialog started", extra={"room": room.name, "scenario": scenario.id, "engine": engine}
+        "dialog started",
+        extra={
+            "room": room.name,
+            "scenario": scenario.id,
+            "engine": engine,
+            "resumed_turns": len(resumed.turns) if resumed else None,
+        },
     )
     await call.run(done)
 
 
-async def interpret(ctx: JobContext, done: asyncio.Event) -> None:
+async def interpret(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any]) -> None:
     room = ctx.room
-    store = await history_store(ctx)
+    store = await history_store(ctx, done, metadata)
     llm_client = AsyncOpenAI(base_url=settings.llm_base_url, api_key="local")
     interpreter = Interpreter(
         room,
@@ -331,6 +398,9 @@ class Heartbeat:
                     "registered_at": registered_at,
                     "calls": call_slots.in_use,
                     "max_calls": call_slots.max_calls,
+                    # SIGTERM: no new calls; it exits once its calls end (or the drain times
+                    # out, and the watchdog moves what is left).
+                    "draining": server.draining,
                     **engines.loaded(),
                 }
             )

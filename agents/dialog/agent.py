@@ -21,7 +21,7 @@ from core.scenarios import Scenario
 from core.tasks import TaskOwner
 
 from ..tts.chunks import speakable_pieces
-from .lines import is_backchannel
+from .lines import is_backchannel, line
 from .log import logger
 
 # How long an answer waits for a read-ahead of its prompt still running (ScenarioAgent).
@@ -138,6 +138,15 @@ class ScenarioAgent(Agent):
         handle = self.session.say(opening)
         if self.session.tts is not None:
             self._tasks.spawn(_keep_opening(self.session.tts, key, handle), "keep-opening")
+
+    def welcome_back(self) -> None:
+        """Instead of the greeting, when this agent took the call over from a lost one."""
+        text = line(self.scenario.language, "resume")
+        if isinstance(self.session.llm, llm.RealtimeModel):
+            self.session.generate_reply(instructions=f"Say exactly: {text}")
+            return
+        self.read_ahead(text, role="assistant")
+        self.session.say(text)
 
     def _on_transcribed(self, event: UserInputTranscribedEvent) -> None:
         # Only while the agent listens: over a reply, the server is busy writing it.

@@ -28,6 +28,7 @@ from livekit.agents import (
 )
 from livekit.agents.voice.transcription import TranscriptSynchronizer
 
+from core.payloads import CallState
 from core.protocol import CALLER_ENDED_ATTRIBUTE
 from core.scenarios import Scenario
 from core.tasks import TaskOwner
@@ -73,6 +74,7 @@ class DialogCall:
         end_call: Callable[[], Awaitable[None]],
         fallback: Callable[[], dict[str, Any]] | None = None,
         fallback_engine: str = "",
+        resumed: CallState | None = None,
     ) -> None:
         self.room = room
         self.scenario = scenario
@@ -104,7 +106,10 @@ class DialogCall:
             agent_identity=room.local_participant.identity,
         )
         self._tasks = TaskOwner(logger, room=room.name)
-        self.summary: str | None = None
+        # Taken over from a lost agent: it says so instead of greeting, and the summary so
+        # far is carried on.
+        self.resumed = resumed
+        self.summary: str | None = resumed.summary if resumed else None
         self._summary_task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
         self._rejoin_wait: asyncio.TimerHandle | None = None
@@ -139,7 +144,10 @@ class DialogCall:
         phone = caller is not None and caller.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
         await until_answered(self.room, timeout_s=ANSWER_WAIT_S)
         if isinstance(agent := session.current_agent, ScenarioAgent):
-            agent.greet(phone=phone)
+            if self.resumed is not None:
+                agent.welcome_back()
+            else:
+                agent.greet(phone=phone)
         if linked := session.room_io.linked_participant:
             self._caller = linked.identity
         loop = asyncio.get_running_loop()

@@ -16,11 +16,17 @@ SPOKEN_LINES = {
         "idle": "It seems you have stepped away. Let's talk again soon. Goodbye!",
         "limit": "We have reached the end of our time today. Thank you, and goodbye!",
         "sorry": "Sorry, I lost my train of thought. Could you say that again?",
+        "resume": "Sorry, I lost you for a moment. You were saying?",
+        "apology": "Sorry, we are having technical trouble and have to end the call. "
+        "Please call again in a few minutes.",
     },
     "ja": {
         "idle": "お話がないようなので、今日はここまでにしましょう。またお話ししましょうね。",
         "limit": "今日の時間はここまでです。ありがとうございました。",
         "sorry": "すみません、もう一度言っていただけますか？",
+        "resume": "すみません、少し聞こえなくなりました。どうぞ、続けてください。",
+        "apology": "申し訳ありません、技術的な問題のため通話を終了します。"
+        "数分後にもう一度おかけください。",
     },
 }
 

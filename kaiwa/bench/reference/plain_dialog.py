@@ -41,5 +41,6 @@ async def run(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any]) ->
         limits=limits,
         session=plain_session(settings, scenario, idle_s=limits.idle_s),
         engine=f"{DESIGN}/{settings.llm_model}",
-        make_agent=lambda: ScenarioAgent(scenario, eager=False),
+        make_agent=lambda chat_ctx: ScenarioAgent(scenario, eager=False, chat_ctx=chat_ctx),
+        metadata=metadata,
     )
