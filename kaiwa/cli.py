@@ -203,6 +203,17 @@ def cmd_bench_phone(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_recovery(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .bench import recovery
+
+    figures = asyncio.run(recovery.run(args.kills))
+    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    return 0
+
+
 def cmd_bench_web(args: argparse.Namespace) -> int:
     import asyncio
     import json
@@ -386,6 +397,14 @@ def main(argv: list[str] | None = None) -> int:
     p_phone.add_argument("--calls", type=int, default=20, help="calls timed for the answer")
     p_phone.add_argument("--json", action="store_true", help="print one JSON object")
     p_phone.set_defaults(func=cmd_bench_phone)
+    p_recovery = bench.add_parser(
+        "recovery",
+        help="a call's worker killed mid-sentence: time to a new agent's voice; a drain "
+        "(a stack of its own, two workers)",
+    )
+    p_recovery.add_argument("--kills", type=int, default=10, help="kills timed")
+    p_recovery.add_argument("--json", action="store_true", help="print one JSON object")
+    p_recovery.set_defaults(func=cmd_bench_recovery)
     p_web = bench.add_parser(
         "web", help="caller page in Chromium: join to greeting, reconnect (a stack of its own)"
     )

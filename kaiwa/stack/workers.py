@@ -1,0 +1,68 @@
+"""Several agent workers on one stack, and which of them serves a call: for the tests and
+benches that kill, pause or drain the worker under a live call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+
+import redis.asyncio as aioredis
+from livekit import api as lkapi
+
+from core.presence import registered_workers_async
+from core.protocol import call_lease_key
+
+from .process import ManagedProcess
+from .services import Stack, agent_service
+
+WORKERS = 2
+
+
+def start_worker(stack: Stack, number: int, **env: str) -> ManagedProcess:
+    """Worker `number` of the stack, started (again) with `env` over the stack's settings."""
+    cfg = replace(stack.cfg, extra_env={**stack.cfg.extra_env, **env})
+    service = agent_service(cfg, number)
+    stack.services[service.name] = service
+    service.start()
+    service.wait_ready()
+    return service
+
+
+async def ensure_workers(stack: Stack, count: int = WORKERS) -> None:
+    """Workers 1 to `count` running: a test may have killed one."""
+    for number in range(1, count + 1):
+        name = "agent" if number == 1 else f"agent-{number}"
+        service = stack.services.get(name)
+        if service is None or not service.running():
+            await asyncio.to_thread(start_worker, stack, number)
+
+
+async def room_sid(stack: Stack, room_name: str) -> str:
+    cfg = stack.cfg
+    async with lkapi.LiveKitAPI(
+        cfg.livekit_url, cfg.secrets.livekit_api_key, cfg.secrets.livekit_api_secret
+    ) as livekit:
+        (room,) = (await livekit.room.list_rooms(lkapi.ListRoomsRequest(names=[room_name]))).rooms
+        return str(room.sid)
+
+
+async def serving_worker(stack: Stack, room_name: str, timeout_s: float = 15) -> ManagedProcess:
+    """The worker whose agent holds the call's lease."""
+    sid = await room_sid(stack, room_name)
+    client = aioredis.Redis.from_url(stack.cfg.redis_url)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            lease = await client.get(call_lease_key(sid))
+            if lease is not None:
+                worker_id = json.loads(lease)["worker_id"]
+                pids = {w["worker_id"]: w["pid"] for w in await registered_workers_async(client)}
+                for service in stack.services.values():
+                    if service.proc is not None and service.proc.pid == pids.get(worker_id):
+                        return service
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no worker holds the lease of {room_name} ({sid})")
+            await asyncio.sleep(0.2)
+    finally:
+        await client.aclose()
