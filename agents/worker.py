@@ -183,10 +183,13 @@ async def serve_call(ctx: JobContext, run: RunCall) -> None:
     def _on_disconnected(_: rtc.DisconnectReason) -> None:
         done.set()
 
+    deadline = tasks.spawn(hand_over_before_the_drain_ends(done), "drain-deadline")
+
     try:
         await run(ctx, done, mode, metadata)
     finally:
         await tasks.cancel(holding)
+        await tasks.cancel(deadline)
         await tasks.wait(ATTRIBUTES_WAIT_S)
         await tasks.aclose()
         if not lease.lost:
@@ -195,6 +198,23 @@ async def serve_call(ctx: JobContext, run: RunCall) -> None:
         # The call is over: leave now, which frees this call's slot on the worker. The job
         # would otherwise stay until LiveKit closes the empty room (departure_timeout).
         ctx.shutdown(reason="call ended" if not lease.lost else "replaced by a newer agent")
+
+
+# Before the drain's deadline, so the call ends its own way: what it has is stored and its
+# lease released, and another worker takes it over at once.
+HAND_OVER_BEFORE_DRAIN_END_S = 2.0
+
+
+async def hand_over_before_the_drain_ends(done: asyncio.Event) -> None:
+    """A call still running when its worker's drain (SIGTERM) is about to time out ends here;
+    the watchdog moves it, with its context, to another worker. (Left to livekit-agents, the
+    job would be cancelled 15 s after the deadline, mid-write.)"""
+    # Polled: the server runs in the worker's main thread, this job in a thread of its own.
+    while not server.draining:  # noqa: ASYNC110
+        await asyncio.sleep(1.0)
+    await asyncio.sleep(max(0.0, settings.agent_drain_timeout_s - HAND_OVER_BEFORE_DRAIN_END_S))
+    logger.warning("the worker's drain is ending: the call is handed over to another worker")
+    done.set()
 
 
 def generation_of(metadata: dict[str, Any]) -> int:

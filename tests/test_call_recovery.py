@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 from collections.abc import Iterator
 from dataclasses import replace
+from difflib import SequenceMatcher
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,13 @@ def resumed(caller: SyntheticCaller) -> bool:
     return any(similarity(t.text, line("en", "resume")) > 0.8 for t in agent_finals(caller))
 
 
+def names_the_city(answer: str) -> bool:
+    words = re.findall(r"\w+", answer.lower())
+    return "大阪" in answer or any(
+        SequenceMatcher(None, word, "osaka").ratio() >= 0.75 for word in words
+    )
+
+
 def agents_in(caller: SyntheticCaller) -> list[str]:
     return [p.identity for p in caller.remote(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)]
 
@@ -100,8 +109,9 @@ async def test_a_dialog_survives_its_worker_killed_and_goes_on_with_what_was_sai
         await caller.say(*await asyncio.to_thread(speech, "en", QUESTION))
         await wait_for(lambda: len(agent_finals(caller)) > replies, 60, "the answer", caller)
         answer = " ".join(t.text for t in agent_finals(caller)[replies:])
-        # The new agent knows what the caller told the old one.
-        assert "osaka" in answer.lower() or "大阪" in answer, answer
+        # The new agent knows what the caller told the old one (as Whisper heard it: "Asaka"
+        # has been heard for "Osaka").
+        assert names_the_city(answer), answer
 
         detail = await history.wait_until(
             lambda d: sum(t["role"] == "user" for t in d["transcript"]) >= 2, "the question"
@@ -166,7 +176,7 @@ async def test_calls_cut_by_the_drain_timeout_move_to_another_worker(stack: Stac
         draining = await serving_worker(stack, caller.grant["room"])
         assert draining.proc is not None
         os.kill(draining.proc.pid, signal.SIGTERM)
-        await asyncio.to_thread(draining.proc.wait, DRAIN_TIMEOUT_S + 15)
+        await asyncio.to_thread(draining.proc.wait, DRAIN_TIMEOUT_S + 30)
         await wait_for(lambda: resumed(caller), TAKEOVER_S, "the call moved", caller)
         assert await serving_worker(stack, caller.grant["room"]) is not draining
 
