@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from livekit import api as lkapi
 from livekit import rtc
 
+from agents import engines
 from agents.dialog.lines import line
 from core.protocol import APOLOGY_KEY, GENERATION_KEY, RESUME_KEY, call_generation_key
 from kaiwa.caller import SyntheticCaller
@@ -36,6 +37,7 @@ from .support.calls import (
     similarity,
     speech,
     wait_for,
+    wait_interpreted,
 )
 from .support.servers import make_stack_config, running_stack
 
@@ -44,6 +46,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.models]
 # Short, so the test of a drain cut by its timeout waits little.
 DRAIN_TIMEOUT_S = 15
 FACT = "Hello. My name is Ken, and I live in Osaka."
+COFFEE = "Good morning. I would like a large cup of hot coffee, please."
+STATION = "Where is the nearest train station?"
 QUESTION = "Which city do I live in?"
 # A new agent's first words: generous, for a loaded 2-core machine (the bench measures it).
 TAKEOVER_S = 45
@@ -121,6 +125,66 @@ async def test_a_dialog_survives_its_worker_killed_and_goes_on_with_what_was_sai
         assert sum("ken" in t or "name" in t for t in said) == 1, said
         ids = [t["id"] for t in detail["transcript"]]
         assert len(ids) == len(set(ids))
+
+
+def translations_from(listener: SyntheticCaller, agents: set[str]) -> list[str]:
+    """The final Japanese translations these agents sent the listener."""
+    return [
+        t.text
+        for t in listener.texts
+        if t.participant in agents
+        and t.attributes.get("lk.transcription_final") == "true"
+        and t.attributes.get("language") == "ja"
+        and "kaiwa.source_segment_id" in t.attributes
+    ]
+
+
+async def test_an_interpreted_call_survives_its_worker_killed(stack: Stack) -> None:
+    api = stack.cfg.api_url
+    alice = SyntheticCaller(api, name="Alice", mode="interpret", language="en")
+    await alice.join()
+    kenji = SyntheticCaller(
+        api, name="Kenji", mode="interpret", language="ja", room_name=alice.room_name
+    )
+    await kenji.join()
+    try:
+        await alice.open_microphone(engines.voice("en").sample_rate)
+        await wait_interpreted(kenji, alice)
+        first = set(agents_in(kenji))
+        await alice.say(*await asyncio.to_thread(speech, "en", COFFEE))
+        await wait_for(lambda: translations_from(kenji, first), 40, "a translation", kenji)
+        worker = await serving_worker(stack, alice.grant["room"])
+        assert worker.proc is not None
+        os.kill(worker.proc.pid, signal.SIGKILL)
+
+        def new_interpreter() -> set[str]:
+            return set(agents_in(kenji)) - first
+
+        await wait_for(new_interpreter, TAKEOVER_S, "a new interpreter", kenji)
+        await wait_interpreted(kenji, alice)
+        await alice.say(*await asyncio.to_thread(speech, "en", STATION))
+        await wait_for(
+            lambda: translations_from(kenji, new_interpreter()), 40, "the new translation", kenji
+        )
+        history = History(stack, alice.grant["room"])
+        segments = await history.segments()
+        said = [s["text"].lower() for s in segments if s["participant_identity"] == alice.identity]
+        # Each sentence stored once, the one before the crash and the one after it.
+        assert sum("coffee" in t for t in said) == 1, said
+        await wait_for_stored(history, "station")
+    finally:
+        await kenji.leave()
+        await alice.leave()
+
+
+async def wait_for_stored(history: History, word: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        said = [s["text"].lower() for s in await history.segments()]
+        if sum(word in t for t in said) == 1:
+            return
+        assert asyncio.get_running_loop().time() < deadline, said
+        await asyncio.sleep(0.5)
 
 
 async def test_a_paused_agent_is_replaced_and_its_late_writes_are_refused(stack: Stack) -> None:

@@ -15,9 +15,9 @@ machine's clock:
 
 The killed worker is started again before the next round, so each kill finds two workers.
 
-Then the drain: a call on one worker asks a question (voice to voice, before), the worker
-gets SIGTERM, the caller asks another (during the drain) and hangs up; SIGTERM → the call's
-end → the worker's exit.
+Then the drain: a call on one worker asks three questions (voice to voice, before), the
+worker gets SIGTERM, the caller asks three more (during the drain) and hangs up; SIGTERM →
+the call's end → the worker's exit.
 """
 
 from __future__ import annotations
@@ -99,18 +99,21 @@ async def _kill_round(stack: Stack, number: int, sentence: tuple[Any, int]) -> d
         worker = await serving_worker(stack, room)
         assert worker.proc is not None
         before = _agents(caller)
+        joined_at: dict[str, float] = {}
+        caller.room.on(
+            "participant_connected",
+            lambda p: joined_at.setdefault(p.identity, time.monotonic()),
+        )
         await caller.open_microphone(sentence[1])
         speaking = asyncio.create_task(caller.speak(*sentence))
         await asyncio.sleep(KILL_AFTER_S)
         killed_mono, killed_wall = time.monotonic(), time.time()
         os.kill(worker.proc.pid, signal.SIGKILL)
         utterance = await speaking
-        joined = first_audio = None
+        first_audio = None
         deadline = killed_mono + TAKEOVER_TIMEOUT_S
         while time.monotonic() < deadline and first_audio is None:
             new = _agents(caller) - before
-            if new and joined is None:
-                joined = time.monotonic()
             voiced = [
                 h.at
                 for h in caller.heard
@@ -119,6 +122,7 @@ async def _kill_round(stack: Stack, number: int, sentence: tuple[Any, int]) -> d
             if voiced:
                 first_audio = voiced[0]
             await asyncio.sleep(0.02)
+        joined = min((at for who, at in joined_at.items() if who not in before), default=None)
         watchdog_log = stack.services["watchdog"].log_path
         detected = _log_times(watchdog_log, "a call has no live agent", room)
         dispatched = _log_times(watchdog_log, "a new agent is dispatched", room)
@@ -158,11 +162,11 @@ async def _drain(stack: Stack) -> dict[str, Any]:
         await _greeted(caller)
         worker = await serving_worker(stack, caller.grant["room"])
         assert worker.proc is not None
-        questions = [await asyncio.to_thread(_speech, q) for q in QUESTIONS[:2]]
-        before = await _voice_to_voice(caller, questions[0])
+        questions = [await asyncio.to_thread(_speech, q) for q in QUESTIONS[:6]]
+        before = [await _voice_to_voice(caller, q) for q in questions[:3]]
         sigterm = time.monotonic()
         os.kill(worker.proc.pid, signal.SIGTERM)
-        during = await _voice_to_voice(caller, questions[1])
+        during = [await _voice_to_voice(caller, q) for q in questions[3:]]
     finally:
         await caller.leave()
     ended = time.monotonic()
@@ -171,8 +175,8 @@ async def _drain(stack: Stack) -> dict[str, Any]:
     exited = time.monotonic()
     await ensure_workers(stack)
     return {
-        "voice_to_voice_before_s": round(before, 3) if before else None,
-        "voice_to_voice_during_drain_s": round(during, 3) if during else None,
+        "voice_to_voice_before_s_median": median([v for v in before if v is not None]),
+        "voice_to_voice_during_drain_s_median": median([v for v in during if v is not None]),
         "sigterm_to_call_end_s": round(ended - sigterm, 3),
         "call_end_to_exit_s": round(exited - ended, 3),
         "exit_code": code,
