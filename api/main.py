@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import InterfaceError, OperationalError
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from core.logs import setup_logging
 
 from .deps import Resources
-from .errors import validation_error
+from .errors import database_unavailable, validation_error
 from .middleware import BodyLimit, SecurityHeaders, content_security_policy
 from .routes import (
     admin,
@@ -43,6 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Kaiwa API", version="0.1.0", lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, validation_error)
+    # A database that cannot be reached: OperationalError (connect refused, server gone),
+    # InterfaceError (a connection closed under us). Other database errors stay 500s.
+    app.add_exception_handler(OperationalError, database_unavailable)
+    app.add_exception_handler(InterfaceError, database_unavailable)
     app.add_middleware(
         BodyLimit,
         limit=settings.max_body_bytes,

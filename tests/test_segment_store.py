@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from agents.history_client import SegmentStore
+from api.admin_auth import mint_admin_token
 from api.settings import Settings
 from kaiwa.stack.config import StackConfig
+from kaiwa.stack.postgres import PostgresCluster, fresh_postgres_database, postgres_cluster
 from kaiwa.stack.process import free_port
 from kaiwa.stack.services import api_service
 
@@ -172,3 +175,84 @@ async def test_a_batch_over_the_body_limit_is_posted_in_smaller_ones(
             store.add(seg(f"long-{i}", "word " * 400, float(i)))  # 2 KB each, 60 KB in all
         await store.aclose(timeout_s=30)
     assert store.pending == 0 and store.stored == 30 and store.refused == 0
+
+
+async def transcript_ids(config: StackConfig, room_sid: str) -> list[str]:
+    """The stored segment ids of a room, read as an admin from the API process."""
+    token, _ = mint_admin_token(
+        config.secrets.livekit_api_secret, config.secrets.admin_password, 600
+    )
+    async with httpx.AsyncClient(
+        base_url=config.api_url, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
+        listing = (await client.get("/api/conversations")).json()
+        (conversation,) = [c for c in listing["items"] if c["room_sid"] == room_sid]
+        body = (await client.get(f"/api/conversations/{conversation['id']}/transcript")).json()
+    return [str(s["id"]) for s in body["segments"]]
+
+
+async def test_the_api_down_10_s_mid_call_loses_no_segment_and_stores_each_once(
+    api_config: StackConfig,
+) -> None:
+    store = started_store(api_config, "RM_api_down")
+    try:
+        async with running_api(api_config):
+            for i in range(5):
+                store.add(seg(f"before-{i}", f"line {i}", float(i)))
+            await store.flush(timeout_s=20)
+        # The API is gone (a restart, a deploy) while the call goes on.
+        for i in range(5):
+            store.add(seg(f"during-{i}", f"line {i}", 5.0 + i))
+            await asyncio.sleep(2.0)
+        assert store.pending == 5
+        async with running_api(api_config):
+            await store.flush(timeout_s=30)
+            ids = await transcript_ids(api_config, "RM_api_down")
+        assert store.pending == 0 and store.stored == 10 and store.refused == 0
+        assert sorted(ids) == sorted({*ids}) and len(ids) == 10
+    finally:
+        await store.aclose(timeout_s=0)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL of this module's own, which a test stops and starts again."""
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+async def test_postgresql_down_30_s_is_a_503_and_loses_no_acknowledged_row(
+    api_config: StackConfig, postgres: PostgresCluster
+) -> None:
+    database = await asyncio.to_thread(fresh_postgres_database, postgres.url, "kaiwa_outage")
+    config = replace(api_config, database_url=database)
+    store = started_store(config, "RM_pg_down")
+    token, _ = mint_admin_token(
+        config.secrets.livekit_api_secret, config.secrets.admin_password, 600
+    )
+    admin = {"Authorization": f"Bearer {token}"}
+    try:
+        async with running_api(config), httpx.AsyncClient(base_url=config.api_url) as client:
+            for i in range(5):
+                store.add(seg(f"before-{i}", f"line {i}", float(i)))
+            await store.flush(timeout_s=20)
+            assert store.stored == 5  # acknowledged
+
+            await asyncio.to_thread(postgres.server.stop)
+            started = asyncio.get_running_loop().time()
+            down = await client.get("/api/conversations", headers=admin)
+            assert down.status_code == 503, down.text  # never a 500
+            assert down.headers["retry-after"]
+            for i in range(5):
+                store.add(seg(f"during-{i}", f"line {i}", 5.0 + i))
+            await asyncio.sleep(30 - (asyncio.get_running_loop().time() - started))
+            assert store.pending == 5 and store.stored == 5  # kept, retried
+
+            await asyncio.to_thread(postgres.server.start)
+            await asyncio.to_thread(postgres.server.wait_ready)
+            await store.flush(timeout_s=40)
+            ids = await transcript_ids(config, "RM_pg_down")
+        assert store.pending == 0 and store.stored == 10 and store.refused == 0
+        assert len(ids) == len(set(ids)) == 10
+    finally:
+        await store.aclose(timeout_s=0)

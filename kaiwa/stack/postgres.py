@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -22,9 +23,23 @@ def _postgres_bindir() -> Path:
     return versions[-1].parent
 
 
+@dataclass
+class PostgresCluster:
+    url: str
+    # The server process: a test may stop it and start it again (same data, same port).
+    server: ManagedProcess
+
+
 @contextmanager
 def postgres_server(settings: dict[str, str] | None = None) -> Iterator[str]:
-    """A throwaway PostgreSQL cluster; yields its URL. PostgreSQL refuses to run as root.
+    """A throwaway PostgreSQL cluster; yields its URL."""
+    with postgres_cluster(settings) as cluster:
+        yield cluster.url
+
+
+@contextmanager
+def postgres_cluster(settings: dict[str, str] | None = None) -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster. PostgreSQL refuses to run as root.
 
     `settings` are extra server settings (`-c name=value`), e.g. memory for a benchmark.
     """
@@ -87,7 +102,7 @@ def postgres_server(settings: dict[str, str] | None = None) -> Iterator[str]:
     server.start()
     try:
         server.wait_ready()
-        yield url
+        yield PostgresCluster(url, server)
     finally:
         server.stop()
         shutil.rmtree(data, ignore_errors=True)
