@@ -273,3 +273,33 @@ async def test_past_the_limit_an_agent_apologises_and_ends_the_call(stack: Stack
             caller,
         )
         await wait_for(lambda: not caller.room.isconnected(), 30, "the call's end", caller)
+
+
+async def test_a_redis_pause_of_35_s_leaves_the_call_one_agent_that_answers(stack: Stack) -> None:
+    """Redis frozen (SIGSTOP) for 35 s under a live call: leases cannot be refreshed, the
+    watchdog cannot look, and livekit-server, which routes signalling through Redis, drops
+    the participants' signal connections (they resume once it is back). The agent may
+    take the caller for gone and end its side after the rejoin grace: then the watchdog
+    gives the call a new agent. Either way the call has one agent, which answers, and a new
+    caller gets a room, an agent and a greeting."""
+    redis_server = stack.services["redis"]
+    assert redis_server.proc is not None
+    async with dialog_caller(stack, "Rei") as caller:
+        await after_greeting(caller)
+        os.kill(redis_server.proc.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(35)
+        finally:
+            os.kill(redis_server.proc.pid, signal.SIGCONT)
+        most = 0
+        deadline = asyncio.get_running_loop().time() + 15  # settling, a lease, a dispatch
+        while asyncio.get_running_loop().time() < deadline:
+            most = max(most, len(agents_in(caller)))
+            await asyncio.sleep(0.1)
+        assert most <= 1, "two agents in one call"
+        await wait_for(lambda: len(agents_in(caller)) == 1, TAKEOVER_S, "one agent", caller)
+        replies = len(agent_finals(caller))
+        await caller.say(*await asyncio.to_thread(speech, "en", QUESTION))
+        await wait_for(lambda: len(agent_finals(caller)) > replies, 60, "an answer", caller)
+    async with dialog_caller(stack, "Sam") as newcomer:
+        await after_greeting(newcomer)
