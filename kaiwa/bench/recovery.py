@@ -43,12 +43,11 @@ from kaiwa.stack.workers import ensure_workers, serving_worker, start_worker
 from .common import median
 from .dialog import QUESTIONS, Conversation
 
-# A sentence of several seconds, so the kill lands in the middle of it.
-IN_FLIGHT = (
-    "I would like to tell you about my weekend, because on Saturday morning I went to the "
-    "market with my sister and we bought apples, bread and some flowers for our mother."
-)
-KILL_AFTER_S = 2.0  # into the sentence's voice
+# The kill lands in the middle of this sentence, which ends before a new agent can join:
+# the new agent's first words then come as soon as it can speak, not when the caller
+# happens to stop (an agent does not talk over a caller).
+IN_FLIGHT = "On Saturday I went to the market with my sister."
+KILL_AFTER_S = 1.5  # from the microphone's first sample of it
 TAKEOVER_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 60
 
