@@ -36,6 +36,16 @@ SegmentText = Annotated[
 ]
 # A dialog turn's speaker: the caller, or the agent.
 Role = Literal["user", "agent"]
+# The posting agent's place in its room's line of agents (agents/lease.py).
+AgentGeneration = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=1_000_000,
+        description="The posting agent's place in the room's line of agents (0, then one more "
+        "per re-dispatch): a lower one than the conversation has seen is refused (409).",
+    ),
+]
 EngineName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{1,64}$")]
 
 MAX_SEGMENTS_PER_BATCH = 100
@@ -111,13 +121,7 @@ class SegmentBatch(BaseModel):
     room_name: str | None = Field(
         default=None, max_length=128, description="Shown until LiveKit's room event arrives."
     )
-    generation: int = Field(
-        default=0,
-        ge=0,
-        le=1_000_000,
-        description="The posting agent's place in the room's line of agents (0, then one more "
-        "per re-dispatch): a lower one than the conversation has seen is refused (409).",
-    )
+    generation: AgentGeneration = 0
     segments: list[BatchItem] = Field(
         min_length=1,
         max_length=MAX_SEGMENTS_PER_BATCH,
@@ -156,13 +160,7 @@ class CallReport(BaseModel):
     room_name: str | None = Field(
         default=None, max_length=128, description="Shown until LiveKit's room event arrives."
     )
-    generation: int = Field(
-        default=0,
-        ge=0,
-        le=1_000_000,
-        description="The posting agent's place in the room's line of agents (0, then one more "
-        "per re-dispatch): a lower one than the conversation has seen is refused (409).",
-    )
+    generation: AgentGeneration = 0
     summary: str | None = Field(
         default=None,
         min_length=1,
