@@ -80,17 +80,6 @@ def participant_kind(kind: int) -> Any:
     }.get(kind, "other")  # type: ignore[call-overload]
 
 
-def room_mode(room_metadata: str) -> dict[str, Any]:
-    """The call's mode from the room's own metadata (core/rooms.py), should its dispatch
-    record be gone."""
-    try:
-        metadata = json.loads(room_metadata or "{}")
-    except json.JSONDecodeError:
-        return {}
-    mode = metadata.get("mode") if isinstance(metadata, dict) else None
-    return {"mode": mode} if mode else {}
-
-
 class Watchdog:
     def __init__(self, settings: WatchdogSettings) -> None:
         self.settings = settings
@@ -99,6 +88,7 @@ class Watchdog:
         self.watch = Watch()
         self.active = False
         self._waiting: set[str] = set()
+        self._dispatches: dict[str, dict[str, Any] | None] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         async with lkapi.LiveKitAPI(
@@ -154,6 +144,8 @@ class Watchdog:
         live_sids = {room.sid for room in rooms}
         self.watch.forget(live_sids)
         self._waiting &= live_sids
+        for sid in set(self._dispatches) - live_sids:
+            del self._dispatches[sid]
         for room, lease in zip(rooms, leases, strict=True):
             participants: tuple[Participant, ...] = ()
             if lease is None:
@@ -173,10 +165,12 @@ class Watchdog:
                 participants=participants,
             )
             if self.watch.orphaned(view, lease_live=lease is not None, now=now):
-                await self.recover(livekit, view, room.metadata, now)
+                dispatch = await self._kaiwa_dispatch(livekit, view)
+                if dispatch is not None:
+                    await self.recover(livekit, view, dispatch, now)
 
     async def recover(
-        self, livekit: lkapi.LiveKitAPI, room: RoomView, room_metadata: str, now: float
+        self, livekit: lkapi.LiveKitAPI, room: RoomView, dispatch: dict[str, Any], now: float
     ) -> None:
         if not await self._free_slot():
             # LiveKit would drop the dispatch: wait for a worker to free up, and say so once.
@@ -195,7 +189,7 @@ class Watchdog:
         )
         step = self.watch.step(room, now)
         try:
-            await self._act(livekit, room, room_metadata, step)
+            await self._act(livekit, room, dispatch, step)
         except (lkapi.TwirpError, aioredis.RedisError, OSError) as exc:
             REDISPATCHES.labels("failed").inc()
             logger.error(
@@ -204,7 +198,7 @@ class Watchdog:
             )
 
     async def _act(
-        self, livekit: lkapi.LiveKitAPI, room: RoomView, room_metadata: str, step: Step
+        self, livekit: lkapi.LiveKitAPI, room: RoomView, dispatch: dict[str, Any], step: Step
     ) -> None:
         if step == "end":
             await livekit.room.delete_room(lkapi.DeleteRoomRequest(room=room.name))
@@ -223,8 +217,7 @@ class Watchdog:
                 )
             except lkapi.TwirpError:
                 pass  # it left on its own meanwhile
-        metadata = await self._original_metadata(livekit, room.name) or room_mode(room_metadata)
-        metadata.update({RESUME_KEY: True, GENERATION_KEY: generation})
+        metadata = {**dispatch, RESUME_KEY: True, GENERATION_KEY: generation}
         if step == "apologise":
             metadata[APOLOGY_KEY] = True
         await livekit.agent_dispatch.create_dispatch(
@@ -245,18 +238,27 @@ class Watchdog:
             },
         )
 
-    async def _original_metadata(self, livekit: lkapi.LiveKitAPI, room: str) -> dict[str, Any]:
-        """The first dispatch's metadata (the mode and scenario the caller's token chose)."""
-        for dispatch in await livekit.agent_dispatch.list_dispatch(room):
-            if dispatch.agent_name != AGENT_NAME:
-                continue
-            try:
-                metadata = json.loads(dispatch.metadata or "{}")
-            except json.JSONDecodeError:
-                continue
-            if isinstance(metadata, dict) and not metadata.get(RESUME_KEY):
-                return {k: v for k, v in metadata.items() if k != APOLOGY_KEY}
-        return {}
+    async def _kaiwa_dispatch(
+        self, livekit: lkapi.LiveKitAPI, room: RoomView
+    ) -> dict[str, Any] | None:
+        """The metadata of the room's first dispatch to Kaiwa's agent (the mode and scenario
+        its caller's token or phone rule chose), or None for a room that was never meant to
+        have one (another agent's, or none): those are not the watchdog's. Read once per
+        room: a dispatch record does not change."""
+        if room.sid not in self._dispatches:
+            found: dict[str, Any] | None = None
+            for record in await livekit.agent_dispatch.list_dispatch(room.name):
+                if record.agent_name != AGENT_NAME:
+                    continue
+                try:
+                    metadata = json.loads(record.metadata or "{}")
+                except json.JSONDecodeError:
+                    metadata = {}
+                if isinstance(metadata, dict) and not metadata.get(RESUME_KEY):
+                    found = {k: v for k, v in metadata.items() if k != APOLOGY_KEY}
+                    break
+            self._dispatches[room.sid] = found
+        return self._dispatches[room.sid]
 
     async def _free_slot(self) -> bool:
         workers = await registered_workers_async(self.redis)
