@@ -16,7 +16,7 @@ from livekit import api as lkapi
 from agents.recorder.subscriber import Subscriber
 from kaiwa.audio_files import RATE, decode_ogg, write_tone
 from kaiwa.caller import SyntheticCaller
-from kaiwa.stack.services import Stack
+from kaiwa.stack.services import Stack, s3_client
 
 from .support.recordings import StoredRecording, rms, stored_recordings, wait_for_recordings
 
@@ -128,6 +128,13 @@ async def test_storage_outage_at_the_end_of_a_call_loses_nothing(
     audio = decode_ogg(mix.data)
     at = said - mix.started_ns / 1e9
     assert rms(audio, at + 0.5, at + 3.5) > VOICED
+    # Each object was completed (the recorder checked its size and multipart ETag against
+    # its spool before letting the spool go): no upload is left open in the store.
+    client = s3_client(stack.cfg)
+    listed = client.list_multipart_uploads(
+        Bucket=stack.cfg.s3_bucket, Prefix=f"recordings/{room_sid}/"
+    )
+    assert listed.get("Uploads", []) == []
 
 
 async def test_killed_recorder_leaves_a_partial_recording_and_a_new_one_continues(
