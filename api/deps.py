@@ -23,6 +23,7 @@ from core.storage import s3_client
 
 from .admin_auth import COOKIE_NAME, AdminTokenInvalid, verify_admin_token
 from .db import make_engine, make_sessionmaker, migrate
+from .livekit_nodes import LiveNodes
 from .ratelimit import RateLimiter
 from .settings import Settings
 from .sip_health import OpenRuleWatch
@@ -41,6 +42,8 @@ class Resources:
     s3_presign: Any
     token_limiter: RateLimiter
     admin_login_limiter: RateLimiter
+    # The LiveKit nodes callers are sent to, in turn.
+    nodes: LiveNodes
     # /healthz's cached look at LiveKit's SIP dispatch rules.
     sip_rules: OpenRuleWatch = field(default_factory=OpenRuleWatch)
 
@@ -59,6 +62,7 @@ class Resources:
             ),
             s3=make_s3_client(settings),
             s3_presign=make_s3_client(settings, public=True),
+            nodes=LiveNodes(settings.client_livekit_urls),
             token_limiter=RateLimiter(
                 client,
                 name="token",
@@ -115,6 +119,10 @@ def _presign_s3(request: Request) -> Any:
     return get_resources(request).s3_presign
 
 
+def _nodes(request: Request) -> LiveNodes:
+    return get_resources(request).nodes
+
+
 def _token_limiter(request: Request) -> RateLimiter:
     return get_resources(request).token_limiter
 
@@ -126,6 +134,7 @@ def _admin_login_limiter(request: Request) -> RateLimiter:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionsDep = Annotated[sessionmaker[Session], Depends(_sessions)]
 LiveKitDep = Annotated[lkapi.LiveKitAPI, Depends(_livekit)]
+LiveNodesDep = Annotated[LiveNodes, Depends(_nodes)]
 # boto3 clients are untyped; the presigning one signs with the address browsers use.
 S3Dep = Annotated[Any, Depends(_s3)]
 PresignS3Dep = Annotated[Any, Depends(_presign_s3)]

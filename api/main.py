@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         SecurityHeaders,
         csp=content_security_policy(
-            settings.client_livekit_url,
+            settings.client_livekit_urls,
             # Presigned recording URLs; AWS's own endpoints when none is configured.
             [settings.s3_public_endpoint_url or settings.s3_endpoint_url or "https:"],
         ),

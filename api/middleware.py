@@ -64,18 +64,22 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def content_security_policy(livekit_url: str, media_origins: Iterable[str]) -> str:
-    """Only our own scripts and styles; connections to ourselves and LiveKit (its signalling
-    websocket, and its HTTP validate call on a failed join); media from ourselves, blobs and
-    the recordings store; no framing by anyone."""
-    livekit_http = livekit_url.replace("ws://", "http://").replace("wss://", "https://")
+def content_security_policy(livekit_urls: Iterable[str], media_origins: Iterable[str]) -> str:
+    """Only our own scripts and styles; connections to ourselves and LiveKit's nodes (their
+    signalling websocket, and their HTTP validate call on a failed join); media from
+    ourselves, blobs and the recordings store; no framing by anyone."""
+    livekit = [
+        origin
+        for url in livekit_urls
+        for origin in (url, url.replace("ws://", "http://").replace("wss://", "https://"))
+    ]
     directives = {
         "default-src": "'self'",
         "script-src": "'self'",
         "style-src": "'self'",
         "img-src": "'self' data:",
         "media-src": " ".join(["'self'", "blob:", *media_origins]),
-        "connect-src": f"'self' {livekit_url} {livekit_http}",
+        "connect-src": " ".join(["'self'", *livekit]),
         "object-src": "'none'",
         "base-uri": "'none'",
         "form-action": "'self'",

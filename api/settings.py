@@ -19,7 +19,7 @@ class Settings(LiveKitSettings, RedisSettings, S3Settings):
     livekit_public_url: str | None = Field(
         default=None,
         description="LiveKit server as browsers and apps reach it, when it differs from "
-        "LIVEKIT_URL.",
+        "LIVEKIT_URL; several nodes comma-separated, handed out in turn.",
     )
     database_url: str = Field(
         default=f"sqlite:///{STATE_DIR / 'data' / 'kaiwa.db'}",
@@ -102,8 +102,10 @@ class Settings(LiveKitSettings, RedisSettings, S3Settings):
     )
 
     @property
-    def client_livekit_url(self) -> str:
-        return self.livekit_public_url or self.livekit_url
+    def client_livekit_urls(self) -> list[str]:
+        """The LiveKit nodes callers are sent to (api/livekit_nodes.py)."""
+        urls = [u.strip() for u in (self.livekit_public_url or "").split(",") if u.strip()]
+        return urls or [self.livekit_url]
 
 
 @lru_cache

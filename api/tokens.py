@@ -155,7 +155,9 @@ def caller_grants(room: str) -> lkapi.VideoGrants:
     )
 
 
-def mint_caller_token(settings: Settings, request: TokenRequest) -> TokenResponse:
+def mint_caller_token(
+    settings: Settings, request: TokenRequest, url: str | None = None
+) -> TokenResponse:
     identity = request.identity or f"caller-{secrets.token_hex(6)}"
     refuse_reserved(identity)
     if request.scenario is not None and request.scenario not in scenarios.load(
@@ -185,7 +187,8 @@ def mint_caller_token(settings: Settings, request: TokenRequest) -> TokenRespons
         .to_jwt()
     )
     return TokenResponse(
-        url=settings.client_livekit_url,
+        # The node the caller connects to (api/livekit_nodes.py); any node serves any room.
+        url=url or settings.client_livekit_urls[0],
         token=token,
         room=room,
         identity=identity,

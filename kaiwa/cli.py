@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -36,7 +37,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     if not args.no_install:
         install("up")
-    cfg = local_config()
+    cfg = replace(local_config(), livekit_nodes=args.livekit_nodes)
     stack = Stack(cfg)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -66,7 +67,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"  Admin console:     {cfg.api_url}/admin.html\n"
             f"  API docs:          {cfg.api_url}/docs\n"
             f"  Health:            {cfg.api_url}/healthz\n"
-            f"  LiveKit:           {cfg.livekit_url}\n"
+            f"  LiveKit:           {', '.join(cfg.livekit_node_urls)}\n"
             f"  Phone (SIP):       sip:<number>@127.0.0.1:{cfg.ports.sip} (UDP/TCP); "
             "provision numbers with `kaiwa sip apply FILE` (docs/phone.md)\n"
             f"  Admin password:    in {cfg.state_dir / 'secrets.env'} (ADMIN_PASSWORD)\n"
@@ -338,6 +339,13 @@ def main(argv: list[str] | None = None) -> int:
 
     p_up = sub.add_parser("up", help="start the whole local stack and wait for Ctrl-C")
     p_up.add_argument("--no-install", action="store_true", help="skip the install checks")
+    p_up.add_argument(
+        "--livekit-nodes",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="LiveKit nodes sharing the stack's Redis, each with an agent worker",
+    )
     p_up.set_defaults(func=cmd_up)
 
     p_models = sub.add_parser("models", help="list, install or verify the offline models")

@@ -169,7 +169,7 @@ def test_pages_carry_a_strict_content_security_policy(
         for part in response.headers["content-security-policy"].split(";")
     )
     assert csp["script-src"] == "'self'" and csp["frame-ancestors"] == "'none'"
-    assert settings.client_livekit_url in csp["connect-src"]
+    assert settings.client_livekit_urls[0] in csp["connect-src"]
     assert "blob:" in csp["media-src"] and str(settings.s3_endpoint_url) in csp["media-src"]
     assert response.headers["x-content-type-options"] == "nosniff"
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from core import scenarios
 
-from ..deps import LiveKitDep, SettingsDep, TokenLimiterDep
+from ..deps import LiveKitDep, LiveNodesDep, SettingsDep, TokenLimiterDep
 from ..events import room_mode
 from ..ratelimit import enforce
 from ..tokens import (
@@ -44,6 +44,7 @@ async def create_token(
     response: Response,
     settings: SettingsDep,
     livekit: LiveKitDep,
+    nodes: LiveNodesDep,
     limiter: TokenLimiterDep,
 ) -> TokenResponse:
     await enforce(limiter, request, "token requests")
@@ -56,7 +57,7 @@ async def create_token(
     if body.room is not None and not rejoin:
         await _check_room_open(livekit, body.room)
     try:
-        minted = mint_caller_token(settings, body)
+        minted = mint_caller_token(settings, body, url=await nodes.pick())
     except (ReservedIdentityError, UnknownScenarioError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     response.headers["Cache-Control"] = "no-store"

@@ -24,6 +24,10 @@ class Ports:
     sip: int = 5060
     sip_health: int = 8083
     watchdog: int = 8084  # the watchdog's Prometheus metrics
+    # A second LiveKit node (`kaiwa up --livekit-nodes 2`): its own signalling and RTC ports.
+    livekit_2: int = 7890
+    livekit_2_rtc_tcp: int = 7891
+    livekit_2_rtc_udp: int = 7892
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -102,6 +106,8 @@ class StackConfig:
     )
     # More settings for the services, over the defaults (e.g. a bench's own limits).
     extra_env: dict[str, str] = field(default_factory=dict)
+    # LiveKit nodes sharing one Redis (1 or 2); each gets an agent worker of its own.
+    livekit_nodes: int = 1
 
     @property
     def api_url(self) -> str:
@@ -110,6 +116,12 @@ class StackConfig:
     @property
     def livekit_url(self) -> str:
         return f"ws://127.0.0.1:{self.ports.livekit}"
+
+    @property
+    def livekit_node_urls(self) -> list[str]:
+        """Every LiveKit node's URL, the first node's first."""
+        ports = [self.ports.livekit, self.ports.livekit_2][: self.livekit_nodes]
+        return [f"ws://127.0.0.1:{port}" for port in ports]
 
     @property
     def redis_url(self) -> str:
@@ -148,6 +160,8 @@ class StackConfig:
         return {
             "KAIWA_ENV": self.env_name,
             "LIVEKIT_URL": self.livekit_url,
+            # The API hands callers one of these, each time the next live one.
+            "LIVEKIT_PUBLIC_URL": ",".join(self.livekit_node_urls),
             "REDIS_URL": self.redis_url,
             "DATABASE_URL": self.effective_database_url,
             "S3_ENDPOINT_URL": self.s3_endpoint_url,

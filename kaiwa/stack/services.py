@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +59,19 @@ def http_ok(url: str, timeout_s: float = 1.0) -> bool:
         return bool(response.status == 200)
 
 
-def livekit_config(cfg: StackConfig) -> dict[str, Any]:
-    """The repo-root livekit.yaml with this stack's ports, keys, Redis and webhook URL."""
+def livekit_config(cfg: StackConfig, node: int = 1) -> dict[str, Any]:
+    """The repo-root livekit.yaml with this stack's ports (node `node`'s own), keys, Redis
+    and webhook URL. Nodes share everything but their ports; their ids are random per start,
+    so nothing is keyed on them."""
     base: dict[str, Any] = yaml.safe_load((REPO_ROOT / "livekit.yaml").read_text())
-    base["port"] = cfg.ports.livekit
-    base.setdefault("rtc", {}).update(
-        tcp_port=cfg.ports.livekit_rtc_tcp, udp_port=cfg.ports.livekit_rtc_udp
+    p = cfg.ports
+    port, tcp, udp = (
+        (p.livekit, p.livekit_rtc_tcp, p.livekit_rtc_udp)
+        if node == 1
+        else (p.livekit_2, p.livekit_2_rtc_tcp, p.livekit_2_rtc_udp)
     )
+    base["port"] = port
+    base.setdefault("rtc", {}).update(tcp_port=tcp, udp_port=udp)
     base["redis"] = {"address": f"127.0.0.1:{cfg.ports.redis}"}
     base["keys"] = {cfg.secrets.livekit_api_key: cfg.secrets.livekit_api_secret}
     base.setdefault("webhook", {}).update(
@@ -79,7 +86,7 @@ def ephemeral_config(state_dir: Path, **overrides: Any) -> StackConfig:
     """A throwaway stack (tests, benches): free ports, fresh secrets, its own state folder."""
     ports = Ports(
         **{
-            name: free_port(udp=name in ("livekit_rtc_udp", "sip"))
+            name: free_port(udp=name in ("livekit_rtc_udp", "livekit_2_rtc_udp", "sip"))
             for name in Ports.__dataclass_fields__
         }
     )
@@ -119,16 +126,18 @@ def redis_service(cfg: StackConfig) -> ManagedProcess:
     )
 
 
-def livekit_service(cfg: StackConfig) -> ManagedProcess:
-    config_path = cfg.state_dir / "livekit.effective.yaml"
+def livekit_service(cfg: StackConfig, node: int = 1) -> ManagedProcess:
+    name = "livekit" if node == 1 else f"livekit-{node}"
+    config_path = cfg.state_dir / f"{name}.effective.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.touch(mode=0o600)  # it holds the API secret
-    config_path.write_text(yaml.safe_dump(livekit_config(cfg)))
+    config_path.write_text(yaml.safe_dump(livekit_config(cfg, node)))
+    url = cfg.livekit_node_urls[node - 1].replace("ws://", "http://")
     return ManagedProcess(
-        name="livekit",
+        name=name,
         argv=[binary(LIVEKIT_BINARY), "--config", str(config_path)],
-        log_path=cfg.logs_dir / "livekit.log",
-        ready=lambda: http_ok(f"http://127.0.0.1:{cfg.ports.livekit}/"),
+        log_path=cfg.logs_dir / f"{name}.log",
+        ready=lambda: http_ok(f"{url}/"),
         # On SIGTERM the server waits for rooms to empty; the agents are gone by then.
         stop_timeout_s=3,
     )
@@ -283,10 +292,12 @@ def agent_service(cfg: StackConfig, number: int = 1) -> ManagedProcess:
     name = "agent" if number == 1 else f"agent-{number}"
     # The first worker's health endpoint has the stack's port; the others take any free one.
     port = {} if number == 1 else {"AGENT_HTTP_PORT": "0"}
+    # With several LiveKit nodes, worker n registers with node n (round the nodes).
+    node = {"LIVEKIT_URL": cfg.livekit_node_urls[(number - 1) % cfg.livekit_nodes]}
     process = ManagedProcess(
         name=name,
         argv=[sys.executable, "-m", "agents"],
-        env=cfg.service_env() | port,
+        env=cfg.service_env() | port | node,
         cwd=REPO_ROOT,
         log_path=cfg.logs_dir / f"{name}.log",
         ready=ready,
@@ -339,6 +350,10 @@ class Stack:
         check_port_free(p.livekit, "livekit")
         check_port_free(p.livekit_rtc_tcp, "livekit_rtc_tcp")
         check_port_free(p.livekit_rtc_udp, "livekit_rtc_udp", udp=True)
+        if self.cfg.livekit_nodes > 1:
+            check_port_free(p.livekit_2, "livekit_2")
+            check_port_free(p.livekit_2_rtc_tcp, "livekit_2_rtc_tcp")
+            check_port_free(p.livekit_2_rtc_udp, "livekit_2_rtc_udp", udp=True)
         check_port_free(p.sip, "sip")
         check_port_free(p.sip, "sip", udp=True)
         check_port_free(p.sip_health, "sip_health")
@@ -352,9 +367,11 @@ class Stack:
 
     def start(self, on_ready: Callable[[ManagedProcess], None] | None = None) -> None:
         self.check_ports()
-        builders = [
+        nodes = [partial(livekit_service, node=n) for n in range(2, self.cfg.livekit_nodes + 1)]
+        builders: list[Callable[[StackConfig], ManagedProcess]] = [
             redis_service,
             livekit_service,
+            *nodes,
             sip_service,
             s3_service,
             llm_service,
@@ -363,7 +380,10 @@ class Stack:
             watchdog_service,
         ]
         if self.with_agent:
-            builders.append(agent_service)
+            # One worker per node, each connected to its own node.
+            builders += [
+                partial(agent_service, number=n) for n in range(1, self.cfg.livekit_nodes + 1)
+            ]
         for build in builders:
             service = build(self.cfg)
             self.services[service.name] = service
@@ -389,8 +409,27 @@ class Stack:
                 )
             service.restarts.append(now)
             on_restart(service, service.proc.returncode)
+            self._point_at_a_live_node(service)
             service.start()
             service.wait_ready()
+
+    def _point_at_a_live_node(self, service: ManagedProcess) -> None:
+        """A worker reconnects only to its own LiveKit URL (16 tries, then it exits): one whose
+        node is gone starts again on a node that answers."""
+        url = service.env.get("LIVEKIT_URL")
+        if not service.name.startswith("agent") or url is None or self._answers(url):
+            return
+        for other in self.cfg.livekit_node_urls:
+            if self._answers(other):
+                service.env["LIVEKIT_URL"] = other
+                return
+
+    @staticmethod
+    def _answers(url: str) -> bool:
+        try:
+            return http_ok(url.replace("ws://", "http://") + "/")
+        except OSError:
+            return False
 
     def stop(self, on_stop: Callable[[ManagedProcess], None] | None = None) -> None:
         for service in reversed(list(self.services.values())):

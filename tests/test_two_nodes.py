@@ -1,0 +1,148 @@
+"""Two LiveKit nodes on one Redis, a worker on each: rooms spread over both, every room gets
+one agent whichever node its worker is on, and a dead node is no longer handed out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+from livekit import rtc
+
+from kaiwa.caller import SyntheticCaller
+from kaiwa.stack.services import Stack
+from kaiwa.stack.workers import serving_worker
+
+from .support.calls import wait_for
+from .support.servers import SMALL_LLM, make_stack_config, running_stack
+
+pytestmark = pytest.mark.e2e
+
+ROOMS = 6
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Two LiveKit nodes, one worker registered with each. No test here checks what a model
+    says: the small LLM."""
+    cfg = make_stack_config(tmp_path_factory.mktemp("nodes"), llm_model=SMALL_LLM)
+    # Tokens are asked for quickly here, all from one address.
+    cfg = replace(cfg, livekit_nodes=2, extra_env={"TOKEN_RATE_LIMIT": "1000"})
+    with running_stack(cfg) as running:
+        yield running
+
+
+def room_nodes(stack: Stack) -> dict[str, int]:
+    """Each room's node (1 or 2), from the servers' own logs: no API names a room's node.
+    Node ids are random per start, so each node's id is read from its start-up line."""
+    ids: dict[str, int] = {}
+    placed: dict[str, str] = {}
+    for node, name in ((1, "livekit"), (2, "livekit-2")):
+        for line in Path(stack.services[name].log_path).read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if entry.get("msg") == "starting LiveKit server":
+                ids[entry["nodeID"]] = node
+            elif entry.get("msg") == "selected node for room":
+                placed[entry["room"]] = entry["selectedNodeID"]
+    return {room: ids[node_id] for room, node_id in placed.items() if node_id in ids}
+
+
+def worker_node(service_name: str) -> int:
+    return 1 if service_name == "agent" else 2
+
+
+@pytest.fixture
+async def callers(stack: Stack) -> AsyncIterator[list[SyntheticCaller]]:
+    people = [
+        SyntheticCaller(stack.cfg.api_url, name=f"Caller {i}", mode="interpret", language="en")
+        for i in range(ROOMS)
+    ]
+    try:
+        yield people
+    finally:
+        await asyncio.gather(*(p.leave() for p in people), return_exceptions=True)
+
+
+async def test_rooms_spread_over_both_nodes_each_with_one_agent(
+    stack: Stack, callers: list[SyntheticCaller]
+) -> None:
+    for caller in callers:
+        await caller.join()
+        await caller.wait_for_agent(timeout_s=30)
+    # The API handed out both nodes, in turn.
+    assert {c.grant["url"] for c in callers} == set(stack.cfg.livekit_node_urls)
+    nodes = room_nodes(stack)
+    hosted = [nodes[c.grant["room"]] for c in callers]
+    assert sorted(set(hosted)) == [1, 2], hosted  # fewest rooms first: both fill
+    await asyncio.sleep(5)  # past the watchdog's first look: no second agent arrives
+    for caller in callers:
+        agents = caller.remote(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
+        assert len(agents) == 1, (caller.grant["room"], [a.identity for a in agents])
+
+    served = {
+        c.grant["room"]: worker_node((await serving_worker(stack, c.grant["room"])).name)
+        for c in callers
+    }
+    if all(served[room] == nodes[room] for room in served):
+        # Every job happened to go to its room's own node: make one cross. With node 1's
+        # worker stopped, a room placed on node 1 is served from node 2.
+        stack.services["agent"].stop()
+        for attempt in range(2):  # the next room goes to the node with fewer rooms
+            extra = SyntheticCaller(stack.cfg.api_url, name=f"Extra {attempt}", mode="interpret")
+            callers.append(extra)
+            await extra.join()
+            await extra.wait_for_agent(timeout_s=30)
+            room = extra.grant["room"]
+            served[room] = worker_node((await serving_worker(stack, room)).name)
+            nodes = room_nodes(stack)
+            if nodes[room] == 1:
+                break
+        await asyncio.to_thread(stack.services["agent"].start)
+        await asyncio.to_thread(stack.services["agent"].wait_ready)
+    assert any(served[room] != nodes[room] for room in served), (served, nodes)
+
+
+async def test_a_dead_node_is_no_longer_handed_out(stack: Stack) -> None:
+    second = stack.services["livekit-2"]
+    assert second.proc is not None
+    os.kill(second.proc.pid, signal.SIGKILL)
+    urls: list[str] = []
+
+    async def token_url() -> str:
+        async with httpx.AsyncClient(base_url=stack.cfg.api_url) as client:
+            answer = await client.post("/api/token", json={"name": "Late", "mode": "interpret"})
+            answer.raise_for_status()
+            url: str = answer.json()["url"]
+            return url
+
+    node_1 = stack.cfg.livekit_node_urls[0]
+
+    async def only_node_1() -> bool:
+        urls[:] = [await token_url() for _ in range(4)]
+        return set(urls) == {node_1}
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await only_node_1():
+        assert asyncio.get_running_loop().time() < deadline, urls
+        await asyncio.sleep(0.5)
+    # And a caller sent there gets a room and an agent.
+    caller = SyntheticCaller(stack.cfg.api_url, name="After", mode="interpret")
+    try:
+        await caller.join()
+        await wait_for(
+            lambda: caller.remote(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT),
+            30,
+            "an agent",
+            caller,
+        )
+    finally:
+        await caller.leave()
