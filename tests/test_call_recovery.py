@@ -151,8 +151,12 @@ async def test_an_interpreted_call_survives_its_worker_killed(stack: Stack) -> N
         await alice.open_microphone(engines.voice("en").sample_rate)
         await wait_interpreted(kenji, alice)
         first = set(agents_in(kenji))
+        history = History(stack, alice.grant["room"])
         await alice.say(*await asyncio.to_thread(speech, "en", COFFEE))
         await wait_for(lambda: translations_from(kenji, first), 40, "a translation", kenji)
+        # The whole first sentence stored before the crash ("Good morning." alone is
+        # translated sooner than the rest is heard).
+        await wait_for_stored(history, "coffee")
         worker = await serving_worker(stack, alice.grant["room"])
         assert worker.proc is not None
         os.kill(worker.proc.pid, signal.SIGKILL)
@@ -166,7 +170,6 @@ async def test_an_interpreted_call_survives_its_worker_killed(stack: Stack) -> N
         await wait_for(
             lambda: translations_from(kenji, new_interpreter()), 40, "the new translation", kenji
         )
-        history = History(stack, alice.grant["room"])
         segments = await history.segments()
         said = [s["text"].lower() for s in segments if s["participant_identity"] == alice.identity]
         # Each sentence stored once, the one before the crash and the one after it.

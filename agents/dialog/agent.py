@@ -145,7 +145,8 @@ class ScenarioAgent(Agent):
         if isinstance(self.session.llm, llm.RealtimeModel):
             self.session.generate_reply(instructions=f"Say exactly: {text}")
             return
-        self.read_ahead(text, role="assistant")
+        # No read-ahead: after the restored turns this would be a second assistant message
+        # in a row, which the local server's chat template refuses.
         self.session.say(text)
 
     def _on_transcribed(self, event: UserInputTranscribedEvent) -> None:
