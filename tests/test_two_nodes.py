@@ -25,6 +25,7 @@ from .support.servers import SMALL_LLM, make_stack_config, running_stack
 pytestmark = pytest.mark.e2e
 
 ROOMS = 6
+NODE_STATS_S = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,9 @@ async def test_rooms_spread_over_both_nodes_each_with_one_agent(
     for caller in callers:
         await caller.join()
         await caller.wait_for_agent(timeout_s=30)
+        # Placement reads each node's room count from the stats it writes every 2 s: a room
+        # made sooner would see the counts before the last one.
+        await asyncio.sleep(NODE_STATS_S)
     # The API handed out both nodes, in turn.
     assert {c.grant["url"] for c in callers} == set(stack.cfg.livekit_node_urls)
     nodes = room_nodes(stack)
