@@ -13,6 +13,7 @@ from livekit import api as lkapi
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.livekit_nodes import LiveNodes, NodeAPIs
 from core.service_auth import (
     LEEWAY_S,
     ServiceTokenForbidden,
@@ -23,7 +24,6 @@ from core.storage import s3_client
 
 from .admin_auth import COOKIE_NAME, AdminTokenInvalid, verify_admin_token
 from .db import make_engine, make_sessionmaker, migrate
-from .livekit_nodes import LiveNodes
 from .ratelimit import RateLimiter
 from .settings import Settings
 from .sip_health import OpenRuleWatch
@@ -36,7 +36,8 @@ class Resources:
     engine: Engine
     sessions: sessionmaker[Session]
     redis: aioredis.Redis
-    livekit: lkapi.LiveKitAPI
+    # LiveKit's server API, on the first node that answers.
+    livekit: NodeAPIs
     s3: Any
     # Signs the recording URLs browsers fetch, with the S3 address browsers use.
     s3_presign: Any
@@ -57,9 +58,7 @@ class Resources:
             engine=engine,
             sessions=make_sessionmaker(engine),
             redis=client,
-            livekit=lkapi.LiveKitAPI(
-                settings.livekit_http_url, settings.livekit_api_key, settings.livekit_api_secret
-            ),
+            livekit=settings.livekit_apis(),
             s3=make_s3_client(settings),
             s3_presign=make_s3_client(settings, public=True),
             nodes=LiveNodes(settings.client_livekit_urls),
@@ -107,8 +106,8 @@ def _sessions(request: Request) -> sessionmaker[Session]:
     return get_resources(request).sessions
 
 
-def _livekit(request: Request) -> lkapi.LiveKitAPI:
-    return get_resources(request).livekit
+async def _livekit(request: Request) -> lkapi.LiveKitAPI:
+    return await get_resources(request).livekit.api()
 
 
 def _s3(request: Request) -> Any:

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from core.livekit_nodes import split_urls
 from core.paths import REPO_ROOT, STATE_DIR
 from core.scenarios import DEFAULT_FILE as SCENARIOS_FILE
 from core.settings import LiveKitSettings, RedisSettings, S3Settings
@@ -103,9 +104,8 @@ class Settings(LiveKitSettings, RedisSettings, S3Settings):
 
     @property
     def client_livekit_urls(self) -> list[str]:
-        """The LiveKit nodes callers are sent to (api/livekit_nodes.py)."""
-        urls = [u.strip() for u in (self.livekit_public_url or "").split(",") if u.strip()]
-        return urls or [self.livekit_url]
+        """The LiveKit nodes callers are sent to (core/livekit_nodes.py)."""
+        return split_urls(self.livekit_public_url or "") or self.livekit_urls
 
 
 @lru_cache

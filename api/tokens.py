@@ -187,7 +187,7 @@ def mint_caller_token(
         .to_jwt()
     )
     return TokenResponse(
-        # The node the caller connects to (api/livekit_nodes.py); any node serves any room.
+        # The node the caller connects to (core/livekit_nodes.py); any node serves any room.
         url=url or settings.client_livekit_urls[0],
         token=token,
         room=room,

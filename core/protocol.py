@@ -76,5 +76,9 @@ def call_lease_key(room_sid: str) -> str:
     return f"{CALL_LEASE_PREFIX}{room_sid}"
 
 
+# A room's generation counter outlives the room by this much (a room's sid is not reused).
+CALL_GENERATION_TTL_S = 24 * 3600
+
+
 def call_generation_key(room_sid: str) -> str:
     return f"{CALL_LEASE_PREFIX}{room_sid}:gen"

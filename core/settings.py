@@ -15,6 +15,8 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .livekit_nodes import NodeAPIs, http_url, split_urls
+
 # Values that ship in docs and examples (LiveKit's --dev keys among them): fine on a laptop,
 # never in a deployment.
 KNOWN_DEFAULT_SECRETS = {"secret", "devkey", "changeme", "change-me", "password", "admin"}
@@ -63,7 +65,10 @@ class LiveKitSettings(KaiwaSettings):
     SECRET_MINIMUMS: ClassVar[dict[str, int]] = {"livekit_api_secret": 32}
 
     livekit_url: str = Field(
-        default="ws://127.0.0.1:7880", description="LiveKit server, as this process reaches it."
+        default="ws://127.0.0.1:7880",
+        description="LiveKit server, as this process reaches it. Several nodes: their URLs, "
+        "comma-separated; the API, the watchdog and the recorder use the first that answers. "
+        "An agent worker registers with one node: give it one URL.",
     )
     livekit_api_key: str = Field(
         default="devkey", description="LiveKit API key (also the issuer of service tokens)."
@@ -75,8 +80,17 @@ class LiveKitSettings(KaiwaSettings):
     )
 
     @property
+    def livekit_urls(self) -> list[str]:
+        return split_urls(self.livekit_url)
+
+    @property
     def livekit_http_url(self) -> str:
-        return self.livekit_url.replace("ws://", "http://").replace("wss://", "https://")
+        """The first node's HTTP URL: for a tool's one-off calls."""
+        return http_url(self.livekit_urls[0])
+
+    def livekit_apis(self) -> NodeAPIs:
+        """LiveKit's server API on whichever listed node answers."""
+        return NodeAPIs(self.livekit_urls, self.livekit_api_key, self.livekit_api_secret)
 
 
 class RedisSettings(BaseSettings):

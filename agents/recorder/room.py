@@ -70,6 +70,7 @@ class RoomRecorder:
         self,
         settings: RecorderSettings,
         *,
+        livekit_url: str,
         room_name: str,
         room_sid: str,
         uploader: Uploader,
@@ -77,6 +78,7 @@ class RoomRecorder:
         on_event: Callable[[], None],
     ) -> None:
         self.settings = settings
+        self.livekit_url = livekit_url
         self.room_name = room_name
         self.room_sid = room_sid
         self.pool = pool
@@ -114,7 +116,7 @@ class RoomRecorder:
     async def run(self) -> None:
         identity = f"recorder-{new_id('')}"
         await self.subscriber.connect(
-            self.settings.livekit_url, recorder_token(self.settings, self.room_name, identity)
+            self.livekit_url, recorder_token(self.settings, self.room_name, identity)
         )
         self._tasks.spawn(self._watch_connection(), f"recorder-connection-{self.room_sid}")
         try:

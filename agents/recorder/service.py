@@ -25,10 +25,10 @@ import aiohttp
 import av
 import redis.asyncio as aioredis
 from aiohttp import web
-from livekit import api as lkapi
 from livekit.protocol import egress as lkegress
 from livekit.protocol import room as lkroom
 
+from core.livekit_nodes import NodeAPIs
 from core.retry import RetryPolicy
 from core.storage import s3_client
 from core.tasks import TaskOwner
@@ -102,7 +102,8 @@ class RecorderService:
         self.finished: set[str] = set()
         self._outbox_wakeup = asyncio.Event()
         self._tasks = TaskOwner(logger)
-        self._livekit: lkapi.LiveKitAPI | None = None
+        # LiveKit's server API and the room joins, on the first node that answers.
+        self._livekit: NodeAPIs | None = None
         self._http: aiohttp.ClientSession | None = None
 
     # --- rooms -----------------------------------------------------------------------------
@@ -120,8 +121,10 @@ class RecorderService:
             if owner != me:
                 return  # another recorder has it
             await self.redis.expire(key, ttl)  # ours, from before a restart
+        assert self._livekit is not None
         recorder = RoomRecorder(
             self.settings,
+            livekit_url=await self._livekit.nodes.first(),
             room_name=room_name,
             room_sid=room_sid,
             uploader=self.uploader,
@@ -157,7 +160,8 @@ class RecorderService:
         assert self._livekit is not None
         while True:
             try:
-                listed = await self._livekit.room.list_rooms(lkroom.ListRoomsRequest())
+                livekit = await self._livekit.api()
+                listed = await livekit.room.list_rooms(lkroom.ListRoomsRequest())
                 for room in listed.rooms:
                     if room.num_participants > 0 and room.sid not in self.finished:
                         await self.ensure_recording(room.sid, room.name, room.metadata)
@@ -328,11 +332,7 @@ class RecorderService:
     async def run(self, stop: asyncio.Event) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        self._livekit = lkapi.LiveKitAPI(
-            self.settings.livekit_url.replace("ws", "http", 1),
-            self.settings.livekit_api_key,
-            self.settings.livekit_api_secret,
-        )
+        self._livekit = self.settings.livekit_apis()
         app = web.Application(client_max_size=MAX_WEBHOOK_BYTES)
         app.router.add_post("/livekit/webhook", self._on_webhook)
         app.router.add_get("/healthz", self._on_health)

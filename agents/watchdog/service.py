@@ -28,6 +28,7 @@ from core.presence import registered_workers_async
 from core.protocol import (
     AGENT_NAME,
     APOLOGY_KEY,
+    CALL_GENERATION_TTL_S,
     GENERATION_KEY,
     RESUME_KEY,
     call_generation_key,
@@ -48,8 +49,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return false
 """
-# A generation counter outlives its room by this much (a room's sid is never reused).
-GENERATION_TTL_S = 24 * 3600
 
 REDISPATCHES = Counter(
     "kaiwa_agent_redispatch",
@@ -91,16 +90,15 @@ class Watchdog:
         self._dispatches: dict[str, dict[str, Any] | None] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with lkapi.LiveKitAPI(
-            self.settings.livekit_http_url,
-            self.settings.livekit_api_key,
-            self.settings.livekit_api_secret,
-        ) as livekit:
+        # Any node lists every room (through Redis): the first that answers is asked, so a
+        # dead node does not blind the watchdog.
+        livekit = self.settings.livekit_apis()
+        try:
             while not stop.is_set():
                 started = time.monotonic()
                 try:
                     if await self._hold_lock():
-                        await self.check(livekit)
+                        await self.check(await livekit.api())
                 except aioredis.RedisError as exc:
                     self.watch.redis_failed()
                     logger.warning("watchdog cannot reach Redis", extra={"error": str(exc)})
@@ -113,6 +111,8 @@ class Watchdog:
                         await asyncio.wait_for(stop.wait(), wait)
                     except TimeoutError:
                         pass
+        finally:
+            await livekit.aclose()
         if self.active:
             await self.redis.eval(_RELEASE_LOCK, 1, LOCK_KEY, self.instance)
         await self.redis.aclose()
@@ -209,7 +209,7 @@ class Watchdog:
             )
             return
         generation = int(await self.redis.incr(call_generation_key(room.sid)))
-        await self.redis.expire(call_generation_key(room.sid), GENERATION_TTL_S)
+        await self.redis.expire(call_generation_key(room.sid), CALL_GENERATION_TTL_S)
         for agent in room.agents:
             try:
                 await livekit.room.remove_participant(

@@ -41,7 +41,7 @@ class Health(BaseModel):
 
 
 async def _livekit(r: Resources) -> str:
-    rooms = await r.livekit.room.list_rooms(lkapi.ListRoomsRequest())
+    rooms = await (await r.livekit.api()).room.list_rooms(lkapi.ListRoomsRequest())
     return f"{len(rooms.rooms)} rooms"
 
 
@@ -122,7 +122,7 @@ async def _sip(r: Resources) -> ComponentHealth | None:
     url = r.settings.sip_health_url
     bridge = await bridge_health(url, CHECK_TIMEOUT_S) if url else None
     try:
-        open_rules = await r.sip_rules.labels(r.livekit, CHECK_TIMEOUT_S)
+        open_rules = await r.sip_rules.labels(await r.livekit.api(), CHECK_TIMEOUT_S)
         rules_detail = ""
     except Exception as exc:
         # LiveKit away is the livekit component's failure; with no SIP store (no Redis)

@@ -99,7 +99,11 @@ def start_reference_worker(stack: Stack) -> None:
         name=REFERENCE.service,
         argv=[sys.executable, "-m", "kaiwa.bench.reference", "--ready-file", str(ready_file)],
         # The product worker holds the stack's agent port.
-        env={**cfg.service_env(), "AGENT_HTTP_PORT": str(free_port())},
+        env={
+            **cfg.service_env(),
+            "AGENT_HTTP_PORT": str(free_port()),
+            "LIVEKIT_URL": cfg.livekit_url,
+        },
         cwd=REPO_ROOT,
         log_path=cfg.logs_dir / "reference.log",
         ready=ready_file.exists,

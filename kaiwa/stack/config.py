@@ -159,7 +159,9 @@ class StackConfig:
         """The settings the API and the agent worker read (see api/settings.py)."""
         return {
             "KAIWA_ENV": self.env_name,
-            "LIVEKIT_URL": self.livekit_url,
+            # Every node: the API, the watchdog and the recorder use the first that answers.
+            # An agent worker is given its own one (agent_service).
+            "LIVEKIT_URL": ",".join(self.livekit_node_urls),
             # The API hands callers one of these, each time the next live one.
             "LIVEKIT_PUBLIC_URL": ",".join(self.livekit_node_urls),
             "REDIS_URL": self.redis_url,

@@ -10,6 +10,7 @@ from dataclasses import replace
 import redis.asyncio as aioredis
 from livekit import api as lkapi
 
+from core.livekit_nodes import NodeAPIs
 from core.presence import registered_workers_async
 from core.protocol import call_lease_key
 
@@ -40,11 +41,17 @@ async def ensure_workers(stack: Stack, count: int = WORKERS) -> None:
 
 async def room_sid(stack: Stack, room_name: str) -> str:
     cfg = stack.cfg
-    async with lkapi.LiveKitAPI(
-        cfg.livekit_url, cfg.secrets.livekit_api_key, cfg.secrets.livekit_api_secret
-    ) as livekit:
-        (room,) = (await livekit.room.list_rooms(lkapi.ListRoomsRequest(names=[room_name]))).rooms
+    livekit = NodeAPIs(
+        cfg.livekit_node_urls, cfg.secrets.livekit_api_key, cfg.secrets.livekit_api_secret
+    )
+    try:
+        listed = await (await livekit.api()).room.list_rooms(
+            lkapi.ListRoomsRequest(names=[room_name])
+        )
+        (room,) = listed.rooms
         return str(room.sid)
+    finally:
+        await livekit.aclose()
 
 
 async def serving_worker(stack: Stack, room_name: str, timeout_s: float = 15) -> ManagedProcess:
