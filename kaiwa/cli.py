@@ -76,7 +76,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             flush=True,
         )
         while True:
-            stack.supervise(on_restart=_report_restart)
+            stack.supervise(on_restart=_report_restart, on_move=_report_move)
             time.sleep(1)
     except KeyboardInterrupt:
         print("\n==> stopping", flush=True)
@@ -91,6 +91,13 @@ def _report_restart(service: ManagedProcess, code: int) -> None:
     print(
         f"==> {service.name} exited with code {code}; restarting it. Last lines of "
         f"{service.log_path}:\n{service.log_tail(5)}",
+        flush=True,
+    )
+
+
+def _report_move(service: ManagedProcess, url: str) -> None:
+    print(
+        f"==> {service.name}: its LiveKit node stopped answering; restarting it on {url}",
         flush=True,
     )
 

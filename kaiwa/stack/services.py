@@ -143,13 +143,14 @@ def livekit_service(cfg: StackConfig, node: int = 1) -> ManagedProcess:
     )
 
 
-def sip_config(cfg: StackConfig) -> dict[str, Any]:
-    """infra/livekit-sip.yaml with this stack's keys, LiveKit and Redis, ports and RTP range."""
+def sip_config(cfg: StackConfig, ws_url: str) -> dict[str, Any]:
+    """infra/livekit-sip.yaml with this stack's keys, LiveKit node and Redis, ports and RTP
+    range."""
     base: dict[str, Any] = yaml.safe_load((REPO_ROOT / "infra" / "livekit-sip.yaml").read_text())
     base.update(
         api_key=cfg.secrets.livekit_api_key,
         api_secret=cfg.secrets.livekit_api_secret,
-        ws_url=cfg.livekit_url,
+        ws_url=ws_url,
         # The same Redis as livekit-server: the two talk through it (psrpc).
         redis={"address": f"127.0.0.1:{cfg.ports.redis}"},
         sip_port=cfg.ports.sip,
@@ -159,15 +160,19 @@ def sip_config(cfg: StackConfig) -> dict[str, Any]:
     return base
 
 
-def sip_service(cfg: StackConfig) -> ManagedProcess:
+def sip_service(cfg: StackConfig, ws_url: str | None = None) -> ManagedProcess:
+    """The SIP bridge, joining rooms through `ws_url` (the first node unless given)."""
+    ws_url = ws_url or cfg.livekit_url
     config_path = cfg.state_dir / "livekit-sip.effective.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.touch(mode=0o600)  # it holds the API secret
     config_path.chmod(0o600)
-    config_path.write_text(yaml.safe_dump(sip_config(cfg)))
+    config_path.write_text(yaml.safe_dump(sip_config(cfg, ws_url)))
     return ManagedProcess(
         name="sip",
         argv=[binary(SIP_BINARY), "--config", str(config_path)],
+        # The node its config names, for supervision to move it off a dead one.
+        env={"LIVEKIT_URL": ws_url},
         log_path=cfg.logs_dir / "sip.log",
         # 200 once it serves calls; 429 means busy, which is up.
         ready=lambda: sip_health(cfg) in (200, 429),
@@ -392,10 +397,19 @@ class Stack:
             if on_ready is not None:
                 on_ready(service)
 
-    def supervise(self, on_restart: Callable[[ManagedProcess, int], None]) -> None:
+    def supervise(
+        self,
+        on_restart: Callable[[ManagedProcess, int], None],
+        on_move: Callable[[ManagedProcess, str], None] = lambda _service, _url: None,
+    ) -> None:
         """One round of supervision: a service that exited on its own, whatever its exit code,
         is started again, so one crashed process (the LLM server, say) does not take every
-        call down. One that keeps crashing is a StackError."""
+        call down. One that keeps crashing is a StackError. Then the SIP bridge is moved off
+        a LiveKit node that is gone."""
+        self._restart_crashed(on_restart)
+        self._move_the_bridge_off_a_dead_node(on_move)
+
+    def _restart_crashed(self, on_restart: Callable[[ManagedProcess, int], None]) -> None:
         for service in self.services.values():
             if not service.crashed():
                 continue
@@ -419,10 +433,32 @@ class Stack:
         url = service.env.get("LIVEKIT_URL")
         if not service.name.startswith("agent") or url is None or self._answers(url):
             return
-        for other in self.cfg.livekit_node_urls:
-            if self._answers(other):
-                service.env["LIVEKIT_URL"] = other
-                return
+        live = self._live_node()
+        if live is not None:
+            service.env["LIVEKIT_URL"] = live
+
+    def _move_the_bridge_off_a_dead_node(
+        self, on_move: Callable[[ManagedProcess, str], None]
+    ) -> None:
+        """The SIP bridge joins every call's room through the one node its `ws_url` names,
+        and does not exit when that node dies: while it does not answer, new phone calls
+        fail. So it is started again on a node that answers. (Its calls in progress were
+        signalled through the dead node: they are lost either way.)"""
+        bridge = self.services.get("sip")
+        if bridge is None or not bridge.running() or self._answers(bridge.env["LIVEKIT_URL"]):
+            return
+        live = self._live_node()
+        if live is None:
+            return
+        on_move(bridge, live)
+        bridge.stop()
+        moved = sip_service(self.cfg, ws_url=live)
+        self.services["sip"] = moved
+        moved.start()
+        moved.wait_ready()
+
+    def _live_node(self) -> str | None:
+        return next((url for url in self.cfg.livekit_node_urls if self._answers(url)), None)
 
     @staticmethod
     def _answers(url: str) -> bool:
