@@ -34,9 +34,9 @@ MAX_BUFFERED = 5000
 SEGMENT_POSTS = RetryPolicy(initial_s=0.5, max_s=10.0)
 # A report replaces the stored totals and is sent again later in the call: a few tries do.
 REPORT_POSTS = RetryPolicy(initial_s=0.5, attempts=3)
-# A re-dispatched agent restores the call before it speaks: a few quick tries, then it goes
+# An agent claims the call before it speaks: a few quick tries, then it goes
 # on without the context rather than keep the caller in silence.
-RESUME_GETS = RetryPolicy(initial_s=0.2, max_s=1.0, attempts=4)
+CLAIM_POSTS = RetryPolicy(initial_s=0.2, max_s=1.0, attempts=4)
 # Answers after which the same segments are posted again: the API is busy, or did not accept
 # this worker's service token (yet).
 RETRIED_STATUSES = frozenset({401, 403, 408, 429})
@@ -64,6 +64,8 @@ class SegmentStore:
         self.generation = generation
         self._on_stale = on_stale
         self.stale = False
+        # What the history held of the call when this agent claimed it (`claim`).
+        self.claimed: CallState | None = None
         self._buffer: deque[SegmentIn] = deque()
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
@@ -225,36 +227,43 @@ class SegmentStore:
             )
             self._on_stale()
 
-    async def call_state(self) -> CallState | None:
-        """What the history holds of this call so far, for an agent that takes it over; None
-        when the API has nothing (yet) or cannot be reached in a few tries."""
+    async def claim(self) -> CallState | None:
+        """Join the call as this agent's generation: the API refuses every older agent's
+        writes from now on. Answers what the history holds of the call so far; None when
+        it has nothing (a new call) or cannot be reached in a few tries. A newer agent's
+        claim makes this store stale, as a refused write does."""
 
-        async def get() -> CallState | None:
+        async def post() -> CallState | None:
             token = mint_service_token(self._key, self._secret, ttl_s=60)
             try:
-                response = await self._client.get(
-                    f"/api/internal/conversations/{self.room_sid}/resume",
+                response = await self._client.post(
+                    f"/api/internal/conversations/{self.room_sid}/claim",
+                    json={"generation": self.generation},
                     headers={"Authorization": f"Bearer {token}"},
                 )
             except httpx.HTTPError as exc:
                 raise TransientError(f"history API unreachable: {exc}") from exc
             if response.status_code in RETRIED_STATUSES or response.status_code >= 500:
                 raise TransientError(f"history API answered {response.status_code}")
+            if response.status_code == 409:
+                self._replaced(dropped=0)
+                return None
             if not response.is_success:
                 return None
             return CallState.model_validate(response.json())
 
         try:
-            return await retry(
-                get,
-                RESUME_GETS,
-                name="get-call-state",
+            self.claimed = await retry(
+                post,
+                CLAIM_POSTS,
+                name="claim-call",
                 logger=logger,
                 retry_on=(TransientError,),
-                message="history API did not give the call's state; retried",
+                message="history API did not take the agent's claim; retried",
             )
         except RetriesExhausted:
-            return None
+            self.claimed = None
+        return self.claimed
 
     async def flush(self, timeout_s: float) -> None:
         """Wait (within the timeout) until everything buffered is delivered."""

@@ -5,10 +5,11 @@ dropped), and a SIGKILLed agent stays in the room ~15 s before LiveKit notices. 
 holds `kaiwa:call:<room sid>` with a short expiry and refreshes it every second; the watchdog
 (agents/watchdog) dispatches a new agent to a room whose caller has no live lease.
 
-Every agent of a room has a generation: 0 for the first, then one more per re-dispatch (the
-watchdog counts them in `kaiwa:call:<room sid>:gen` before dispatching). A job whose
-generation is behind the room's has been replaced (it was paused, not dead) and leaves at
-once; the history API fences its writes the same way (409).
+Every agent of a room has a generation, counted in `kaiwa:call:<room sid>:gen`: each job
+takes the next one when it starts, and the watchdog counts one more before it dispatches (so
+the agent it replaces is fenced out at once). A job whose generation is behind the room's
+has been replaced (it was paused, not dead, or its node died and the room was re-created on
+another) and leaves at once; the history API fences its writes the same way (409).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis.asyncio as aioredis
 
 from core.protocol import (
+    CALL_GENERATION_TTL_S,
     CALL_LEASE_REFRESH_S,
     CALL_LEASE_TTL_S,
     call_generation_key,
@@ -45,6 +47,18 @@ if current then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
 return 1
+"""
+# The room's next generation, and never one below the dispatch's (a counter lost with Redis's
+# data must not put a new agent behind the one it replaces).
+# KEYS: counter. ARGV: our generation, the counter's expiry in seconds.
+_NEXT_GENERATION = """
+local generation = redis.call('INCR', KEYS[1])
+if generation < tonumber(ARGV[1]) then
+  generation = tonumber(ARGV[1])
+  redis.call('SET', KEYS[1], generation)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return generation
 """
 # Deletes the lease only while it is ours: a successor's must stay.
 _RELEASE = """
@@ -95,6 +109,20 @@ class CallLease:
         self._ttl_ms = int(ttl_s * 1000)
         self._refresh_s = refresh_s
         self.lost = False
+
+    async def take_next_generation(self) -> int:
+        """Become the room's newest agent: the next generation from its counter. Any agent
+        before this one is then behind and leaves at its next refresh. A Redis error
+        propagates, and the job keeps the generation it was dispatched with."""
+        generation = await self._redis.eval(
+            _NEXT_GENERATION,
+            1,
+            self._keys[1],
+            str(self.holder.generation),
+            str(CALL_GENERATION_TTL_S),
+        )
+        self.holder = replace(self.holder, generation=int(generation))
+        return self.holder.generation
 
     async def hold_once(self) -> bool:
         """Take or refresh the lease. False once a newer agent has the room. A Redis error

@@ -39,7 +39,6 @@ from core.protocol import (
     APOLOGY_KEY,
     GENERATION_KEY,
     MODE_ATTRIBUTE,
-    RESUME_KEY,
     WORKER_KEY_REFRESH_S,
     WORKER_KEY_TTL_S,
     worker_key,
@@ -160,12 +159,18 @@ async def serve_call(ctx: JobContext, run: RunCall) -> None:
         on_lost=done.set,
     )
     try:
-        if not await lease.hold_once():  # a duplicate dispatch, or one the room moved past
+        # Every agent of a room comes after the ones before it, however it was dispatched:
+        # by the watchdog, or by LiveKit again for a room re-created on another node after
+        # its node died (with the first dispatch's metadata).
+        await lease.take_next_generation()
+        if not await lease.hold_once():  # a newer agent is already here
             await lease.aclose()
             ctx.shutdown(reason="replaced by a newer agent")
             return
     except aioredis.RedisError as exc:  # the call is served; the watchdog waits for Redis
         logger.warning("call lease not taken", extra={"error": str(exc)})
+    # What this job writes to the history carries its generation (history_store).
+    metadata[GENERATION_KEY] = lease.holder.generation
     holding = tasks.spawn(lease.hold(), "call-lease")
     # Not awaited: a round trip to the server the caller's greeting need not wait for.
     tasks.spawn(
@@ -249,9 +254,10 @@ async def run_call(
 async def history_store(
     ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any]
 ) -> SegmentStore:
-    """Where this call's transcript and report go: the API, as this worker's service. Should
-    the API answer that a newer agent has the call, this one leaves."""
-    return SegmentStore(
+    """Where this call's transcript and report go: the API, as this worker's service. The
+    agent claims the call there first (`store.claimed` is what the history holds of it).
+    Should the API answer that a newer agent has the call, this one leaves."""
+    store = SegmentStore(
         settings.api_internal_url,
         settings.livekit_api_key,
         settings.livekit_api_secret,
@@ -261,6 +267,8 @@ async def history_store(
         generation=generation_of(metadata),
         on_stale=done.set,
     )
+    await store.claim()
+    return store
 
 
 def dialog_scenario(metadata: dict[str, Any]) -> Scenario:
@@ -318,11 +326,11 @@ async def run_dialog(
     metadata: dict[str, Any],
 ) -> None:
     """A dialog call in the job's room through `session`, kept in the history as served by
-    `engine`, until it ends. An agent sent to a call that lost its agent (`resume` in the
-    metadata) first restores the conversation from the history."""
+    `engine`, until it ends. An agent that joins a call under way (its agent was lost)
+    first restores the conversation from the history."""
     room = ctx.room
     store = await history_store(ctx, done, metadata)
-    resumed = await store.call_state() if metadata.get(RESUME_KEY) else None
+    resumed = store.claimed
     if resumed is not None and not resumed.turns:
         resumed = None  # the lost agent had not even greeted: this one starts the call
     chat_ctx = restored_context(resumed) if resumed is not None else None

@@ -170,15 +170,19 @@ class NoSuchCall(KaiwaError):
     """No conversation has this room sid (yet)."""
 
 
-def call_state(sessions: sessionmaker[Session], room_sid: str) -> CallState:
-    """What a re-dispatched agent restores: the dialog's turns and summary, each speaker's
-    last segment. Raises NoSuchCall, ConversationDeleted."""
-    with sessions() as session:
+def claim_call(sessions: sessionmaker[Session], room_sid: str, generation: int) -> CallState:
+    """An agent joins the call as `generation`: from now on every older agent's writes are
+    refused (StaleGeneration for this one if a newer agent already claimed it). Answers what
+    it restores: the dialog's turns and summary, each speaker's last segment. Raises
+    NoSuchCall, ConversationDeleted."""
+    with sessions.begin() as session:
         conversation = session.scalar(select(Conversation).where(Conversation.room_sid == room_sid))
         if conversation is None:
             raise NoSuchCall(room_sid)
         if conversation.deleted_at is not None:
             raise ConversationDeleted(conversation.id)
+        fence(session, conversation, generation)
+        session.refresh(conversation)
         segments = list(
             session.scalars(
                 select(Segment)

@@ -195,9 +195,15 @@ class LastSegment(BaseModel):
     end_s: float
 
 
+class CallClaim(BaseModel):
+    """An agent joining a call (POST /api/internal/conversations/{room_sid}/claim)."""
+
+    generation: AgentGeneration
+
+
 class CallState(BaseModel):
-    """What an agent dispatched to a call already under way needs to carry it on
-    (GET /api/internal/conversations/{room_sid}/resume)."""
+    """What an agent joining a call already under way needs to carry it on (the answer to
+    its claim)."""
 
     room_sid: str
     started_at: float = Field(description="Unix time the call started.")

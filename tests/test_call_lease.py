@@ -71,6 +71,28 @@ async def test_a_duplicate_dispatch_of_the_same_generation_leaves(redis_url: str
     await client.aclose()
 
 
+async def test_each_new_agent_takes_the_next_generation_and_the_old_one_leaves(
+    redis_url: str,
+) -> None:
+    """A room re-created on another node after its node died is dispatched again by LiveKit
+    with its first dispatch's metadata (generation 0), while the old agent still holds the
+    lease, reconnecting to the dead node: the new job's own count puts it ahead."""
+    client = aioredis.Redis.from_url(redis_url)
+    old = CallLease(client, "RM_lease5", holder("AJ_old", 0), on_lost=lambda: None)
+    assert await old.take_next_generation() == 1
+    assert await old.hold_once()
+    new = CallLease(client, "RM_lease5", holder("AJ_new", 0), on_lost=lambda: None)
+    assert await new.take_next_generation() == 2
+    assert await new.hold_once()
+    assert not await old.hold_once() and old.lost
+    # A watchdog's dispatch names the generation it counted: the job never goes below it.
+    await client.set(call_generation_key("RM_lease5"), 2)
+    sent = CallLease(client, "RM_lease5", holder("AJ_sent", 7), on_lost=lambda: None)
+    assert await sent.take_next_generation() == 7
+    assert int(await client.get(call_generation_key("RM_lease5"))) == 7
+    await client.aclose()
+
+
 async def test_the_holder_keeps_serving_through_a_redis_error(redis_url: str) -> None:
     """A lease that cannot be written is not a lost call: `hold` logs and tries again."""
     broken = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)

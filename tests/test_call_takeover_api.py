@@ -1,5 +1,5 @@
-"""The history API's side of a call taken over by a new agent: older agents' writes are
-fenced off (409), and the new agent reads what it must restore."""
+"""The history API's side of a call taken over by a new agent: its claim fences older agents'
+writes off (409) at once, and answers what it must restore."""
 
 from __future__ import annotations
 
@@ -73,11 +73,33 @@ def test_a_stale_generation_is_refused_and_stores_nothing(
         )
         == 200
     )
-    state = client.get(
-        "/api/internal/conversations/RM_fence/resume", headers=agent_headers(settings)
-    ).json()
+    state = claim(client, settings, "RM_fence", 1).json()
     assert state["generation"] == 1 and state["summary"] == "New view"
     assert set(state["last_segments"]["caller-1"].values()) == {"g1-a", 6.5}
+
+
+def claim(client: TestClient, settings: Settings, room_sid: str, generation: int) -> Any:
+    return client.post(
+        f"/api/internal/conversations/{room_sid}/claim",
+        json={"generation": generation},
+        headers=agent_headers(settings),
+    )
+
+
+def test_a_claim_fences_the_older_agent_out_before_the_new_one_writes(
+    client: TestClient, settings: Settings
+) -> None:
+    room = {"room_sid": "RM_claim", "room_name": "claim"}
+    first = {**room, "generation": 1, "segments": [seg("c-a", "Before the node died", 1.0)]}
+    assert post(client, settings, "/api/internal/segments", first) == 200
+    # The room is re-created on another node, and its new agent claims the call first.
+    assert claim(client, settings, "RM_claim", 2).status_code == 200
+    # The old agent, still reconnecting to the dead node, ends its call: refused, whole.
+    late = {**room, "generation": 1, "summary": "Old view", "usage": {}}
+    assert post(client, settings, "/api/internal/reports", late) == 409
+    # An older agent's claim is refused too; the newer one's stands.
+    assert claim(client, settings, "RM_claim", 1).status_code == 409
+    assert claim(client, settings, "RM_claim", 2).json()["generation"] == 2
 
 
 def test_the_resume_state_has_the_dialog_turns_in_order(
@@ -89,9 +111,7 @@ def test_the_resume_state_has_the_dialog_turns_in_order(
         turn("t-2", "user", "I am Ken and I live in Osaka.", 3.0),
     ]
     post_segments(client, settings, "RM_resume", turns)
-    response = client.get(
-        "/api/internal/conversations/RM_resume/resume", headers=agent_headers(settings)
-    )
+    response = claim(client, settings, "RM_resume", 0)
     assert response.status_code == 200, response.text
     state = response.json()
     assert [(t["role"], t["text"], t["interrupted"]) for t in state["turns"]] == [
@@ -102,15 +122,11 @@ def test_the_resume_state_has_the_dialog_turns_in_order(
     assert state["engine"] == "local/qwen" and state["generation"] == 0
 
 
-def test_the_resume_route_is_for_agents_and_known_calls_only(
+def test_the_claim_route_is_for_agents_and_known_calls_only(
     client: TestClient, settings: Settings
 ) -> None:
-    assert client.get("/api/internal/conversations/RM_none/resume").status_code == 401
-    unknown = client.get(
-        "/api/internal/conversations/RM_none/resume", headers=agent_headers(settings)
-    )
-    assert unknown.status_code == 404
-    forged = client.get(
-        "/api/internal/conversations/..%2Fetc/resume", headers=agent_headers(settings)
-    )
-    assert forged.status_code in (404, 422)
+    anonymous = client.post("/api/internal/conversations/RM_none/claim", json={"generation": 1})
+    assert anonymous.status_code == 401
+    assert claim(client, settings, "RM_none", 1).status_code == 404
+    assert claim(client, settings, "..%2Fetc", 1).status_code in (404, 422)
+    assert claim(client, settings, "RM_none", -1).status_code == 422

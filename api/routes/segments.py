@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from core.payloads import (
     MAX_USAGE_COUNTERS,
+    CallClaim,
     CallReport,
     CallReportStored,
     CallState,
@@ -21,7 +22,7 @@ from ..transcripts import (
     NoSuchCall,
     StaleGeneration,
     TooManyCounters,
-    call_state,
+    claim_call,
     store_report,
     store_segments,
 )
@@ -82,21 +83,27 @@ async def post_report(
         ) from exc
 
 
-@router.get(
-    "/api/internal/conversations/{room_sid}/resume",
+@router.post(
+    "/api/internal/conversations/{room_sid}/claim",
     responses={
         401: {"description": "No token, or not a genuine current one"},
         403: {"description": "A genuine token that is not a service token"},
         404: {"description": "No conversation has this room sid"},
+        409: {"description": "Stale generation: a newer agent serves the call"},
         410: {"description": "The conversation was deleted"},
     },
 )
-async def resume_call(room_sid: RoomSid, sessions: SessionsDep, _agent: AgentDep) -> CallState:
-    """What an agent dispatched to a call under way restores: the dialog's turns, its
-    summary and engine; each speaker's last segment."""
+async def claim(
+    room_sid: RoomSid, body: CallClaim, sessions: SessionsDep, _agent: AgentDep
+) -> CallState:
+    """An agent joining a call claims it: every older agent's writes are refused from then
+    on. The answer is what it restores: the dialog's turns, its summary and engine; each
+    speaker's last segment."""
     try:
-        return await run_in_threadpool(call_state, sessions, room_sid)
+        return await run_in_threadpool(claim_call, sessions, room_sid, body.generation)
     except NoSuchCall as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such call") from exc
+    except StaleGeneration as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, STALE) from exc
     except ConversationDeleted as exc:
         raise HTTPException(status.HTTP_410_GONE, "the conversation was deleted") from exc
