@@ -36,6 +36,18 @@ const STATE_LABELS = {
 const BACKFILL_RETRY_MS = 1000;
 const BACKFILL_ATTEMPTS = 30;
 const REJOIN_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
+// LiveKit's own retries resume a dropped connection on the same node. When they have not
+// within RESUME_FOR_MS, the page joins again through the API, which sends it to a node that
+// answers: a dead node's callers move to another in seconds, not after LiveKit's ~45 s of
+// retries against the dead one.
+const RESUME_FOR_MS = 6000;
+const RESUME_DELAYS_MS = [0, 300, 1200, 2700];
+const reconnectPolicy = {
+  nextRetryDelayInMs: ({ retryCount, elapsedMs }) =>
+    elapsedMs < RESUME_FOR_MS
+      ? RESUME_DELAYS_MS[Math.min(retryCount, RESUME_DELAYS_MS.length - 1)]
+      : null,
+};
 
 let call = null; // {name, mode, language, scenario, room, identity, startedAt}
 let room = null;
@@ -160,7 +172,7 @@ async function join(request) {
 }
 
 function newRoom() {
-  const r = new Room({ adaptiveStream: false, dynacast: false });
+  const r = new Room({ adaptiveStream: false, dynacast: false, reconnectPolicy });
   // Before connecting, so no caption sent after the join is missed.
   r.registerTextStreamHandler(TOPIC, readCaption);
   r.on(RoomEvent.TrackPublished, (publication, participant) => {
