@@ -11,15 +11,25 @@ const STALLED = new Set(["disconnected", "failed"]);
 export function watchMediaPath(onStalledChange) {
   const Native = window.RTCPeerConnection;
   const stalled = new Set();
+  const update = (connection, isStalled) => {
+    const before = stalled.size > 0;
+    if (isStalled) stalled.add(connection);
+    else stalled.delete(connection);
+    if (before !== stalled.size > 0) onStalledChange(stalled.size > 0);
+  };
   window.RTCPeerConnection = class extends Native {
     constructor(...args) {
       super(...args);
-      this.addEventListener("iceconnectionstatechange", () => {
-        const before = stalled.size > 0;
-        if (STALLED.has(this.iceConnectionState)) stalled.add(this);
-        else stalled.delete(this); // back, or closed
-        if (before !== stalled.size > 0) onStalledChange(stalled.size > 0);
-      });
+      this.addEventListener("iceconnectionstatechange", () =>
+        update(this, STALLED.has(this.iceConnectionState)),
+      );
+    }
+
+    // close() fires no state change: without this, a connection that failed and was then
+    // replaced (LiveKit's full reconnect, after a node died) would count as stalled forever.
+    close() {
+      super.close();
+      update(this, false);
     }
   };
 }
