@@ -48,11 +48,16 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
 return 1
 """
-# The room's next generation, and never one below the dispatch's (a counter lost with Redis's
-# data must not put a new agent behind the one it replaces).
+# The room's next generation (0 for its first agent), and never one below the dispatch's (a
+# counter lost with Redis's data must not put a new agent behind the one it replaces).
 # KEYS: counter. ARGV: our generation, the counter's expiry in seconds.
 _NEXT_GENERATION = """
-local generation = redis.call('INCR', KEYS[1])
+local generation = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  generation = redis.call('INCR', KEYS[1])
+else
+  redis.call('SET', KEYS[1], 0)
+end
 if generation < tonumber(ARGV[1]) then
   generation = tonumber(ARGV[1])
   redis.call('SET', KEYS[1], generation)

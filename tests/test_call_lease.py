@@ -79,14 +79,14 @@ async def test_each_new_agent_takes_the_next_generation_and_the_old_one_leaves(
     lease, reconnecting to the dead node: the new job's own count puts it ahead."""
     client = aioredis.Redis.from_url(redis_url)
     old = CallLease(client, "RM_lease5", holder("AJ_old", 0), on_lost=lambda: None)
-    assert await old.take_next_generation() == 1
+    assert await old.take_next_generation() == 0  # the room's first agent
     assert await old.hold_once()
     new = CallLease(client, "RM_lease5", holder("AJ_new", 0), on_lost=lambda: None)
-    assert await new.take_next_generation() == 2
+    assert await new.take_next_generation() == 1
     assert await new.hold_once()
     assert not await old.hold_once() and old.lost
     # A watchdog's dispatch names the generation it counted: the job never goes below it.
-    await client.set(call_generation_key("RM_lease5"), 2)
+    await client.set(call_generation_key("RM_lease5"), 1)
     sent = CallLease(client, "RM_lease5", holder("AJ_sent", 7), on_lost=lambda: None)
     assert await sent.take_next_generation() == 7
     assert int(await client.get(call_generation_key("RM_lease5"))) == 7
