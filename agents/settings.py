@@ -20,6 +20,11 @@ class AgentSettings(LiveKitSettings, RedisSettings, GoogleSettings):
         default="127.0.0.1", description="Address of the worker's health endpoint."
     )
     agent_http_port: int = Field(default=8081, description="Port of the worker's health endpoint.")
+    agent_metrics_port: int | None = Field(
+        default=None,
+        description="Port of the worker's Prometheus /metrics (on AGENT_HTTP_HOST); unset: "
+        "none. livekit-agents serves it, with its own metrics next to Kaiwa's.",
+    )
     agent_prewarm: bool = Field(
         default=True,
         description="Load the offline engines when the worker starts (false for cloud-only "

@@ -31,6 +31,7 @@ from livekit.agents import (
 )
 from livekit.agents.__main__ import main as agents_main
 from openai import AsyncOpenAI
+from prometheus_client import Gauge
 
 from core import scenarios
 from core.protocol import (
@@ -71,6 +72,12 @@ def prewarm(_proc: JobProcess) -> None:
         engines.warm(settings.stt_model)
 
 
+# What an autoscaler scales workers on (infra/k8s): a worker's CPU is its models, not its
+# load. Refreshed whenever livekit-agents asks for the load (every 0.5 s).
+CALLS_IN_USE = Gauge("kaiwa_agent_calls_in_use", "Calls this worker serves now.")
+CALLS_MAX = Gauge("kaiwa_agent_calls_max", "Calls this worker takes at most (AGENT_MAX_SESSIONS).")
+
+
 class CallSlots:
     """The worker's calls against AGENT_MAX_SESSIONS, and its load as LiveKit sees it.
 
@@ -85,9 +92,11 @@ class CallSlots:
         self.max_calls = max_calls
         self.in_use = 0
         self.full = False
+        CALLS_MAX.set(max_calls)
 
     def load(self, server: AgentServer) -> float:
         self.in_use = len(server.active_jobs)
+        CALLS_IN_USE.set(self.in_use)
         full = self.in_use >= self.max_calls
         if full != self.full:
             self.full = full
@@ -121,6 +130,7 @@ server = AgentServer(
     load_fnc=call_slots.load,
     load_threshold=1.0,
     drain_timeout=settings.agent_drain_timeout_s,
+    prometheus_port=settings.agent_metrics_port,
 )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
@@ -57,6 +58,19 @@ async def agent_worker_health(stack: Stack) -> dict[str, object]:
     return component
 
 
+async def worker_metrics(stack: Stack) -> dict[str, float]:
+    """The worker's call gauges, from its Prometheus /metrics."""
+    url = f"http://127.0.0.1:{stack.cfg.ports.agent_metrics}/metrics"
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(url)).text
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("kaiwa_agent_calls")
+    }
+
+
 async def wait_for_detail(stack: Stack, text: str, timeout_s: float = 20) -> dict[str, object]:
     """The worker's presence record refreshes every few seconds."""
     deadline = asyncio.get_running_loop().time() + timeout_s
@@ -80,6 +94,11 @@ async def test_every_slot_serves_a_call_and_the_next_call_is_reported(
             await caller.wait_for_agent(timeout_s=30)
             health = await wait_for_detail(stack, f"{number} of {MAX_CALLS} call slots in use")
             assert f"{number} of {MAX_CALLS}" in str(health["detail"]), health
+            # What an autoscaler reads (infra/k8s): the worker's own gauges.
+            assert await worker_metrics(stack) == {
+                "kaiwa_agent_calls_in_use": number,
+                "kaiwa_agent_calls_max": MAX_CALLS,
+            }
             await asyncio.sleep(LOAD_REPORT_S)
         assert health["ok"] is True, health  # at capacity, not broken
         assert "full" in str(health["detail"]), health

@@ -20,6 +20,7 @@ class Ports:
     s3: int = 7070
     llm: int = 8090
     agent_http: int = 8081
+    agent_metrics: int = 8085  # the first agent worker's Prometheus metrics
     recorder: int = 8082
     sip: int = 5060
     sip_health: int = 8083

@@ -295,8 +295,13 @@ def agent_service(cfg: StackConfig, number: int = 1) -> ManagedProcess:
         return any(w.get("pid") == pid for w in registered_workers(client))
 
     name = "agent" if number == 1 else f"agent-{number}"
-    # The first worker's health endpoint has the stack's port; the others take any free one.
-    port = {} if number == 1 else {"AGENT_HTTP_PORT": "0"}
+    # The first worker's health and metrics endpoints have the stack's ports; the others'
+    # health takes any free port, and they have no metrics endpoint.
+    port = (
+        {"AGENT_METRICS_PORT": str(cfg.ports.agent_metrics)}
+        if number == 1
+        else {"AGENT_HTTP_PORT": "0"}
+    )
     # With several LiveKit nodes, worker n registers with node n (round the nodes).
     node = {"LIVEKIT_URL": cfg.livekit_node_urls[(number - 1) % cfg.livekit_nodes]}
     process = ManagedProcess(
@@ -369,6 +374,7 @@ class Stack:
         check_port_free(p.watchdog, "watchdog")
         if self.with_agent:
             check_port_free(p.agent_http, "agent_http")
+            check_port_free(p.agent_metrics, "agent_metrics")
 
     def start(self, on_ready: Callable[[ManagedProcess], None] | None = None) -> None:
         self.check_ports()
