@@ -5,7 +5,6 @@ outlives the node it was on."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal
@@ -22,7 +21,7 @@ from playwright.async_api import async_playwright, expect
 
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
-from kaiwa.stack.workers import ensure_workers, serving_worker
+from kaiwa.stack.workers import ensure_workers, room_nodes, serving_worker
 from kaiwa.webcall import chromium, write_wav
 
 from .support.calls import History, speech, wait_for
@@ -43,26 +42,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     cfg = replace(cfg, livekit_nodes=2, extra_env={"TOKEN_RATE_LIMIT": "1000"})
     with running_stack(cfg) as running:
         yield running
-
-
-def room_nodes(stack: Stack) -> dict[str, int]:
-    """Each room's node (1 or 2), from the servers' own logs: no API names a room's node.
-    Node ids are random per start, so each node's id is read from its start-up line."""
-    ids: dict[str, int] = {}
-    placements: list[tuple[float, str, str]] = []
-    for node, name in ((1, "livekit"), (2, "livekit-2")):
-        for line in Path(stack.services[name].log_path).read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if entry.get("msg") == "starting LiveKit server":
-                ids[entry["nodeID"]] = node
-            elif entry.get("msg") == "selected node for room":
-                placements.append((entry["ts"], entry["room"], entry["selectedNodeID"]))
-    # A room re-created after its node died is placed again: the latest placement counts.
-    placed = {room: node_id for _, room, node_id in sorted(placements)}
-    return {room: ids[node_id] for room, node_id in placed.items() if node_id in ids}
 
 
 def worker_node(service_name: str) -> int:

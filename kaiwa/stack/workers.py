@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from livekit import api as lkapi
@@ -73,3 +74,23 @@ async def serving_worker(stack: Stack, room_name: str, timeout_s: float = 15) ->
             await asyncio.sleep(0.2)
     finally:
         await client.aclose()
+
+
+def room_nodes(stack: Stack) -> dict[str, int]:
+    """Each room's LiveKit node (1 or 2), from the servers' own logs: no API names a room's
+    node. Node ids are random per start, so each node's id is read from its start-up line."""
+    ids: dict[str, int] = {}
+    placements: list[tuple[float, str, str]] = []
+    for node, name in ((1, "livekit"), (2, "livekit-2")):
+        for line in Path(stack.services[name].log_path).read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if entry.get("msg") == "starting LiveKit server":
+                ids[entry["nodeID"]] = node
+            elif entry.get("msg") == "selected node for room":
+                placements.append((entry["ts"], entry["room"], entry["selectedNodeID"]))
+    # A room re-created after its node died is placed again: the latest placement counts.
+    placed = {room: node_id for _, room, node_id in sorted(placements)}
+    return {room: ids[node_id] for room, node_id in placed.items() if node_id in ids}
