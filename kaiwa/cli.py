@@ -222,6 +222,17 @@ def cmd_bench_recovery(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_nodes(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .bench import nodes
+
+    figures = asyncio.run(nodes.run(args.rooms, args.outages))
+    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    return 0
+
+
 def cmd_bench_web(args: argparse.Namespace) -> int:
     import asyncio
     import json
@@ -420,6 +431,15 @@ def main(argv: list[str] | None = None) -> int:
     p_recovery.add_argument("--kills", type=int, default=10, help="kills timed")
     p_recovery.add_argument("--json", action="store_true", help="print one JSON object")
     p_recovery.set_defaults(func=cmd_bench_recovery)
+    p_nodes = bench.add_parser(
+        "nodes",
+        help="two LiveKit nodes: agent dispatch on a room's own node and across; calls "
+        "through again after a Redis restart and a node's death (a stack of its own)",
+    )
+    p_nodes.add_argument("--rooms", type=int, default=10, help="rooms timed for dispatch")
+    p_nodes.add_argument("--outages", type=int, default=3, help="Redis restarts and node deaths")
+    p_nodes.add_argument("--json", action="store_true", help="print one JSON object")
+    p_nodes.set_defaults(func=cmd_bench_nodes)
     p_web = bench.add_parser(
         "web", help="caller page in Chromium: join to greeting, reconnect (a stack of its own)"
     )
