@@ -25,6 +25,8 @@ from core.retry import RetriesExhausted, RetryPolicy, retry
 from core.service_auth import mint_service_token
 from core.tasks import TaskOwner
 
+from . import metrics
+
 logger = logging.getLogger("kaiwa.history")
 
 BATCH = 50
@@ -67,6 +69,7 @@ class SegmentStore:
         # What the history held of the call when this agent claimed it (`claim`).
         self.claimed: CallState | None = None
         self._buffer: deque[SegmentIn] = deque()
+        metrics.QUEUE_DEPTHS.track("history_segments", self, lambda store: store.pending)
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
         self._tasks = TaskOwner(logger, room=room_name)
@@ -85,6 +88,7 @@ class SegmentStore:
             segment = SegmentIn.model_validate(fields)
         except ValidationError as exc:
             self.refused += 1
+            metrics.HISTORY_SEGMENTS.labels("refused").inc()
             logger.error(
                 "segment refused at its source",
                 extra={"segment_id": fields.get("id"), "reason": validation_summary(exc)},
@@ -92,6 +96,8 @@ class SegmentStore:
             return
         if len(self._buffer) >= MAX_BUFFERED:
             lost = self._buffer.popleft()
+            metrics.HISTORY_SEGMENTS.labels("lost").inc()
+            metrics.QUEUE_DROPPED.labels("history_segments").inc()
             logger.error(
                 "history API unreachable too long: segment lost", extra={"segment_id": lost.id}
             )
@@ -147,13 +153,18 @@ class SegmentStore:
             "generation": self.generation,
             "segments": [s.model_dump(mode="json", exclude_none=True) for s in batch],
         }
-        response = await self._post("/api/internal/segments", body)
+        try:
+            response = await self._post("/api/internal/segments", body)
+        except TransientError:
+            metrics.HISTORY_SEGMENTS.labels("retried").inc(len(batch))
+            raise
         if response.status_code == 409:
             self._replaced(len(self._buffer))
             return
         if response.status_code == 413 and len(batch) > 1:
             # Long texts with many translations: the API's body limit takes fewer at a time.
             self._batch = max(1, len(batch) // 2)
+            metrics.HISTORY_SEGMENTS.labels("retried").inc(len(batch))
             logger.info("history API took a smaller batch", extra={"batch": self._batch})
             return
         for _ in batch:
@@ -162,6 +173,8 @@ class SegmentStore:
             answer = response.json()
             self.stored += int(answer.get("stored", 0))
             for outcome in answer.get("results", []):
+                if outcome.get("result") in ("stored", "duplicate", "refused"):
+                    metrics.HISTORY_SEGMENTS.labels(outcome["result"]).inc()
                 if outcome.get("result") == "refused":
                     self.refused += 1
                     logger.error(
@@ -173,6 +186,7 @@ class SegmentStore:
         else:
             # The batch as a whole is malformed (its room sid, its size): no retry mends it.
             self.refused += len(batch)
+            metrics.HISTORY_SEGMENTS.labels("refused").inc(len(batch))
             logger.error(
                 "history API refused a batch of segments",
                 extra={"status": response.status_code, "segments": len(batch)},

@@ -169,6 +169,7 @@ def _segments(session: Session, conversation_id: str) -> list[SegmentOut]:
             role=cast(Role | None, s.role),  # written only through SegmentIn's Role
             engine=s.engine,
             interrupted=s.interrupted,
+            timings=s.timings or {},
         )
         for s in segments
     ]

@@ -144,14 +144,14 @@ AdminLoginLimiterDep = Annotated[RateLimiter, Depends(_admin_login_limiter)]
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
-def _bearer(request: Request) -> str | None:
+def bearer_token(request: Request) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 def _required_bearer(request: Request, what: str) -> str:
     """The bearer token, or 401 naming what is missing."""
-    token = _bearer(request)
+    token = bearer_token(request)
     if not token:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"missing {what}", headers=_UNAUTHORIZED)
     return token
@@ -160,7 +160,7 @@ def _required_bearer(request: Request, what: str) -> str:
 async def require_admin(request: Request, settings: SettingsDep) -> dict[str, Any]:
     """An admin session from `Authorization: Bearer` or, for <audio> elements and the
     console's own requests, the session cookie."""
-    token = _bearer(request) or request.cookies.get(COOKIE_NAME)
+    token = bearer_token(request) or request.cookies.get(COOKIE_NAME)
     if not token:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "sign in", headers=_UNAUTHORIZED)
     try:

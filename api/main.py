@@ -15,12 +15,14 @@ from core.logs import setup_logging
 
 from .deps import Resources
 from .errors import database_unavailable, validation_error
+from .metrics import RequestMetrics
 from .middleware import BodyLimit, SecurityHeaders, content_security_policy
 from .routes import (
     admin,
     call,
     conversations,
     health,
+    metrics,
     recordings,
     segments,
     token,
@@ -62,11 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             [settings.s3_public_endpoint_url or settings.s3_endpoint_url or "https:"],
         ),
     )
+    # Outside the body limit and the headers, so refused requests are counted too.
+    app.add_middleware(RequestMetrics)
     if settings.forwarded_allow_ips:
         # Outermost, so that the rate limits count the client behind a trusted proxy. The
         # server itself runs without proxy headers (kaiwa.stack.services, infra/Dockerfile).
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(token.router)
     app.include_router(call.router)
     app.include_router(webhook.router)

@@ -89,6 +89,12 @@ class SegmentOut(BaseModel):
     interrupted: bool = Field(
         default=False, description="Dialog turns: the caller talked over this reply."
     )
+    timings: dict[str, float] = Field(
+        default_factory=dict,
+        description="Where the line's time went: seconds per stage, as the pipeline measured "
+        'them ("final_transcript", "translation.ja", "first_frame.ja", "llm_first_token", '
+        '"reply_first_frame", ...). Empty for lines stored before the ledger.',
+    )
 
 
 class RecordingOut(BaseModel):

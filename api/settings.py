@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from core.livekit_nodes import split_urls
 from core.paths import REPO_ROOT, STATE_DIR
@@ -91,6 +91,11 @@ class Settings(LiveKitSettings, RedisSettings, S3Settings):
         default=512 * 1024,
         ge=1024,
         description="Every other request body; larger ones get 413 before they are read whole.",
+    )
+    metrics_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer token Prometheus scrapes /metrics with. Unset: /metrics is open "
+        "in dev and off (404) elsewhere.",
     )
     forwarded_allow_ips: str = Field(
         default="",

@@ -6,7 +6,7 @@ alone, rather than costing the batch it travels in.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -51,6 +51,36 @@ EngineName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{1,64}$
 MAX_SEGMENTS_PER_BATCH = 100
 MAX_TRANSLATIONS_PER_SEGMENT = 8
 
+# The stages of a call's latency: each stored turn's or segment's ledger, and the stage
+# histograms of agents/metrics.py (which says where each starts and ends), use these names.
+LatencyStage = Literal[
+    "final_transcript",
+    "end_of_turn",
+    "translation",
+    "first_frame",
+    "llm_first_token",
+    "reply_first_frame",
+    "barge_in",
+]
+LATENCY_STAGES: tuple[LatencyStage, ...] = get_args(LatencyStage)
+# A ledger key: a stage, or a stage in one target language ("translation.ja").
+TimingName = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^(" + "|".join(LATENCY_STAGES) + r")(\.[a-z]{2,3}(-[A-Za-z0-9]{2,8})?)?$"
+    ),
+]
+Timings = Annotated[
+    dict[TimingName, Annotated[float, Field(ge=0, le=3600)]],
+    Field(
+        default_factory=dict,
+        max_length=2 + 4 * MAX_TRANSLATIONS_PER_SEGMENT,
+        description="Where the line's time went, in seconds per stage, as measured in the "
+        'pipeline ("final_transcript", "translation.ja", "first_frame.ja", '
+        '"llm_first_token", ...: docs/operations.md).',
+    ),
+]
+
 
 class SegmentIn(BaseModel):
     id: SegmentId = Field(description="Chosen by the agent; posting it again is a no-op.")
@@ -70,6 +100,7 @@ class SegmentIn(BaseModel):
     interrupted: bool = Field(
         default=False, description="Dialog turns: the caller talked over this reply."
     )
+    timings: Timings
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> SegmentIn:

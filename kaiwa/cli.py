@@ -17,6 +17,7 @@ from core.paths import STATE_DIR
 from .bench import search as bench_search
 from .stack.config import Ports, Secrets, StackConfig
 from .stack.install import install
+from .stack.monitoring import write_scrape_config
 from .stack.process import ManagedProcess, StackError
 from .stack.services import Stack
 
@@ -58,6 +59,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         print(f"==> starting the stack (state in {cfg.state_dir})", flush=True)
         stack.start(on_ready=on_ready)
+        scrape = write_scrape_config(cfg, cfg.state_dir)
         with urllib.request.urlopen(f"{cfg.api_url}/healthz", timeout=10) as response:
             healthy = response.status == 200
         print(
@@ -72,6 +74,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             "provision numbers with `kaiwa sip apply FILE` (docs/phone.md)\n"
             f"  Admin password:    in {cfg.state_dir / 'secrets.env'} (ADMIN_PASSWORD)\n"
             f"  Logs:              {cfg.logs_dir}\n"
+            f"  Metrics:           prometheus --config.file={scrape} (docs/operations.md)\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )

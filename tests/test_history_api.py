@@ -46,6 +46,10 @@ class History:
         return [item["room_sid"] for item in self.get("/api/conversations", **params)["items"]]
 
 
+# Where a-1's time went, stage by stage (agents/metrics.py).
+LEDGER = {"final_transcript": 0.812, "translation.ja": 0.64, "first_frame.ja": 0.305}
+
+
 def send(client: TestClient, settings: Settings, event: WebhookEvent) -> None:
     body = events.as_body(event)
     auth = sign_webhook(body, settings.livekit_api_key, settings.livekit_api_secret)
@@ -105,7 +109,8 @@ def history(services_config: StackConfig, database_url: str, tmp_path: Path) -> 
                     1.25,
                     end_s=4.5,
                     translations={"ja": "明日のテーブルを予約したいです。"},
-                ),
+                )
+                | {"timings": LEDGER},
                 seg("a-3", "Of course, <Tanaka> & party.", 8.0, identity="agent-AJ_1"),
             ],
         )
@@ -348,6 +353,9 @@ def test_detail(history: History) -> None:
     # Posted out of order, listed by time.
     assert [s["id"] for s in detail["transcript"]] == ["a-1", "a-2", "a-3"]
     assert detail["transcript"][0]["translations"] == {"ja": "明日のテーブルを予約したいです。"}
+    # The latency ledger, as the agent measured it; a line without one has none.
+    assert detail["transcript"][0]["timings"] == LEDGER
+    assert detail["transcript"][1]["timings"] == {}
     assert detail["summary"] is None and detail["usage"] is None
     room, caller = detail["recordings"]
     assert (room["kind"], room["offset_s"], room["duration_s"]) == ("room", 0.0, 298.0)

@@ -256,3 +256,25 @@ async def test_postgresql_down_30_s_is_a_503_and_loses_no_acknowledged_row(
         assert len(ids) == len(set(ids)) == 10
     finally:
         await store.aclose(timeout_s=0)
+
+
+@pytest.mark.parametrize(
+    "timings",
+    [
+        {"speech_to_text": 0.5},  # not a stage of the ledger
+        {"translation.<b>": 0.5},  # not a language
+        {"final_transcript": -1.0},
+        {"final_transcript": 1e9},
+        {f"translation.l{i:02d}": 0.1 for i in range(40)},
+    ],
+)
+def test_a_ledger_out_of_shape_is_refused_on_its_own(
+    client: TestClient, settings: Settings, timings: dict[str, float]
+) -> None:
+    batch = [seg("s-1", "Hello", 0.0), {**seg("s-2", "Hi", 1.0), "timings": timings}]
+    answer = post_segments(client, settings, "RM_a", batch)
+    assert [(r["id"], r["result"]) for r in answer["results"]] == [
+        ("s-1", "stored"),
+        ("s-2", "refused"),
+    ]
+    assert answer["results"][1]["reason"].startswith("timings")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ from core.protocol import CALLER_ENDED_ATTRIBUTE
 from core.scenarios import Scenario
 from core.tasks import TaskOwner
 
+from .. import metrics
 from ..history_client import SegmentStore
 from ..phone import first_caller, until_answered
 from .agent import ScenarioAgent
@@ -113,6 +115,8 @@ class DialogCall:
         self._summary_task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
         self._rejoin_wait: asyncio.TimerHandle | None = None
+        # When the caller started talking over the agent (monotonic), until its audio stops.
+        self._barge_in_at: float | None = None
 
     async def run(self, done: asyncio.Event) -> None:
         self._done = done
@@ -220,10 +224,18 @@ class DialogCall:
 
     def _on_agent_state(self, event: AgentStateChangedEvent) -> None:
         logger.info("agent state", extra={"state": event.new_state})
+        if event.old_state == "speaking" and self._barge_in_at is not None:
+            metrics.observe_stage(
+                "dialog", "barge_in", self.scenario.language, time.monotonic() - self._barge_in_at
+            )
+        if event.old_state == "speaking" or event.new_state == "speaking":
+            self._barge_in_at = None
         self._summary_when_quiet()
 
     def _on_user_state(self, event: UserStateChangedEvent) -> None:
         logger.info("user state", extra={"state": event.new_state})
+        if event.new_state == "speaking" and self.session.agent_state == "speaking":
+            self._barge_in_at = time.monotonic()
         if self.policy.on_user_state(event.new_state) == "idle":
             self._tasks.spawn(self.end("idle"), "idle-end")
         self._summary_when_quiet()
@@ -237,6 +249,8 @@ class DialogCall:
             realtime=isinstance(error, llm.RealtimeModelError),
             llm=isinstance(error, llm.LLMError),
         )
+        if isinstance(error, llm.LLMError):
+            metrics.LLM_ERRORS.labels("dialog").inc()
         if step == "retried":
             logger.warning("dialog engine error, retried", extra={"error": str(error)})
         # Marked recoverable here (the session reads it after this handler) so the session
@@ -250,6 +264,7 @@ class DialogCall:
                 extra={"error": str(error.error), "room": self.room.name},
             )
             self.engine = self._fallback_engine
+            metrics.GEMINI_FALLBACKS.inc()
             agent = ScenarioAgent(
                 self.scenario,
                 chat_ctx=self.session.current_agent.chat_ctx,

@@ -2,7 +2,8 @@
 
 TurnLog posts each final turn to the history under its caption's id; `summarize` brings the
 summary up to date from the turns since the last one; `usage_counters` totals the session's
-usage as the history stores it; `latency_stages` are a turn's timings for the logs.
+usage as the history stores it; `latency_stages` are a turn's timings for the logs, and
+`turn_timings` its latency ledger, stored with it and counted in the stage histograms.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from livekit.agents import AgentSession, ConversationItemAddedEvent, llm
 from livekit.agents.metrics.usage import LLMModelUsage, STTModelUsage, TTSModelUsage
 
+from .. import metrics
 from ..history_client import SegmentStore
 from .turn_captions import TurnCaptions
 
@@ -60,6 +62,7 @@ class TurnLog:
                 "role": role,
                 "engine": self.engine(),
                 "interrupted": bool(item.interrupted),
+                "timings": turn_timings(item, self.language),
             }
         )
         self.turns += 1
@@ -92,6 +95,27 @@ async def summarize(
             if chunk.delta and chunk.delta.content:
                 parts.append(chunk.delta.content)
     return "".join(parts).strip() or previous
+
+
+# LiveKit's measures of a turn (ChatMessage.metrics), under Kaiwa's stage names. Its TTS
+# time to first byte runs from the first text sent to synthesis to the first audio out,
+# which the room output publishes as it comes.
+LIVEKIT_STAGES: dict[str, metrics.Stage] = {
+    "transcription_delay": "final_transcript",
+    "end_of_turn_delay": "end_of_turn",
+    "llm_node_ttft": "llm_first_token",
+    "tts_node_ttfb": "reply_first_frame",
+}
+
+
+def turn_timings(message: llm.ChatMessage, language: str) -> dict[str, float]:
+    """The turn's latency ledger: each stage LiveKit measured for it, counted once."""
+    timings: dict[str, float] = {}
+    for name, stage in LIVEKIT_STAGES.items():
+        value = message.metrics.get(name)
+        if isinstance(value, int | float):
+            timings[stage] = metrics.observe_stage("dialog", stage, language, value)
+    return timings
 
 
 def latency_stages(message: llm.ChatMessage) -> dict[str, float]:

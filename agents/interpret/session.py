@@ -23,6 +23,7 @@ from core.protocol import (
 )
 from core.tasks import TaskOwner
 
+from .. import metrics
 from ..captions import Caption
 from ..history_client import SegmentStore
 from ..translate import Translator
@@ -44,6 +45,9 @@ END_FLUSH_S = 5.0
 # What is left after the drain is cancelled; a task that takes longer to stop is named in the
 # log and left behind rather than holding up the store's flush.
 END_CANCEL_S = 1.0
+# A sentence is stored once its voices have started (their first frames are in its ledger);
+# a voice that has not started by then is not waited for.
+VOICED_WAIT_S = 15.0
 
 
 def language_of(participant: rtc.Participant) -> str:
@@ -150,6 +154,8 @@ class Interpreter:
         )
         self.speakers[track_sid] = speaker
         queue: asyncio.Queue[FinalText] = asyncio.Queue(MAX_UNTRANSLATED)
+        metrics.QUEUE_DEPTHS.track("untranslated", queue, asyncio.Queue.qsize)
+        metrics.QUEUE_DEPTHS.track("speaker_audio", speaker, SpeakerPipeline.audio_depth)
         self._queues[speaker] = queue
         self._loops[speaker] = self.tasks.spawn(
             self._translate_loop(speaker, queue), f"translate-{track_sid}"
@@ -313,6 +319,7 @@ class Interpreter:
             queue.put_nowait(final)
             return
         logger.warning("translation behind: sentence stored untranslated")
+        metrics.QUEUE_DROPPED.labels("untranslated").inc()
         self.store.add(speaker.segment_of(final, {}))
 
     async def _translate_loop(
@@ -325,6 +332,7 @@ class Interpreter:
                 await self._translate(speaker, final)
             except Exception:
                 logger.exception("translation failed", extra={"segment_id": final.segment_id})
+                metrics.LLM_ERRORS.labels("interpret").inc()
                 self.store.add(speaker.segment_of(final, {}))
             finally:
                 queue.task_done()
@@ -332,6 +340,8 @@ class Interpreter:
     async def _translate(self, speaker: SpeakerPipeline, final: FinalText) -> None:
         targets = sorted(self._listening_languages(speaker))
         translations: dict[str, str] = {}
+        # Each voice's sentence, with when its translation was ready (monotonic).
+        voiced: dict[str, tuple[float, asyncio.Future[float | None]]] = {}
         self._translating += 1
         await self._set_state()
         try:
@@ -345,6 +355,10 @@ class Interpreter:
                 text = await self.translator.translate_one(final.text, final.language, language)
                 if not text:
                     continue
+                ready = time.monotonic()
+                final.timings[f"translation.{language}"] = metrics.observe_stage(
+                    "interpret", "translation", language, ready - final.at
+                )
                 translations[language] = text
                 logger.debug(
                     "translated",
@@ -353,11 +367,37 @@ class Interpreter:
                 await self._send_caption(speaker.translation_caption(final, language, text))
                 voice = self.voices.get((speaker.track_sid, language))
                 if voice is not None:
-                    voice.say(f"{final.segment_id}-{language}", text)
+                    voiced[language] = (ready, voice.say(f"{final.segment_id}-{language}", text))
         finally:
             self._translating -= 1
             await self._set_state()
-        self.store.add(speaker.segment_of(final, translations))
+        if not voiced:
+            self.store.add(speaker.segment_of(final, translations))
+            return
+        # Off this speaker's translation loop: the next sentence must not wait for this
+        # one's voices.
+        self.tasks.spawn(self._store_when_voiced(speaker, final, translations, voiced), "voiced")
+
+    async def _store_when_voiced(
+        self,
+        speaker: SpeakerPipeline,
+        final: FinalText,
+        translations: dict[str, str],
+        voiced: dict[str, tuple[float, asyncio.Future[float | None]]],
+    ) -> None:
+        """Store the sentence with its voices' first frames in its ledger; stored whatever
+        happens to the voices (or to this task, at the call's end)."""
+        try:
+            futures = [future for _ready, future in voiced.values()]
+            await asyncio.wait(futures, timeout=VOICED_WAIT_S)
+            for language, (ready, future) in voiced.items():
+                first_frame = future.result() if future.done() else None
+                if first_frame is not None:
+                    final.timings[f"first_frame.{language}"] = metrics.observe_stage(
+                        "interpret", "first_frame", language, first_frame - ready
+                    )
+        finally:
+            self.store.add(speaker.segment_of(final, translations))
 
     # --- state ------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from livekit import rtc
@@ -15,6 +15,7 @@ from livekit.agents import stt
 from core.payloads import MAX_SEGMENT_TEXT
 from core.tasks import TaskOwner
 
+from .. import metrics
 from ..captions import Caption
 from .log import logger
 from .sentences import SentenceCommitter
@@ -38,6 +39,9 @@ class FinalText:
     end_s: float
     # When the text was known (monotonic): the start of its translation's lag.
     at: float
+    # The sentence's latency ledger, stage by stage (agents/metrics.py), filled in as it
+    # goes through the pipeline and stored with it.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class SpeakerPipeline:
@@ -116,7 +120,9 @@ class SpeakerPipeline:
             elif event.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
                 rest = committer.final(data.text)
                 if rest:
-                    self._final(f"{utterance}-{part}", rest, data, start, end)
+                    self._final(
+                        f"{utterance}-{part}", rest, data, start, end, event.speech_end_time
+                    )
 
     def _caption(
         self, segment_id: str, text: str, start: float, end: float, final: bool
@@ -169,11 +175,25 @@ class SpeakerPipeline:
             "start_s": final.start_s,
             "end_s": final.end_s,
             "translations": translations,
+            "timings": final.timings,
         }
 
     def _final(
-        self, segment_id: str, text: str, data: stt.SpeechData, start: float, end: float
+        self,
+        segment_id: str,
+        text: str,
+        data: stt.SpeechData,
+        start: float,
+        end: float,
+        speech_ended_at: float | None = None,
     ) -> None:
+        """`speech_ended_at` (unix time) is known for an utterance's last sentence only: one
+        finished while its speaker goes on has no end of speech to measure from."""
+        timings: dict[str, float] = {}
+        if speech_ended_at is not None:
+            timings["final_transcript"] = metrics.observe_stage(
+                "interpret", "final_transcript", self.language, time.time() - speech_ended_at
+            )
         self._on_final(
             self,
             FinalText(
@@ -183,8 +203,16 @@ class SpeakerPipeline:
                 start_s=round(start, 3),
                 end_s=round(max(end, start), 3),
                 at=time.monotonic(),
+                timings=timings,
             ),
         )
+
+    def audio_depth(self) -> int:
+        """Frames of this person's audio waiting for speech-to-text. The SDK's ring buffer
+        drops its oldest frames past AUDIO_QUEUE_FRAMES without telling: a depth at that
+        bound is the sign."""
+        queue = getattr(getattr(self._audio, "_queue", None), "_queue", None)
+        return len(queue) if queue is not None else 0
 
     def end_input(self) -> None:
         """The track is gone (or the call ends): stop reading it. The open sentence is then

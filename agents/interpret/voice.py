@@ -3,6 +3,7 @@
 Sentences are spoken in order. A sentence that waited longer than `max_lag_s` between its
 translation being ready and its turn to play is dropped unplayed (its caption already went
 out): a listener hears a little less rather than falling further and further behind.
+Each sentence says when its first frame went out (`Sentence.first_frame`), for its ledger.
 """
 
 from __future__ import annotations
@@ -17,22 +18,16 @@ from typing import Any
 
 from livekit import rtc
 from livekit.agents import tts
-from prometheus_client import Counter
 
 from core.tasks import TaskOwner
 
+from .. import metrics
 from .log import logger
 
 # Audio handed to the track ahead of real time: enough to ride out a slow synthesis.
 SOURCE_QUEUE_MS = 1000
 # Sentences waiting for their turn; the oldest go first when more come (never unbounded).
 MAX_WAITING = 16
-
-DROPPED = Counter(
-    "kaiwa_interpret_dropped_sentences",
-    "Translated sentences not spoken because the listener's audio was too far behind",
-    ["language"],
-)
 
 
 @dataclass(frozen=True)
@@ -41,6 +36,13 @@ class Sentence:
     text: str
     # When the translation was ready (monotonic): the start of its wait to be spoken.
     ready_at: float
+    # When its first frame was handed to the track (monotonic), or None when it was not
+    # spoken (dropped, failed, or the voice closed first).
+    first_frame: asyncio.Future[float | None]
+
+    def settle(self, at: float | None) -> None:
+        if not self.first_frame.done():
+            self.first_frame.set_result(at)
 
 
 class TranslatedVoice:
@@ -65,6 +67,7 @@ class TranslatedVoice:
         self._source = rtc.AudioSource(engine.sample_rate, 1, queue_size_ms=SOURCE_QUEUE_MS)
         self._track = rtc.LocalAudioTrack.create_audio_track(name, self._source)
         self._waiting: deque[Sentence] = deque()
+        metrics.QUEUE_DEPTHS.track("voice_sentences", self, lambda voice: len(voice._waiting))
         self._wakeup = asyncio.Event()
         self.tasks = TaskOwner(logger, track=name)
         self._speaking = False
@@ -76,15 +79,19 @@ class TranslatedVoice:
         await self.room.local_participant.publish_track(self._track, options)
         self.tasks.spawn(self._run(), f"voice-{self.name}")
 
-    def say(self, segment_id: str, text: str) -> None:
+    def say(self, segment_id: str, text: str) -> asyncio.Future[float | None]:
+        """Queue a sentence; the future says when its first frame went out (monotonic)."""
         if len(self._waiting) >= MAX_WAITING:
             self._drop(self._waiting.popleft())
-        self._waiting.append(Sentence(segment_id, text, time.monotonic()))
+        first_frame: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(Sentence(segment_id, text, time.monotonic(), first_frame))
         self._wakeup.set()
+        return first_frame
 
     def _drop(self, sentence: Sentence) -> None:
         self.dropped += 1
-        DROPPED.labels(self.language).inc()
+        sentence.settle(None)
+        metrics.QUEUE_DROPPED.labels("voice_sentences").inc()
         self._on_drop()
         logger.info(
             "translated sentence dropped: audio too far behind",
@@ -105,11 +112,12 @@ class TranslatedVoice:
                 continue
             self._set_speaking(True)
             try:
-                await self._speak(sentence.text)
+                await self._speak(sentence)
                 self.spoken += 1
             except Exception:  # a failed synthesis costs one sentence, not the voice
                 logger.exception("speech synthesis failed", extra={"track": self.name})
             finally:
+                sentence.settle(None)
                 if not self._waiting:
                     await self._source.wait_for_playout()
                     self._set_speaking(False)
@@ -120,14 +128,17 @@ class TranslatedVoice:
             self._speaking = speaking
             self._on_speaking(speaking)
 
-    async def _speak(self, text: str) -> None:
-        async with self.engine.synthesize(text) as stream:
+    async def _speak(self, sentence: Sentence) -> None:
+        async with self.engine.synthesize(sentence.text) as stream:
             async for chunk in stream:
                 # capture_frame waits while the source's queue is full: real-time pacing.
                 await self._source.capture_frame(chunk.frame)
+                sentence.settle(time.monotonic())
 
     async def aclose(self) -> None:
         await self.tasks.aclose()
+        for sentence in self._waiting:
+            sentence.settle(None)
         self._set_speaking(False)
         with contextlib.suppress(Exception):  # the room may already be gone
             await self.room.local_participant.unpublish_track(self._track.sid)

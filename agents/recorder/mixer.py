@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from .. import metrics
+
 SAMPLE_RATE = 48_000
 # Long ticks keep the per-room cost low: each tick is one wake-up of the event loop and one
 # hand-off to the encoding pool, whatever its length. Latency does not matter to a recording.
@@ -81,6 +83,8 @@ class JitterBuffer:
         self._chunks.append(samples)
         self._size += len(samples)
         limit = SAMPLE_RATE * self.max_ms // 1000
+        if self._size > limit:
+            metrics.QUEUE_DROPPED.labels("recorder_mix").inc()
         while self._size > limit:
             excess = self._size - limit
             head = self._chunks[0]

@@ -113,6 +113,11 @@ class RoomRecorder:
         self._stop_reason = reason
         self._stop.set()
 
+    def recordings_active(self) -> int:
+        """The mix and the track recordings still being written."""
+        recordings = [self.mix, *(track.recording for track in self.tracks.values())]
+        return sum(1 for r in recordings if r is not None and r.end_tick is None)
+
     async def run(self) -> None:
         identity = f"recorder-{new_id('')}"
         await self.subscriber.connect(

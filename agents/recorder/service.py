@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from livekit.protocol import egress as lkegress
 from livekit.protocol import room as lkroom
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from core.livekit_nodes import NodeAPIs
 from core.retry import RetryPolicy
@@ -36,6 +37,7 @@ from core.webhooks import WebhookMalformed, WebhookRejected, sign_webhook, verif
 
 from .egress import FAILED, EgressRecord
 from .log import logger
+from .metrics import RECORDINGS_ACTIVE
 from .room import CALLER_KINDS, RoomRecorder
 from .settings import RecorderSettings
 from .upload import SpooledObject, Uploader, finish_upload, store_manifest
@@ -105,6 +107,9 @@ class RecorderService:
         # LiveKit's server API and the room joins, on the first node that answers.
         self._livekit: NodeAPIs | None = None
         self._http: aiohttp.ClientSession | None = None
+        RECORDINGS_ACTIVE.set_function(
+            lambda: sum(r.recordings_active() for r in list(self.recorders.values()))
+        )
 
     # --- rooms -----------------------------------------------------------------------------
 
@@ -209,6 +214,11 @@ class RecorderService:
 
     async def _on_health(self, _request: web.Request) -> web.Response:
         return web.json_response({"recording": sorted(self.tasks)})
+
+    async def _on_metrics(self, _request: web.Request) -> web.Response:
+        # On the event loop, as the recordings it counts change there.
+        body = generate_latest(REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # --- egress webhooks to the API --------------------------------------------------------
 
@@ -336,6 +346,7 @@ class RecorderService:
         app = web.Application(client_max_size=MAX_WEBHOOK_BYTES)
         app.router.add_post("/livekit/webhook", self._on_webhook)
         app.router.add_get("/healthz", self._on_health)
+        app.router.add_get("/metrics", self._on_metrics)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import av
 import numpy as np
 
+from .. import metrics
+from .metrics import GAPS, LOST_PACKETS
 from .mixer import SAMPLE_RATE, JitterBuffer, Samples
 from .subscriber import OpusPacket
 
@@ -105,8 +107,10 @@ class Timeline:
             skipped = extended - self._sequence - 1
             if skipped:
                 self.stats.lost_samples += min(silence, skipped * FRAME_20MS)
+                LOST_PACKETS.inc(skipped)
                 if silence > SAMPLE_RATE // 10:
                     self.stats.gaps_over_100ms += 1
+                    GAPS.inc()
             length = opus_samples(packet.payload)
             out.append((packet, length, silence))
             self._sequence = extended
@@ -114,7 +118,7 @@ class Timeline:
         return out
 
 
-@dataclass
+@dataclass(eq=False)  # compared (and weakly referenced) as itself
 class Track:
     """An audio track in the room. Its packets are appended on the event loop and processed,
     one clock tick's worth at a time, in the recorder's pool (`ingest`)."""
@@ -130,12 +134,16 @@ class Track:
     ended: bool = False
     _decoder: av.AudioCodecContext | None = None
 
+    def __post_init__(self) -> None:
+        metrics.QUEUE_DEPTHS.track("recorder_packets", self, lambda track: len(track.pending))
+
     def receive(self, packet: OpusPacket) -> None:
         """On the event loop, for every packet: keep it cheap."""
         self.pending.append(packet)
         if len(self.pending) > MAX_PENDING:
             del self.pending[0]
             self.timeline.stats.dropped_packets += 1
+            metrics.QUEUE_DROPPED.labels("recorder_packets").inc()
 
     def take_pending(self) -> list[OpusPacket]:
         packets, self.pending = self.pending, []

@@ -29,6 +29,7 @@ from core.retry import UNTIL_CANCELLED, retry
 
 from .egress import EgressRecord
 from .log import logger
+from .metrics import PART_UPLOADS, WRITTEN_BYTES
 
 # S3 refuses parts under 5 MiB except the last one; more parts means a crash of the whole
 # machine (not just the process: the spool survives that) loses less.
@@ -101,6 +102,7 @@ class SpooledObject:
             # To the OS now: a killed process keeps what it wrote.
             self._file.flush()
             self._size += len(data)
+        WRITTEN_BYTES.inc(len(data))
         return len(data)
 
     def close_input(self) -> None:
@@ -183,7 +185,10 @@ class Uploader:
                     PartNumber=number,
                     Body=data,
                 )
-            except ClientError as exc:
+            except Exception as exc:
+                PART_UPLOADS.labels("failed").inc()
+                if not isinstance(exc, ClientError):
+                    raise
                 if _error_code(exc) == "NoSuchUpload":
                     # The store dropped the upload (expired, or aborted by a lifecycle rule):
                     # the spool still holds every byte, so the next attempt starts afresh.
@@ -191,6 +196,7 @@ class Uploader:
                     state.parts.clear()
                     obj.save()
                 raise
+            PART_UPLOADS.labels("uploaded").inc()
             state.parts.append(
                 Part(number, len(data), hashlib.md5(data).hexdigest(), response["ETag"])
             )

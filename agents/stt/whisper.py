@@ -191,8 +191,13 @@ class WhisperStream(stt.RecognizeStream):
             )
 
         async def finalize(
-            frames: list[rtc.AudioFrame], pending: asyncio.Task[Transcript] | None = None
+            frames: list[rtc.AudioFrame],
+            pending: asyncio.Task[Transcript] | None = None,
+            *,
+            speech_ended_at: float | None = None,
         ) -> None:
+            """`speech_ended_at` (unix time) is when the last speech was heard, if it ended
+            (not a long segment cut mid-speech): it starts the final's latency."""
             start, segment_id = segment.start_s, segment.id
             segment.reset()
             if (
@@ -212,17 +217,17 @@ class WhisperStream(stt.RecognizeStream):
                 )
             )
             if result.text:
-                self._event_ch.send_nowait(
-                    _event(
-                        stt.SpeechEventType.FINAL_TRANSCRIPT,
-                        result.text,
-                        result.language,
-                        start,
-                        start + result.duration_s,
-                        confidence=result.confidence,
-                        request_id=segment_id,  # the interims' id: the final replaces them
-                    )
+                final = _event(
+                    stt.SpeechEventType.FINAL_TRANSCRIPT,
+                    result.text,
+                    result.language,
+                    start,
+                    start + result.duration_s,
+                    confidence=result.confidence,
+                    request_id=segment_id,  # the interims' id: the final replaces them
                 )
+                final.speech_end_time = speech_ended_at
+                self._event_ch.send_nowait(final)
             self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH))
 
         forward = asyncio.create_task(forward_audio(), name="whisper-forward")
@@ -265,10 +270,12 @@ class WhisperStream(stt.RecognizeStream):
                         segment.last_interim = now
                         interim_task = asyncio.create_task(interim(), name="whisper-interim")
                 elif event.type == vad.VADEventType.END_OF_SPEECH and segment.active:
+                    # The VAD calls the end after its own silence window: speech ended then.
+                    ended_at = time.time() - event.silence_duration
                     if interim_task is not None:
                         await utils.aio.cancel_and_wait(interim_task)
                     # The early decode covers all the speech: only silence came after it.
-                    await finalize(list(segment.frames), early)
+                    await finalize(list(segment.frames), early, speech_ended_at=ended_at)
                     early = None
         finally:
             for task in (interim_task, early):

@@ -11,6 +11,7 @@ from core.webhooks import WebhookMalformed, WebhookRejected, verify_webhook
 from ..deps import SessionsDep, SettingsDep
 from ..events import apply_event
 from ..log import logger
+from ..metrics import WEBHOOKS_RECEIVED, WEBHOOKS_REJECTED
 from ..webhooks import check_event
 
 router = APIRouter(tags=["webhooks"])
@@ -47,7 +48,11 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
 async def receive_webhook(
     request: Request, settings: SettingsDep, sessions: SessionsDep
 ) -> WebhookAck:
-    raw = await read_limited_body(request, settings.webhook_max_body_bytes)
+    try:
+        raw = await read_limited_body(request, settings.webhook_max_body_bytes)
+    except HTTPException:
+        WEBHOOKS_REJECTED.labels("too_large").inc()
+        raise
     try:
         event = verify_webhook(
             raw,
@@ -57,10 +62,13 @@ async def receive_webhook(
         )
         check_event(event, bucket=settings.s3_bucket, key_prefix=settings.recorder_prefix)
     except WebhookRejected as exc:
+        WEBHOOKS_REJECTED.labels("signature").inc()
         logger.warning("webhook rejected", extra={"reason": str(exc)})
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid webhook signature") from exc
     except WebhookMalformed as exc:
+        WEBHOOKS_REJECTED.labels("malformed").inc()
         logger.warning("webhook refused", extra={"reason": str(exc)})
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     stored = await run_in_threadpool(apply_event, sessions, event)
+    WEBHOOKS_RECEIVED.labels("stored" if stored else "duplicate").inc()
     return WebhookAck(id=event.id, duplicate=not stored)

@@ -29,6 +29,9 @@ class Ports:
     livekit_2: int = 7890
     livekit_2_rtc_tcp: int = 7891
     livekit_2_rtc_udp: int = 7892
+    # Each LiveKit node's own Prometheus metrics (rooms, participants, packets).
+    livekit_metrics: int = 6789
+    livekit_2_metrics: int = 6790
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -47,6 +50,7 @@ class Secrets:
     s3_access_key: str
     s3_secret_key: str
     admin_password: str
+    metrics_token: str  # Prometheus' bearer token for the API's /metrics
 
     @classmethod
     def generate(cls) -> Secrets:
@@ -56,6 +60,7 @@ class Secrets:
             s3_access_key="kaiwa" + secrets.token_hex(8),
             s3_secret_key=secrets.token_urlsafe(30),
             admin_password=secrets.token_urlsafe(12),
+            metrics_token=secrets.token_urlsafe(24),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -65,6 +70,7 @@ class Secrets:
             "S3_ACCESS_KEY": self.s3_access_key,
             "S3_SECRET_KEY": self.s3_secret_key,
             "ADMIN_PASSWORD": self.admin_password,
+            "METRICS_TOKEN": self.metrics_token,
         }
 
     @classmethod
@@ -75,13 +81,18 @@ class Secrets:
             values = dict(
                 line.split("=", 1) for line in path.read_text().splitlines() if "=" in line
             )
-            return cls(
+            loaded = cls(
                 livekit_api_key=values["LIVEKIT_API_KEY"],
                 livekit_api_secret=values["LIVEKIT_API_SECRET"],
                 s3_access_key=values["S3_ACCESS_KEY"],
                 s3_secret_key=values["S3_SECRET_KEY"],
                 admin_password=values["ADMIN_PASSWORD"],
+                # A state folder made before /metrics had a token gets one now.
+                metrics_token=values.get("METRICS_TOKEN") or secrets.token_urlsafe(24),
             )
+            if "METRICS_TOKEN" not in values:
+                path.write_text("".join(f"{k}={v}\n" for k, v in loaded.as_env().items()))
+            return loaded
         created = cls.generate()
         state_dir.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)

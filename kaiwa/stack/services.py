@@ -65,12 +65,13 @@ def livekit_config(cfg: StackConfig, node: int = 1) -> dict[str, Any]:
     so nothing is keyed on them."""
     base: dict[str, Any] = yaml.safe_load((REPO_ROOT / "livekit.yaml").read_text())
     p = cfg.ports
-    port, tcp, udp = (
-        (p.livekit, p.livekit_rtc_tcp, p.livekit_rtc_udp)
+    port, tcp, udp, metrics = (
+        (p.livekit, p.livekit_rtc_tcp, p.livekit_rtc_udp, p.livekit_metrics)
         if node == 1
-        else (p.livekit_2, p.livekit_2_rtc_tcp, p.livekit_2_rtc_udp)
+        else (p.livekit_2, p.livekit_2_rtc_tcp, p.livekit_2_rtc_udp, p.livekit_2_metrics)
     )
     base["port"] = port
+    base["prometheus_port"] = metrics
     base.setdefault("rtc", {}).update(tcp_port=tcp, udp_port=udp)
     base["redis"] = {"address": f"127.0.0.1:{cfg.ports.redis}"}
     base["keys"] = {cfg.secrets.livekit_api_key: cfg.secrets.livekit_api_secret}
@@ -360,7 +361,9 @@ class Stack:
         check_port_free(p.livekit, "livekit")
         check_port_free(p.livekit_rtc_tcp, "livekit_rtc_tcp")
         check_port_free(p.livekit_rtc_udp, "livekit_rtc_udp", udp=True)
+        check_port_free(p.livekit_metrics, "livekit_metrics")
         if self.cfg.livekit_nodes > 1:
+            check_port_free(p.livekit_2_metrics, "livekit_2_metrics")
             check_port_free(p.livekit_2, "livekit_2")
             check_port_free(p.livekit_2_rtc_tcp, "livekit_2_rtc_tcp")
             check_port_free(p.livekit_2_rtc_udp, "livekit_2_rtc_udp", udp=True)
