@@ -86,6 +86,10 @@ async def test_caller_asks_by_voice_and_hears_a_relevant_answer(
     assert "talk about" in greeting["text"] and answers_sky(reply["text"]), reply
     assert greeting["start_s"] <= asked["start_s"] <= reply["start_s"]
     assert all(t["engine"] and t["language"] == "en" and not t["interrupted"] for t in turns)
+    # Each turn's latency ledger, as LiveKit measured it in the pipeline: the question's
+    # transcript, and the reply's first token and first frame.
+    assert "final_transcript" in asked["timings"], asked
+    assert {"llm_first_token", "reply_first_frame"} <= reply["timings"].keys(), reply
     # Each is stored under its caption's segment id, with the caption's final text: a page
     # merges what it saw live with the history by that id.
     finals = {

@@ -177,6 +177,13 @@ async def test_english_and_japanese_callers_understand_each_other(
         assert stored["translations"] == {"ja": translation.text}
     stored = by_id[kenji_source[0].attributes["lk.segment_id"]]
     assert stored["translations"] == {"en": kenji_translated[0].text}
+    # Each line's latency ledger: its translation timed, and (unless a voice far behind
+    # dropped it) its voice's first frame; an utterance's end of speech to its final.
+    for segment in segments:
+        other = "ja" if segment["language"] == "en" else "en"
+        assert f"translation.{other}" in segment["timings"], segment
+    assert any(k.startswith("first_frame.") for s in segments for k in s["timings"]), segments
+    assert any("final_transcript" in s["timings"] for s in segments), segments
 
 
 async def test_listener_switching_language_gets_the_new_track_and_captions(stack: Stack) -> None:

@@ -61,6 +61,8 @@ APT_PACKAGES = {
     "libsoxr-dev": "/usr/include/soxr.h",
     # SIPp, the SIP peer the phone-call tests dial the bridge with.
     "sip-tester": "/usr/bin/sipp",
+    # The Prometheus server the metrics test scrapes the stack with (not needed to run it).
+    "prometheus": "/usr/bin/prometheus",
 }
 SIP_BUILD_PACKAGES = ["pkg-config", "libopus-dev", "libopusfile-dev", "libsoxr-dev"]
 PROFILES = {
@@ -73,6 +75,7 @@ PROFILES = {
         "fonts-noto-cjk",
         *SIP_BUILD_PACKAGES,
         "sip-tester",
+        "prometheus",
     ],
 }
 # Which set of offline models each profile installs (agents/models/catalog.py PROFILES).
