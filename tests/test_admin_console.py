@@ -150,6 +150,11 @@ async def seeded_call(stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
                 "start_s": round(a, 3),
                 "end_s": round(a + half, 3),
                 "translations": {"ja": "明日、灯台で会いましょうか？"},
+                "timings": {
+                    "final_transcript": 0.62,
+                    "translation.ja": 0.91,
+                    "first_frame.ja": 0.35,
+                },
             },
             {
                 "id": f"{run}-a2",
@@ -159,6 +164,7 @@ async def seeded_call(stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
                 "start_s": round(a + half, 3),
                 "end_s": round(a + TONE_S, 3),
                 "translations": {"ja": "フェリーは九時に出ます。"},
+                "timings": {"final_transcript": 0.7, "translation.ja": 1.4, "first_frame.ja": 0.3},
             },
             {
                 "id": f"{run}-b1",
@@ -168,6 +174,11 @@ async def seeded_call(stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
                 "start_s": round(b, 3),
                 "end_s": round(b + half, 3),
                 "translations": {"en": "Yes, I will wait in front of the lighthouse."},
+                "timings": {
+                    "final_transcript": 0.8,
+                    "translation.en": 0.55,
+                    "first_frame.en": 0.42,
+                },
             },
             {
                 "id": f"{run}-b2",
@@ -177,6 +188,8 @@ async def seeded_call(stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
                 "start_s": round(b + half, 3),
                 "end_s": round(b + TONE_S, 3),
                 "translations": {"en": "Don't forget your umbrella."},
+                # A sentence finished while its speaker went on: no end of speech to time.
+                "timings": {"translation.en": 0.6, "first_frame.en": 0.38},
             },
         ]
         token = mint_service_token(cfg.secrets.livekit_api_key, cfg.secrets.livekit_api_secret)
@@ -308,6 +321,26 @@ async def test_search_open_play_and_follow_the_transcript(
         )
         await expect(page.locator("#usage")).to_contain_text("tts characters")
         await expect(page.locator("#usage")).to_contain_text("57")
+
+        # Each line's latency ledger as a bar, and the call's medians and p95 per stage.
+        await expect(lines.nth(0).locator(".ledger")).to_have_attribute(
+            "aria-label",
+            "Latency into JA: speech → transcript 0.62 s, translation 0.91 s, "
+            "first audio out 0.35 s; 1.88 s in all",
+        )
+        await expect(lines.nth(0).locator(".ledger-part")).to_have_count(3)
+        await expect(lines.nth(3).locator(".ledger-part")).to_have_count(2)
+        latency = page.locator("#latency tbody tr")
+        await expect(latency).to_have_count(5)
+        rows = [" | ".join(await latency.nth(i).locator("td").all_inner_texts()) for i in range(5)]
+        assert rows == [
+            "speech → transcript | 3 | 0.70 s | 0.80 s",
+            "translation (EN) | 2 | 0.55 s | 0.60 s",
+            "translation (JA) | 2 | 0.91 s | 1.40 s",
+            "first audio out (EN) | 2 | 0.38 s | 0.42 s",
+            "first audio out (JA) | 2 | 0.30 s | 0.35 s",
+        ], rows
+        await _shot(page, screenshots, "05-conversation-ledger", full_page=True)
         exported = await context.request.get(
             stack.cfg.api_url + (await page.locator("#export-vtt").get_attribute("href") or "")
         )

@@ -10,8 +10,11 @@ import {
   describeRecording,
   formatClock,
   formatDuration,
+  formatSeconds,
   highlightTerms,
+  ledgerSummary,
   playable,
+  STAGE_LABELS,
 } from "./admin/format.js";
 import { Timeline } from "./admin/timeline.js";
 
@@ -467,6 +470,8 @@ function renderDetail(c) {
   );
   if (!usage.length) $("usage").append(el("dd", { class: "note", text: "No usage recorded." }));
 
+  renderLatency(c.transcript);
+
   $("recordings").replaceChildren(...c.recordings.map((r) => recordingItem(r, names)));
   // With none, the player's card already says the call was not recorded.
   $("recordings").closest("section").hidden = !c.recordings.length;
@@ -481,6 +486,25 @@ function renderDetail(c) {
   $("transcript-empty").hidden = c.transcript.length > 0;
   $("transcript-help").hidden = !c.transcript.length || !timeline.sources.length;
   $("detail-body").hidden = false;
+}
+
+/** The call's latency, stage by stage over its lines: the ledger's medians and p95. */
+function renderLatency(transcript) {
+  const rows = ledgerSummary(transcript).map((row) => {
+    const label = STAGE_LABELS.get(row.stage) + (row.language ? ` (${row.language.toUpperCase()})` : "");
+    const stage = el("td", {}, el("span", { class: `swatch stage-${row.stage}` }), label);
+    return el(
+      "tr",
+      {},
+      stage,
+      el("td", { text: String(row.count) }),
+      el("td", { text: formatSeconds(row.median) }),
+      el("td", { text: formatSeconds(row.p95) }),
+    );
+  });
+  $("latency").querySelector("tbody").replaceChildren(...rows);
+  $("latency").hidden = !rows.length;
+  $("latency-empty").hidden = rows.length > 0;
 }
 
 function recordingItem(r, names) {

@@ -88,3 +88,78 @@ export function highlightTerms(text, query) {
   if (last < text.length) nodes.push(document.createTextNode(text.slice(last)));
   return nodes;
 }
+
+// The stages of a line's latency ledger (docs/operations.md), in pipeline order, as the
+// console names them. A stage measured per target language is keyed "translation.ja".
+export const LEDGER_STAGES = [
+  ["final_transcript", "speech → transcript"],
+  ["end_of_turn", "end of turn"],
+  ["translation", "translation"],
+  ["first_frame", "first audio out"],
+  ["llm_first_token", "LLM first token"],
+  ["reply_first_frame", "reply audio out"],
+];
+const STAGE_ORDER = new Map(LEDGER_STAGES.map(([stage], i) => [stage, i]));
+export const STAGE_LABELS = new Map(LEDGER_STAGES);
+
+function splitKey(key) {
+  const dot = key.indexOf(".");
+  return dot < 0 ? [key, null] : [key.slice(0, dot), key.slice(dot + 1)];
+}
+
+function byStage(a, b) {
+  const [sa, la] = splitKey(a);
+  const [sb, lb] = splitKey(b);
+  return (STAGE_ORDER.get(sa) ?? 99) - (STAGE_ORDER.get(sb) ?? 99) || (la ?? "").localeCompare(lb ?? "");
+}
+
+/**
+ * A line's ledger as the bars the console draws: where its time went, stage after stage.
+ * One bar per target language for an interpreted line (its transcript, then that
+ * language's translation and first audio), else one bar. Each part: {stage, seconds}.
+ */
+export function ledgerBars(timings) {
+  const keys = Object.keys(timings ?? {}).filter((k) => STAGE_ORDER.has(splitKey(k)[0]));
+  const shared = keys.filter((k) => splitKey(k)[1] === null).sort(byStage);
+  const languages = [...new Set(keys.map((k) => splitKey(k)[1]).filter(Boolean))].sort();
+  const part = (key) => ({ stage: splitKey(key)[0], seconds: timings[key] });
+  if (!languages.length) return shared.length ? [{ language: null, parts: shared.map(part) }] : [];
+  return languages.map((language) => ({
+    language,
+    parts: [...shared, ...keys.filter((k) => splitKey(k)[1] === language).sort(byStage)].map(part),
+  }));
+}
+
+/** The value at quantile `q` of sorted `values` (nearest rank). */
+function quantile(sorted, q) {
+  return sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)];
+}
+
+/** Each ledger key over a call's lines: how many lines have it, its median and p95. */
+export function ledgerSummary(transcript) {
+  const values = new Map();
+  for (const segment of transcript) {
+    for (const [key, seconds] of Object.entries(segment.timings ?? {})) {
+      if (!STAGE_ORDER.has(splitKey(key)[0])) continue;
+      if (!values.has(key)) values.set(key, []);
+      values.get(key).push(seconds);
+    }
+  }
+  return [...values.keys()].sort(byStage).map((key) => {
+    const sorted = values.get(key).sort((a, b) => a - b);
+    const [stage, language] = splitKey(key);
+    return {
+      key,
+      stage,
+      language,
+      count: sorted.length,
+      median: quantile(sorted, 0.5),
+      p95: quantile(sorted, 0.95),
+    };
+  });
+}
+
+/** Seconds as "0.81 s". */
+export function formatSeconds(seconds) {
+  return `${seconds.toFixed(2)} s`;
+}

@@ -6,9 +6,18 @@
 // starts when they first publish). So a recording's position p is conversation time
 // p + offset, with offset = recording.started_at - conversation.started_at.
 
-import { formatClock, playable, recordingOffset } from "./format.js";
+import {
+  STAGE_LABELS,
+  formatClock,
+  formatSeconds,
+  ledgerBars,
+  playable,
+  recordingOffset,
+} from "./format.js";
 
 const SPEAKER_COLOURS = 6;
+// A ledger bar's full width, in seconds: one scale for every line, so bars compare.
+const LEDGER_SCALE_S = 4;
 // After the reader scrolls the transcript themselves, leave it where they put it this long.
 const USER_SCROLL_HOLD_MS = 4000;
 
@@ -185,6 +194,7 @@ export class Timeline {
       body.append(column);
     }
     item.append(head, body);
+    for (const bar of ledgerBars(segment.timings)) item.append(ledgerBar(bar));
     return item;
   }
 
@@ -297,4 +307,30 @@ export class Timeline {
     const behavior = smooth ? "smooth" : "auto";
     box.scrollTo({ top: Math.max(0, top - box.clientHeight / 3), behavior });
   }
+}
+
+/** Where one line's time went: a bar of its stages, each as wide as it took. */
+function ledgerBar({ language, parts }) {
+  const total = parts.reduce((sum, part) => sum + part.seconds, 0);
+  const words = parts.map((p) => `${STAGE_LABELS.get(p.stage)} ${formatSeconds(p.seconds)}`);
+  const bar = node("div", "ledger");
+  bar.setAttribute("role", "img");
+  bar.setAttribute(
+    "aria-label",
+    `Latency${language ? ` into ${language.toUpperCase()}` : ""}: ${words.join(", ")}; ` +
+      `${formatSeconds(total)} in all`,
+  );
+  bar.title = words.join("\n");
+  if (language) bar.append(node("abbr", "lang", language.toUpperCase()));
+  const track = node("div", "ledger-track");
+  let used = 0;
+  for (const part of parts) {
+    const width = Math.min(part.seconds / LEDGER_SCALE_S, 1 - used);
+    used += width;
+    const span = node("span", `ledger-part stage-${part.stage}`);
+    span.style.width = `${(width * 100).toFixed(2)}%`;
+    track.append(span);
+  }
+  bar.append(track, node("span", "ledger-total", formatSeconds(total)));
+  return bar;
 }
