@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kaiwa.bench.interpret import Turn, _figures, _onsets
+from kaiwa.bench.interpret import Turn, _figures, _onsets, _pipeline_times
 from kaiwa.caller import HeardAudio, ReceivedText, SyntheticCaller
 
 pytestmark = pytest.mark.unit
@@ -62,6 +62,8 @@ async def test_lags_are_measured_per_sentence_at_the_listener() -> None:
 
     assert figures["caption_lag_s_median"] == pytest.approx(0.75)  # 0.5 and 1.0
     assert figures["translation_lag_s_median"] == pytest.approx(2.5)  # 2.0 and 3.0
+    # The turn's last sentence, the one whose end of speech the interpreter times.
+    assert figures["turn_end_to_voice_s_median"] == pytest.approx(3.0)
     assert figures["sentences_unmatched"] == 0
     # Updates while Alice spoke (until 5.0): 1.0, 1.8, 2.5, 3.5.
     assert figures["interim_interval_s_max"] == pytest.approx(1.0)
@@ -79,3 +81,23 @@ async def test_a_caption_holding_two_sentences_completes_both() -> None:
 
     assert figures["caption_lag_s_median"] == pytest.approx(2.0)  # 3.0 and 1.0
     assert figures["sentences_unmatched"] == 1  # one stretch of speech for two sentences
+
+
+def test_the_pipeline_time_is_the_ledger_from_end_of_speech_to_first_frame() -> None:
+    lines = [
+        # Ends an utterance, voiced in two languages.
+        {
+            "timings": {
+                "final_transcript": 0.8,
+                "translation.ja": 0.6,
+                "first_frame.ja": 0.3,
+                "translation.vi": 1.1,
+                "first_frame.vi": 0.2,
+            }
+        },
+        # A sentence finished while its speaker went on: no end of speech to time from.
+        {"timings": {"translation.ja": 0.5, "first_frame.ja": 0.3}},
+        # Dropped unvoiced: no first frame.
+        {"timings": {"final_transcript": 0.7, "translation.ja": 0.5}},
+    ]
+    assert sorted(round(t, 3) for t in _pipeline_times(lines)) == [1.7, 2.1]

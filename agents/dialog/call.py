@@ -41,7 +41,7 @@ from .agent import ScenarioAgent
 from .lines import line
 from .log import logger
 from .policy import CallLimits, CallPolicy, EndReason
-from .record import TurnLog, latency_stages, summarize, usage_counters
+from .record import TurnLog, summarize, usage_counters
 from .sessions import room_options
 from .turn_captions import TurnCaptions
 
@@ -203,9 +203,6 @@ class DialogCall:
 
     def _on_item(self, event: ConversationItemAddedEvent) -> None:
         self.log.on_item(event)
-        if isinstance(event.item, llm.ChatMessage) and (stages := latency_stages(event.item)):
-            # For operators reading the logs (and `kaiwa bench dialog`'s agent_stages).
-            logger.info("turn", extra={"role": event.item.role, **stages})
         self._summary_when_quiet()
 
     def _summary_when_quiet(self) -> None:

@@ -2,8 +2,8 @@
 
 TurnLog posts each final turn to the history under its caption's id; `summarize` brings the
 summary up to date from the turns since the last one; `usage_counters` totals the session's
-usage as the history stores it; `latency_stages` are a turn's timings for the logs, and
-`turn_timings` its latency ledger, stored with it and counted in the stage histograms.
+usage as the history stores it; `turn_timings` are a turn's latency ledger, stored with it,
+logged, and counted in the stage histograms.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from livekit.agents.metrics.usage import LLMModelUsage, STTModelUsage, TTSModelU
 
 from .. import metrics
 from ..history_client import SegmentStore
+from .log import logger
 from .turn_captions import TurnCaptions
 
 
@@ -49,6 +50,9 @@ class TurnLog:
             turn_id = self.captions.user_turn(text, round(start_s, 3))
         else:
             turn_id = self.captions.reply.claim() or f"turn-{item.id}"
+        timings = turn_timings(item, self.language)
+        # For operators reading the logs: where the turn's time went.
+        logger.info("turn", extra={"role": role, **timings})
         self.store.add(
             {
                 "id": turn_id,
@@ -62,7 +66,7 @@ class TurnLog:
                 "role": role,
                 "engine": self.engine(),
                 "interrupted": bool(item.interrupted),
-                "timings": turn_timings(item, self.language),
+                "timings": timings,
             }
         )
         self.turns += 1
@@ -116,16 +120,6 @@ def turn_timings(message: llm.ChatMessage, language: str) -> dict[str, float]:
         if isinstance(value, int | float):
             timings[stage] = metrics.observe_stage("dialog", stage, language, value)
     return timings
-
-
-def latency_stages(message: llm.ChatMessage) -> dict[str, float]:
-    """The stages of a reply's latency (transcription, end of turn, LLM first token, TTS
-    first audio) that LiveKit measured for this turn, in seconds."""
-    return {
-        name: round(value, 3)
-        for name, value in message.metrics.items()
-        if isinstance(value, float) and name.endswith(("_delay", "_ttft", "_ttfb"))
-    }
 
 
 def usage_counters(session: AgentSession[Any]) -> dict[str, float]:

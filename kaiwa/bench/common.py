@@ -1,19 +1,24 @@
 """What the benches share: CPU of a process, medians and percentiles, rooms made to order,
-and the worker that runs the reference designs beside a bench's stack."""
+a call's stored lines with their latency ledgers, and the worker that runs the reference
+designs beside a bench's stack."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from livekit import api as lkapi
 
+from api.admin_auth import mint_admin_token
 from api.tokens import caller_grants
 from core.paths import REPO_ROOT
 from core.protocol import AGENT_NAME, LANGUAGE_ATTRIBUTE, MODE_ATTRIBUTE
@@ -83,6 +88,41 @@ async def create_room(
                 ],
             )
         )
+
+
+async def stored_lines(
+    cfg: StackConfig,
+    room_name: str,
+    *,
+    done: Callable[[list[dict[str, Any]]], bool] = bool,
+    timeout_s: float = 30,
+) -> list[dict[str, Any]]:
+    """The room's transcript as an admin reads it (each line with its latency ledger),
+    once `done` holds for it or `timeout_s` has passed."""
+    token, _ = mint_admin_token(cfg.secrets.livekit_api_secret, cfg.secrets.admin_password, 600)
+    lines: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(
+        base_url=cfg.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ) as client:
+        for _ in range(int(timeout_s)):
+            listing = (await client.get("/api/conversations", params={"room": room_name})).json()
+            if listing["items"]:
+                conversation_id = listing["items"][0]["id"]
+                body = (await client.get(f"/api/conversations/{conversation_id}")).json()
+                lines = body["transcript"]
+                if done(lines):
+                    return lines
+            await asyncio.sleep(1)
+    return lines
+
+
+def ledger_medians(lines: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The median of each stage of the lines' ledgers (docs/operations.md), in seconds."""
+    seen: dict[str, list[float]] = {}
+    for line in lines:
+        for stage, seconds in line.get("timings", {}).items():
+            seen.setdefault(stage, []).append(float(seconds))
+    return {f"{stage}_s_median": median(values) for stage, values in sorted(seen.items())}
 
 
 def start_reference_worker(stack: Stack) -> None:

@@ -26,21 +26,19 @@ product worker's), and the ratio of the median voice-to-voice latencies is print
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
+import statistics
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from livekit import rtc
 
 from agents import engines
-from api.admin_auth import mint_admin_token
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack, ephemeral_config
@@ -52,9 +50,11 @@ from .common import (
     bench_grant,
     cpu_seconds,
     create_room,
+    ledger_medians,
     median,
     percentile,
     start_reference_worker,
+    stored_lines,
 )
 from .reference import DESIGN
 
@@ -145,62 +145,43 @@ class Conversation:
             await asyncio.sleep(0.05)
 
 
-async def _false_interruptions(cfg: StackConfig, room_name: str) -> int | None:
+def _story_asked(lines: list[dict[str, Any]]) -> bool:
+    return any(t["role"] == "user" and "story" in t["text"].lower() for t in lines)
+
+
+def _false_interruptions(lines: list[dict[str, Any]]) -> int | None:
     """Stored replies marked interrupted before the first story was asked for: nobody
     talked over those."""
-    token, _ = mint_admin_token(cfg.secrets.livekit_api_secret, cfg.secrets.admin_password, 600)
-    async with httpx.AsyncClient(
-        base_url=cfg.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    ) as client:
-        for _ in range(30):
-            listing = (await client.get("/api/conversations", params={"room": room_name})).json()
-            if listing["items"]:
-                conversation_id = listing["items"][0]["id"]
-                body = (await client.get(f"/api/conversations/{conversation_id}")).json()
-                turns = body["transcript"]
-                stories: list[float] = [
-                    float(t["start_s"])
-                    for t in turns
-                    if t["role"] == "user" and "story" in t["text"].lower()
-                ]
-                if stories:
-                    false = [
-                        t
-                        for t in turns
-                        if t["role"] == "agent" and t["interrupted"] and t["start_s"] < stories[0]
-                    ]
-                    return len(false)
-            await asyncio.sleep(1)
-    return None
+    stories = [
+        float(t["start_s"]) for t in lines if t["role"] == "user" and "story" in t["text"].lower()
+    ]
+    if not stories:
+        return None
+    return sum(
+        1 for t in lines if t["role"] == "agent" and t["interrupted"] and t["start_s"] < stories[0]
+    )
 
 
-STAGES = ("transcription_delay", "end_of_turn_delay", "llm_node_ttft", "tts_node_ttfb")
-
-
-def _stages(agent_log: Path, offset: int) -> dict[str, float | None]:
-    """Medians of the agent's own per-turn stage timings (its "turn" log lines after
-    `offset`): where the voice-to-voice time goes."""
-    seen: dict[str, list[float]] = {stage: [] for stage in STAGES}
-    with agent_log.open("rb") as log:
-        log.seek(offset)
-        for line in log:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("message") == "turn":
-                for stage in STAGES:
-                    if isinstance(record.get(stage), float | int):
-                        seen[stage].append(float(record[stage]))
-    return {f"{stage}_s_median": median(values) for stage, values in seen.items()}
+def _pipeline_times(lines: list[dict[str, Any]]) -> list[float]:
+    """End of the caller's speech → the reply's first frame published, per answered turn,
+    as the agent measured it: the end of turn (which waits for the transcript), the LLM's
+    first token, then the reply's first audio."""
+    times = []
+    for asked, reply in zip(lines, lines[1:], strict=False):
+        stages = (
+            asked["timings"].get("end_of_turn"),
+            reply["timings"].get("llm_first_token"),
+            reply["timings"].get("reply_first_frame"),
+        )
+        if asked["role"] == "user" and reply["role"] == "agent" and None not in stages:
+            times.append(sum(stages))
+    return times
 
 
 async def _conversation(
     cfg: StackConfig, stack: Stack, design: str, worker: DesignWorker
 ) -> dict[str, Any]:
     service = stack.services[worker.service]
-    agent_log = service.log_path
-    log_offset = agent_log.stat().st_size
     room_name = f"bench-dialog-{design}-{uuid.uuid4().hex[:6]}"
     dispatch = {"mode": "dialog", "scenario": "assistant"}
     await create_room(cfg, room_name, dispatch, agent_name=worker.agent_name)
@@ -251,7 +232,8 @@ async def _conversation(
         cpu = cpu_seconds(agent_pid) + cpu_seconds(llm_pid) - cpu_before
     finally:
         await caller.leave()
-    false_interruptions = await _false_interruptions(cfg, room_name)
+    lines = await stored_lines(cfg, room_name, done=_story_asked)
+    pipeline = _pipeline_times(lines)
     return {
         "voice_to_voice_s_median": median(voice_to_voice),
         "voice_to_voice_s_p95": percentile(voice_to_voice, 95),
@@ -260,12 +242,20 @@ async def _conversation(
         "barge_in_stop_s_median": median(stops),
         "barge_in_stop_s_max": round(max(stops), 3) if stops else None,
         "barge_in_stop_s_each": [round(v, 3) for v in stops],
-        "false_interruptions": false_interruptions,
+        "false_interruptions": _false_interruptions(lines),
         "unanswered": unanswered,
         "turns": len(voice_to_voice),
         "call_s": round(wall, 1),
         "cpu_s_per_call_s": round(cpu / wall, 3),
-        "agent_stages": _stages(agent_log, log_offset),
+        # Inside the agent (the reference design keeps no ledger): what remains of
+        # voice-to-voice is the network and playout, both ways.
+        "ledger": ledger_medians(lines),
+        "pipeline_s_median": median(pipeline),
+        "network_and_playout_s_median": (
+            round(statistics.median(voice_to_voice) - statistics.median(pipeline), 3)
+            if pipeline and voice_to_voice
+            else None
+        ),
     }
 
 

@@ -14,7 +14,11 @@ the callers, on arrival:
   `sentences_unmatched` counts the turns where the counts differ);
 - interim cadence: the intervals between caption updates while the speaker speaks;
 - CPU per session: CPU seconds of the agent worker and the LLM server per second of call;
-- drops: translated sentences the interpreter did not speak (its own counter).
+- drops: translated sentences the interpreter did not speak (its own counter);
+- the ledger: the medians of each stage as the interpreter measured it (docs/operations.md),
+  and end of speech → first frame published (final transcript, translation, first frame)
+  beside the same at the caller for the last sentence of each turn, the one whose end of
+  speech the interpreter times. Their difference is the network and playout.
 
 With `--compare` the same exchange runs again against LiveKit's multi-user translator design
 (kaiwa/bench/reference/multi_user_translator.py), on the same stack and engines, in the
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -48,9 +53,11 @@ from .common import (
     DesignWorker,
     cpu_seconds,
     create_room,
+    ledger_medians,
     median,
     percentile,
     start_reference_worker,
+    stored_lines,
 )
 from .reference import DESIGN
 
@@ -169,6 +176,7 @@ async def _exchange(
     finally:
         await kenji.leave()
         await alice.leave()
+    room_name = alice.room_name or ""
     if agents_in_room != 1:
         raise RuntimeError(f"{agents_in_room} agents served the {design} room; expected one")
     for turn, following in zip(turns, turns[1:] + [None], strict=True):
@@ -181,12 +189,43 @@ async def _exchange(
             "dropped_sentences": dropped,
         }
     )
+    if worker == PRODUCT:  # the reference design keeps no ledger
+        lines = await stored_lines(
+            cfg, room_name, done=lambda lines: len(lines) >= figures["sentences"]
+        )
+        pipeline = _pipeline_times(lines)
+        heard = figures["turn_end_to_voice_s_median"]
+        figures.update(
+            {
+                "ledger": ledger_medians(lines),
+                "pipeline_s_median": median(pipeline),
+                "network_and_playout_s_median": (
+                    round(heard - statistics.median(pipeline), 3) if pipeline and heard else None
+                ),
+            }
+        )
     return figures
+
+
+def _pipeline_times(lines: list[dict[str, Any]]) -> list[float]:
+    """End of speech → first frame published, per line and language, as the interpreter
+    measured it: only lines that end an utterance have an end of speech to time from."""
+    times = []
+    for line in lines:
+        timings = line["timings"]
+        for key in timings:
+            if key.startswith("translation.") and "final_transcript" in timings:
+                language = key.split(".", 1)[1]
+                if (first_frame := timings.get(f"first_frame.{language}")) is not None:
+                    times.append(timings["final_transcript"] + timings[key] + first_frame)
+    return times
 
 
 def _figures(turns: list[Turn]) -> dict[str, Any]:
     caption_lags: list[float] = []
     translation_lags: list[float] = []
+    # The last sentence of each turn: the one that ends the speaker's utterance.
+    turn_end_lags: list[float] = []
     intervals: list[float] = []
     unmatched = 0
     for turn in turns:
@@ -217,6 +256,8 @@ def _figures(turns: list[Turn]) -> dict[str, Any]:
             unmatched += 1
         for end, onset in zip(turn.sentence_ends, onsets, strict=False):
             translation_lags.append(onset - end)
+        if len(onsets) == len(turn.sentence_ends):
+            turn_end_lags.append(onsets[-1] - turn.sentence_ends[-1])
     return {
         "sentences": sum(len(t.sentence_ends) for t in turns),
         "caption_lag_s_median": median(caption_lags),
@@ -224,6 +265,7 @@ def _figures(turns: list[Turn]) -> dict[str, Any]:
         "translation_lag_s_median": median(translation_lags),
         "translation_lag_s_p95": percentile(translation_lags, 95),
         "translation_lags_measured": len(translation_lags),
+        "turn_end_to_voice_s_median": median(turn_end_lags),
         "sentences_unmatched": unmatched,
         "interim_interval_s_median": median(intervals),
         "interim_interval_s_p95": percentile(intervals, 95),
