@@ -31,8 +31,9 @@ LINES = [
 
 
 def test_the_pipeline_time_pairs_each_question_with_its_reply() -> None:
-    # End of turn, then the reply's first token and first frame; a reply without one is left out.
-    assert [round(t, 3) for t in _pipeline_times(LINES)] == [1.7, 1.6]
+    # Transcript and end of turn, then the reply's first token and first frame; a reply
+    # without one of them is left out.
+    assert [round(t, 3) for t in _pipeline_times(LINES)] == [2.1, 1.6]
 
 
 def test_only_replies_interrupted_before_the_stories_are_false_interruptions() -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from livekit.agents import llm
 
 from agents.dialog.lines import is_backchannel
+from agents.dialog.record import TurnTimer
 from core import scenarios
 
 pytestmark = pytest.mark.unit
@@ -66,3 +68,24 @@ def test_acknowledgements_are_backchannels(text: str) -> None:
 )
 def test_requests_are_not_backchannels(text: str) -> None:
     assert not is_backchannel(text)
+
+
+def test_a_turns_ledger_adds_up_to_livekits_end_to_end_latency() -> None:
+    timer = TurnTimer("en")
+    asked = llm.ChatMessage(role="user", content=["Why is the sky blue?"])
+    asked.metrics.update(transcription_delay=0.5, end_of_turn_delay=0.7)
+    reply = llm.ChatMessage(role="assistant", content=["Sunlight scatters."])
+    reply.metrics.update(llm_node_ttft=0.6, tts_node_ttfb=0.2, e2e_latency=2.0)
+
+    caller = timer.timings(asked)
+    agent = timer.timings(reply)
+
+    # Each stage from the end of the one before: the turn detector's own wait after the
+    # transcript, and the reply's way from its first token to its first frame out.
+    assert caller == {"final_transcript": 0.5, "end_of_turn": 0.2}
+    assert agent == {"llm_first_token": 0.6, "reply_first_frame": 0.7}
+    assert sum(caller.values()) + sum(agent.values()) == pytest.approx(2.0)
+    # A greeting answers nobody: no end-to-end latency, no reply stage.
+    greeting = llm.ChatMessage(role="assistant", content=["Hello!"])
+    greeting.metrics.update(llm_node_ttft=0.4)
+    assert TurnTimer("en").timings(greeting) == {"llm_first_token": 0.4}

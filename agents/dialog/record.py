@@ -2,8 +2,8 @@
 
 TurnLog posts each final turn to the history under its caption's id; `summarize` brings the
 summary up to date from the turns since the last one; `usage_counters` totals the session's
-usage as the history stores it; `turn_timings` are a turn's latency ledger, stored with it,
-logged, and counted in the stage histograms.
+usage as the history stores it; `TurnTimer` gives each turn its latency ledger, stored with
+it, logged, and counted in the stage histograms.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ class TurnLog:
     agent_identity: str
     turns: int = 0
     transcript: list[tuple[str, str]] = field(default_factory=list)
+    timer: TurnTimer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.timer = TurnTimer(self.language)
 
     def on_item(self, event: ConversationItemAddedEvent) -> None:
         item = event.item
@@ -50,7 +54,7 @@ class TurnLog:
             turn_id = self.captions.user_turn(text, round(start_s, 3))
         else:
             turn_id = self.captions.reply.claim() or f"turn-{item.id}"
-        timings = turn_timings(item, self.language)
+        timings = self.timer.timings(item)
         # For operators reading the logs: where the turn's time went.
         logger.info("turn", extra={"role": role, **timings})
         self.store.add(
@@ -101,25 +105,53 @@ async def summarize(
     return "".join(parts).strip() or previous
 
 
-# LiveKit's measures of a turn (ChatMessage.metrics), under Kaiwa's stage names. Its TTS
-# time to first byte runs from the first text sent to synthesis to the first audio out,
-# which the room output publishes as it comes.
-LIVEKIT_STAGES: dict[str, metrics.Stage] = {
-    "transcription_delay": "final_transcript",
-    "end_of_turn_delay": "end_of_turn",
-    "llm_node_ttft": "llm_first_token",
-    "tts_node_ttfb": "reply_first_frame",
-}
+def stage_seconds(report: llm.MetricsReport) -> dict[metrics.Stage, float]:
+    """A turn's latency stages, from LiveKit's measures of it (ChatMessage.metrics), each
+    from the end of the stage before, so that they add up:
+
+    - a caller's turn: end of speech → final transcript (`transcription_delay`), then →
+      the decision that the turn is over (the rest of `end_of_turn_delay`);
+    - a reply: → the LLM's first token (`llm_node_ttft`), then → the reply's first frame
+      out (the rest of `e2e_latency`, from the end of the caller's speech: the first
+      sentence's tokens, and its synthesis).
+
+    `e2e_latency` spans the caller's stages too: the reply's own part of it needs the
+    caller's turn, which the session reports first (`previous`)."""
+    stages: dict[metrics.Stage, float] = {}
+    transcription = report.get("transcription_delay")
+    end_of_turn = report.get("end_of_turn_delay")
+    if transcription is not None:
+        stages["final_transcript"] = transcription
+    if end_of_turn is not None:
+        stages["end_of_turn"] = max(0.0, end_of_turn - (transcription or 0.0))
+    ttft = report.get("llm_node_ttft")
+    if ttft is not None:
+        stages["llm_first_token"] = ttft
+    return stages
 
 
-def turn_timings(message: llm.ChatMessage, language: str) -> dict[str, float]:
-    """The turn's latency ledger: each stage LiveKit measured for it, counted once."""
-    timings: dict[str, float] = {}
-    for name, stage in LIVEKIT_STAGES.items():
-        value = message.metrics.get(name)
-        if isinstance(value, int | float):
-            timings[stage] = metrics.observe_stage("dialog", stage, language, value)
-    return timings
+@dataclass
+class TurnTimer:
+    """Each turn's ledger (agents/metrics.py), counted in the stage histograms once."""
+
+    language: str
+    # The caller's last turn: its end of speech → end of turn, which the reply's
+    # `e2e_latency` includes.
+    _caller_turn_s: float | None = None
+
+    def timings(self, message: llm.ChatMessage) -> dict[str, float]:
+        report = message.metrics
+        stages = stage_seconds(report)
+        if message.role == "user":
+            self._caller_turn_s = report.get("end_of_turn_delay")
+        elif (e2e := report.get("e2e_latency")) is not None and self._caller_turn_s is not None:
+            stages["reply_first_frame"] = max(
+                0.0, e2e - self._caller_turn_s - stages.get("llm_first_token", 0.0)
+            )
+        return {
+            stage: metrics.observe_stage("dialog", stage, self.language, seconds)
+            for stage, seconds in stages.items()
+        }
 
 
 def usage_counters(session: AgentSession[Any]) -> dict[str, float]:

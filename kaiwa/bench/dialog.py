@@ -163,12 +163,13 @@ def _false_interruptions(lines: list[dict[str, Any]]) -> int | None:
 
 
 def _pipeline_times(lines: list[dict[str, Any]]) -> list[float]:
-    """End of the caller's speech → the reply's first frame published, per answered turn,
-    as the agent measured it: the end of turn (which waits for the transcript), the LLM's
-    first token, then the reply's first audio."""
+    """End of the caller's speech → the reply's first frame out, per answered turn, as the
+    agent measured it: the question's transcript and end of turn, then the reply's first
+    token and first frame (agents/dialog/record.py: each stage from the one before)."""
     times = []
     for asked, reply in zip(lines, lines[1:], strict=False):
         stages = (
+            asked["timings"].get("final_transcript", 0.0),
             asked["timings"].get("end_of_turn"),
             reply["timings"].get("llm_first_token"),
             reply["timings"].get("reply_first_frame"),
