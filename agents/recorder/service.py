@@ -103,6 +103,9 @@ class RecorderService:
         # caller joining again starts a new one, not the listing.
         self.finished: set[str] = set()
         self._outbox_wakeup = asyncio.Event()
+        # Set when a room's connection was lost: the listing looks again at once, as the
+        # call may already be on another node (its caller and agent reconnect in seconds).
+        self._relist = asyncio.Event()
         self._tasks = TaskOwner(logger)
         # LiveKit's server API and the room joins, on the first node that answers.
         self._livekit: NodeAPIs | None = None
@@ -151,9 +154,11 @@ class RecorderService:
         finally:
             self.recorders.pop(room_sid, None)
             self.tasks.pop(room_sid, None)
-            if not recorder.lost_connection:
+            if recorder.lost_connection:
                 # A lost connection is not the end of the call: the room listing starts a
                 # new recording while the room is live.
+                self._relist.set()
+            else:
                 self.finished.add(room_sid)
             with contextlib.suppress(Exception):
                 key = LOCK_KEY.format(room_sid)
@@ -172,7 +177,9 @@ class RecorderService:
                         await self.ensure_recording(room.sid, room.name, room.metadata)
             except Exception:
                 logger.warning("listing rooms failed", exc_info=True)
-            await asyncio.sleep(self.settings.recorder_poll_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._relist.wait(), self.settings.recorder_poll_s)
+            self._relist.clear()
 
     async def _refresh_locks(self) -> None:
         ttl = self.settings.recorder_lock_ttl_s
