@@ -53,6 +53,11 @@ OUTBOX_RETRY = RetryPolicy(initial_s=1.0, max_s=30.0)
 OUTBOX_IDLE_S = 5.0
 # At shutdown, the rooms' recorders get this long to finish their files.
 SHUTDOWN_ROOMS_S = 30.0
+# After a room was lost: the rooms are listed every second this long, to record the rest of
+# the call as soon as it is back on a live node (its caller reconnects within LiveKit's and
+# the page's retries, about 10 s).
+LOST_ROOM_WATCH_S = 30.0
+LOST_ROOM_POLL_S = 1.0
 
 
 def make_s3_client(settings: RecorderSettings) -> Any:
@@ -103,9 +108,11 @@ class RecorderService:
         # caller joining again starts a new one, not the listing.
         self.finished: set[str] = set()
         self._outbox_wakeup = asyncio.Event()
-        # Set when a room's connection was lost: the listing looks again at once, as the
-        # call may already be on another node (its caller and agent reconnect in seconds).
+        # Set when a room's connection was lost: the listing looks again at once, then every
+        # second for a while, as the call comes back on another node within seconds (when
+        # its caller reconnects) and its recording should go on as soon as it does.
         self._relist = asyncio.Event()
+        self._watch_lost_until = 0.0
         self._tasks = TaskOwner(logger)
         # LiveKit's server API and the room joins, on the first node that answers.
         self._livekit: NodeAPIs | None = None
@@ -157,6 +164,7 @@ class RecorderService:
             if recorder.lost_connection:
                 # A lost connection is not the end of the call: the room listing starts a
                 # new recording while the room is live.
+                self._watch_lost_until = asyncio.get_running_loop().time() + LOST_ROOM_WATCH_S
                 self._relist.set()
             else:
                 self.finished.add(room_sid)
@@ -177,8 +185,10 @@ class RecorderService:
                         await self.ensure_recording(room.sid, room.name, room.metadata)
             except Exception:
                 logger.warning("listing rooms failed", exc_info=True)
+            watching = asyncio.get_running_loop().time() < self._watch_lost_until
+            interval = LOST_ROOM_POLL_S if watching else self.settings.recorder_poll_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._relist.wait(), self.settings.recorder_poll_s)
+                await asyncio.wait_for(self._relist.wait(), interval)
             self._relist.clear()
 
     async def _refresh_locks(self) -> None:
