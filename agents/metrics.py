@@ -10,7 +10,7 @@ stored turn's or segment's ledger (its `timings`), so a slow line in a transcrip
 stage on a dashboard read alike:
 
 - `final_transcript`: end of speech, to the final transcript;
-- `end_of_turn`: end of speech, to the decision that the caller's turn is over (dialog);
+- `end_of_turn`: final transcript, to the decision that the caller's turn is over (dialog);
 - `translation`: final transcript, to its translation (per target language);
 - `first_frame`: translation, to its first synthesized frame published (per language);
 - `llm_first_token`: end of the caller's turn, to the LLM's first token (dialog);

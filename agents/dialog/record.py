@@ -113,10 +113,8 @@ def stage_seconds(report: llm.MetricsReport) -> dict[metrics.Stage, float]:
       the decision that the turn is over (the rest of `end_of_turn_delay`);
     - a reply: → the LLM's first token (`llm_node_ttft`), then → the reply's first frame
       out (the rest of `e2e_latency`, from the end of the caller's speech: the first
-      sentence's tokens, and its synthesis).
-
-    `e2e_latency` spans the caller's stages too: the reply's own part of it needs the
-    caller's turn, which the session reports first (`previous`)."""
+      sentence's tokens, and its synthesis): `TurnTimer` works that one out, as
+      `e2e_latency` spans the caller's turn, which the session reports first."""
     stages: dict[metrics.Stage, float] = {}
     transcription = report.get("transcription_delay")
     end_of_turn = report.get("end_of_turn_delay")
