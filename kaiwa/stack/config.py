@@ -91,13 +91,17 @@ class Secrets:
                 metrics_token=values.get("METRICS_TOKEN") or secrets.token_urlsafe(24),
             )
             if "METRICS_TOKEN" not in values:
-                path.write_text("".join(f"{k}={v}\n" for k, v in loaded.as_env().items()))
+                loaded.save(path)
             return loaded
         created = cls.generate()
         state_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text("".join(f"{k}={v}\n" for k, v in created.as_env().items()))
+        created.save(path)
         return created
+
+    def save(self, path: Path) -> None:
+        """As KEY=value lines, readable by the owner only."""
+        path.touch(mode=0o600)
+        path.write_text("".join(f"{k}={v}\n" for k, v in self.as_env().items()))
 
 
 @dataclass(frozen=True)
