@@ -34,6 +34,7 @@ from openai import AsyncOpenAI
 from prometheus_client import Gauge
 
 from core import scenarios
+from core.loop_metrics import LOOP_TASKS
 from core.protocol import (
     AGENT_NAME,
     AGENT_STATE_ATTRIBUTE,
@@ -242,6 +243,7 @@ def generation_of(metadata: dict[str, Any]) -> int:
 
 @server.rtc_session(agent_name=AGENT_NAME)
 async def entrypoint(ctx: JobContext) -> None:
+    LOOP_TASKS.watch()  # each call's loop: its tasks show on /metrics
     await serve_call(ctx, run_call)
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from core.logs import setup_logging
+from core.loop_metrics import LOOP_TASKS
 
 from .deps import Resources
 from .errors import database_unavailable, validation_error
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_logging()
+        LOOP_TASKS.watch()
         resources = await Resources.open(settings)
         app.state.resources = resources
         try:

@@ -236,6 +236,17 @@ def cmd_bench_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .bench import soak
+
+    figures = asyncio.run(soak.run(args.minutes, args.baseline_minutes))
+    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    return 0 if figures["passed"] else 1
+
+
 def cmd_bench_web(args: argparse.Namespace) -> int:
     import asyncio
     import json
@@ -443,6 +454,17 @@ def main(argv: list[str] | None = None) -> int:
     p_nodes.add_argument("--outages", type=int, default=3, help="Redis restarts and node deaths")
     p_nodes.add_argument("--json", action="store_true", help="print one JSON object")
     p_nodes.set_defaults(func=cmd_bench_nodes)
+    p_soak = bench.add_parser(
+        "soak",
+        help="a dialog and an interpreted call side by side for a long time, every process "
+        "sampled for leaks (a stack of its own); exits 1 if a slope or a queue grew",
+    )
+    p_soak.add_argument("--minutes", type=float, default=30, help="how long the calls run")
+    p_soak.add_argument(
+        "--baseline-minutes", type=float, default=5, help="the start that sets each series' noise"
+    )
+    p_soak.add_argument("--json", action="store_true", help="print one JSON object")
+    p_soak.set_defaults(func=cmd_bench_soak)
     p_web = bench.add_parser(
         "web", help="caller page in Chromium: join to greeting, reconnect (a stack of its own)"
     )

@@ -30,6 +30,7 @@ from livekit.protocol import room as lkroom
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from core.livekit_nodes import NodeAPIs
+from core.loop_metrics import LOOP_TASKS
 from core.retry import RetryPolicy
 from core.storage import s3_client
 from core.tasks import TaskOwner
@@ -357,6 +358,7 @@ class RecorderService:
     # --- running ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        LOOP_TASKS.watch()
         self.spool.mkdir(parents=True, exist_ok=True)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         self._livekit = self.settings.livekit_apis()

@@ -1,0 +1,278 @@
+"""`kaiwa bench soak`: the stack through long use, sampled for leaks.
+
+Two calls run side by side for the whole soak, as in a small office: a dialog (a synthetic
+caller in the `assistant` scenario) and an interpreted call (an English and a Japanese
+caller). Each caller goes round a cycle of speech, silence and noise, so the pipelines see
+every kind of input many times over. Every `SAMPLE_EVERY_S` the harness samples:
+
+- each process (agent worker, API, recorder, LLM server, livekit-server), with everything
+  in its process group: resident memory, open file descriptors, threads;
+- the asyncio tasks alive in Kaiwa's own processes (`kaiwa_asyncio_tasks`);
+- Redis: its keys and its memory;
+- every bounded queue's depth (`kaiwa_queue_depth`, from the worker's and the recorder's
+  metrics).
+
+Each series gets a least-squares slope per hour over the run after its baseline. What is
+noise comes from the baseline: a series whose fitted drift over the rest of the run stays
+within three standard deviations of the baseline's scatter around its own trend (or a floor
+of the series' kind, for one that did not move in the baseline) is flat. A queue passes when
+its depth at the end is no higher than the most it held in the baseline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
+
+from agents import engines
+from kaiwa.caller import SyntheticCaller
+from kaiwa.stack.config import StackConfig
+from kaiwa.stack.services import Stack, ephemeral_config
+
+SAMPLE_EVERY_S = 10.0
+PROCESSES = ("agent", "api", "recorder", "llm", "livekit")
+# Below these, a drift over the run is not a leak even when the baseline did not move.
+FLOORS = {"rss_bytes": 32 << 20, "fds": 4, "threads": 4, "asyncio_tasks": 8, "keys": 8}
+FLOORS["used_memory_bytes"] = 4 << 20
+# A caller's cycle: a line, a pause, a stretch of noise, a pause.
+PAUSE_S = 6.0
+NOISE_S = 4.0
+NOISE_LEVEL = 300  # about -40 dBFS: a room, a fan, traffic far off
+
+LINES = {
+    "en": [
+        "Where is the nearest train station?",
+        "I would like a cup of coffee, please.",
+        "What time does the museum open tomorrow?",
+    ],
+    "ja": ["駅はどこですか。", "コーヒーを一杯ください。", "明日は何時に開きますか。"],
+}
+
+
+@dataclass
+class Series:
+    """One sampled quantity: (seconds since the calls began, value)."""
+
+    samples: list[tuple[float, float]] = field(default_factory=list)
+
+    def report(self, baseline_s: float, run_s: float, floor: float) -> dict[str, Any]:
+        base = [(t, v) for t, v in self.samples if t <= baseline_s]
+        after = [(t, v) for t, v in self.samples if t > baseline_s]
+        if len(base) < 3 or len(after) < 2:
+            return {"samples": len(self.samples), "passed": None}
+        slope = _slope_per_h(after)
+        # The baseline's noise around its own trend: a leak already under way in the
+        # baseline must not widen the band that hides it.
+        hours = np.array([t for t, _ in base]) / 3600
+        values = np.array([v for _, v in base])
+        fitted = np.polyval(np.polyfit(hours, values, 1), hours)
+        spread = 3 * float(np.std(values - fitted))
+        run_h = max(run_s - baseline_s, 1.0) / 3600
+        threshold = max(spread, floor) / run_h
+        return {
+            "samples": len(self.samples),
+            "first": base[0][1],
+            "last": self.samples[-1][1],
+            "slope_per_h": round(slope, 3),
+            "threshold_per_h": round(threshold, 3),
+            "passed": abs(slope) <= threshold,
+        }
+
+
+def _slope_per_h(samples: list[tuple[float, float]]) -> float:
+    hours = np.array([t for t, _ in samples]) / 3600
+    return float(np.polyfit(hours, np.array([v for _, v in samples]), 1)[0])
+
+
+def group_stats(pgid: int) -> dict[str, float]:
+    """Memory, descriptors and threads of every process in a process group (a service and
+    whatever it started: a worker's job processes, the LLM server's)."""
+    rss = fds = threads = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            status = Path(f"/proc/{entry}/status").read_text()
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            rss += int(fields["VmRSS"].split()[0]) * 1024
+            threads += int(fields["Threads"])
+            fds += len(os.listdir(f"/proc/{entry}/fd"))
+        except (FileNotFoundError, ProcessLookupError, KeyError, ValueError):
+            continue  # the process ended while it was read
+    return {"rss_bytes": rss, "fds": fds, "threads": threads}
+
+
+def metric_values(text: str, name: str, label: str | None = None) -> dict[str, float]:
+    """Values of one metric in a Prometheus page, by `label` (or under "")."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                found[sample.labels.get(label, "") if label else ""] = sample.value
+    return found
+
+
+class Sampler:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.series: dict[str, dict[str, Series]] = {}
+        self.started = time.monotonic()
+
+    def add(self, group: str, name: str, value: float) -> None:
+        series = self.series.setdefault(group, {}).setdefault(name, Series())
+        series.samples.append((time.monotonic() - self.started, value))
+
+    async def sample(self, client: httpx.AsyncClient, redis: aioredis.Redis) -> None:
+        cfg = self.stack.cfg
+        for name in PROCESSES:
+            process = self.stack.services[name].proc
+            if process is None:
+                continue
+            stats = await asyncio.to_thread(group_stats, process.pid)
+            for key, value in stats.items():
+                self.add(name, key, value)
+        pages = {
+            "agent": (f"http://127.0.0.1:{cfg.ports.agent_metrics}/metrics", {}),
+            "api": (
+                f"{cfg.api_url}/metrics",
+                {"Authorization": f"Bearer {cfg.secrets.metrics_token}"},
+            ),
+            "recorder": (f"{cfg.recorder_url}/metrics", {}),
+        }
+        for name, (url, headers) in pages.items():
+            text = (await client.get(url, headers=headers)).text
+            for _, tasks in metric_values(text, "kaiwa_asyncio_tasks").items():
+                self.add(name, "asyncio_tasks", tasks)
+            for queue, depth in metric_values(text, "kaiwa_queue_depth", "queue").items():
+                self.add("queues", queue, depth)
+        info = await redis.info("memory")
+        self.add("redis", "keys", float(await redis.dbsize()))
+        self.add("redis", "used_memory_bytes", float(info["used_memory"]))
+
+    def report(self, baseline_s: float, run_s: float) -> dict[str, Any]:
+        report: dict[str, Any] = {}
+        for group, named in sorted(self.series.items()):
+            if group == "queues":
+                continue
+            report[group] = {
+                name: series.report(baseline_s, run_s, FLOORS[name])
+                for name, series in sorted(named.items())
+            }
+        queues: dict[str, Any] = {}
+        for queue, series in sorted(self.series.get("queues", {}).items()):
+            base = [v for t, v in series.samples if t <= baseline_s] or [0.0]
+            last = series.samples[-1][1]
+            queues[queue] = {
+                "baseline_max": max(base),
+                "max": max(v for _, v in series.samples),
+                "last": last,
+                "passed": last <= max(base),
+            }
+        report["queues"] = queues
+        checked = [
+            s["passed"] for group in report.values() for s in group.values() if "passed" in s
+        ]
+        report["passed"] = bool(checked) and all(p is not False for p in checked)
+        return report
+
+
+def _cycle(language: str, line: str) -> list[np.ndarray[Any, Any]]:
+    """One round of a caller's cycle at its voice's rate: a line, a pause, noise, a pause."""
+    voice = engines.voice(language)
+    rate = voice.sample_rate
+    rng = np.random.default_rng(len(line))
+    pause = np.zeros(int(rate * PAUSE_S), dtype=np.int16)
+    noise = rng.normal(0, NOISE_LEVEL, int(rate * NOISE_S)).clip(-32768, 32767)
+    return [voice.synthesize(line), pause, noise.astype(np.int16), pause]
+
+
+async def _talk(caller: SyntheticCaller, language: str, offset: int, until: float) -> int:
+    """Go round the cycle until `until` (monotonic); returns the lines said. What the caller
+    hears is let go as it goes: a soak must not measure its own harness."""
+    rate = engines.voice(language).sample_rate
+    cycles = [await asyncio.to_thread(_cycle, language, line) for line in LINES[language]]
+    said = 0
+    while time.monotonic() < until:
+        for part in cycles[(said + offset) % len(cycles)]:
+            await caller.speak(part, rate)
+        said += 1
+        caller.heard.clear()
+        caller.texts.clear()
+    return said
+
+
+async def soak(
+    stack: Stack, minutes: float, baseline_minutes: float, on_sample: Callable[[int], None]
+) -> dict[str, Any]:
+    """Run the two calls for `minutes` on a running stack, sampling all along."""
+    cfg = stack.cfg
+    dialog = SyntheticCaller(cfg.api_url, name="Soak dialog", mode="dialog", language="en")
+    alice = SyntheticCaller(cfg.api_url, name="Soak Alice", mode="interpret", language="en")
+    await dialog.join(scenario="assistant")
+    await alice.join()
+    kenji = SyntheticCaller(
+        cfg.api_url, name="Soak Kenji", mode="interpret", language="ja", room_name=alice.room_name
+    )
+    await kenji.join()
+    callers = [(dialog, "en", 0), (alice, "en", 1), (kenji, "ja", 2)]
+    sampler = Sampler(stack)
+    redis = aioredis.Redis.from_url(cfg.redis_url)
+    try:
+        for caller, language, _ in callers:
+            await caller.open_microphone(engines.voice(language).sample_rate)
+        await dialog.wait_for_agent()
+        await alice.wait_for_agent()
+        sampler.started = time.monotonic()
+        until = sampler.started + minutes * 60
+        talking = [
+            asyncio.create_task(_talk(caller, language, offset, until))
+            for caller, language, offset in callers
+        ]
+        async with httpx.AsyncClient(timeout=10) as client:
+            while time.monotonic() < until:
+                await sampler.sample(client, redis)
+                on_sample(len(sampler.series.get("api", {}).get("fds", Series()).samples))
+                await asyncio.sleep(SAMPLE_EVERY_S)
+            await sampler.sample(client, redis)
+        lines = await asyncio.gather(*talking)
+    finally:
+        for caller, _, _ in callers:
+            await caller.leave()
+        await redis.aclose()
+    run_s = time.monotonic() - sampler.started
+    report = sampler.report(baseline_minutes * 60, run_s)
+    report["run_s"] = round(run_s, 1)
+    report["baseline_s"] = baseline_minutes * 60
+    report["sample_every_s"] = SAMPLE_EVERY_S
+    report["lines_said"] = sum(lines)
+    return report
+
+
+async def run(minutes: float, baseline_minutes: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="kaiwa-soak-") as state_dir:
+        cfg: StackConfig = ephemeral_config(Path(state_dir))
+        stack = Stack(cfg)
+        try:
+            await asyncio.to_thread(stack.start)
+            return await soak(
+                stack,
+                minutes,
+                baseline_minutes,
+                on_sample=lambda n: print(f"==> soak: sample {n}", flush=True),  # noqa: T201
+            )
+        finally:
+            await asyncio.to_thread(stack.stop)

@@ -1,0 +1,60 @@
+"""How the soak harness tells a leak from noise (kaiwa/bench/soak.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from kaiwa.bench.soak import Series, group_stats, metric_values
+
+pytestmark = pytest.mark.unit
+
+
+def series(values: list[float], every_s: float = 10.0) -> Series:
+    return Series([(i * every_s, v) for i, v in enumerate(values)])
+
+
+def test_a_flat_but_noisy_series_passes() -> None:
+    noisy = [100.0 + (5 if i % 2 else -5) for i in range(180)]  # 30 minutes, ±5
+    report = series(noisy).report(baseline_s=300, run_s=1800, floor=1)
+    assert report["passed"] is True, report
+
+
+def test_a_steady_climb_past_the_baselines_spread_fails() -> None:
+    climbing = [100.0 + i * 0.5 + (1 if i % 2 else -1) for i in range(180)]  # +180 per hour
+    report = series(climbing).report(baseline_s=300, run_s=1800, floor=1)
+    assert report["passed"] is False
+    assert report["slope_per_h"] == pytest.approx(180, rel=0.05)
+
+
+def test_a_series_flat_in_its_baseline_is_judged_against_its_floor() -> None:
+    # One descriptor more at the end: not a leak, within the floor of 4.
+    fds = [20.0] * 170 + [21.0] * 10
+    assert series(fds).report(baseline_s=300, run_s=1800, floor=4)["passed"] is True
+
+
+def test_too_few_samples_are_not_judged() -> None:
+    assert series([1.0, 2.0]).report(baseline_s=300, run_s=1800, floor=1)["passed"] is None
+
+
+def test_a_process_group_is_measured_whole() -> None:
+    stats = group_stats(os.getpgid(0))
+    assert stats["rss_bytes"] > 10 << 20 and stats["fds"] >= 3 and stats["threads"] >= 1
+
+
+def test_metric_values_by_label() -> None:
+    page = (
+        '# TYPE kaiwa_queue_depth gauge\nkaiwa_queue_depth{queue="a"} 2.0\n'
+        'kaiwa_queue_depth{queue="b"} 0.0\n# TYPE kaiwa_asyncio_tasks gauge\n'
+        "kaiwa_asyncio_tasks 17.0\n"
+    )
+    assert metric_values(page, "kaiwa_queue_depth", "queue") == {"a": 2.0, "b": 0.0}
+    assert metric_values(page, "kaiwa_asyncio_tasks") == {"": 17.0}
+
+
+def test_a_leak_already_climbing_in_the_baseline_is_still_caught() -> None:
+    # +1 per sample from the start, with no noise: the baseline's spread around its trend is 0.
+    leaking = [100.0 + i for i in range(180)]
+    report = series(leaking).report(baseline_s=300, run_s=1800, floor=8)
+    assert report["passed"] is False and report["slope_per_h"] == pytest.approx(360)
