@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from kaiwa.bench.soak import Series, group_stats, metric_values
+from kaiwa.bench.common import group_stats, metric_values
+from kaiwa.bench.soak import Series
 
 pytestmark = pytest.mark.unit
 

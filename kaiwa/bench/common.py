@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import numpy as np
 from livekit import api as lkapi
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.admin_auth import mint_admin_token
 from api.tokens import caller_grants
@@ -154,3 +155,37 @@ def start_reference_worker(stack: Stack) -> None:
     stack.services[service.name] = service
     service.start()
     service.wait_ready()
+
+
+def group_stats(pgid: int) -> dict[str, float]:
+    """Memory, descriptors, threads and CPU seconds of every process in a process group (a
+    service and whatever it started: a worker's job processes, the LLM server's)."""
+    rss = fds = threads = ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            fields_after_name = stat.rsplit(")", 1)[1].split()
+            if int(fields_after_name[2]) != pgid:
+                continue
+            status = Path(f"/proc/{entry}/status").read_text()
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            rss += int(fields["VmRSS"].split()[0]) * 1024
+            threads += int(fields["Threads"])
+            fds += len(os.listdir(f"/proc/{entry}/fd"))
+            ticks += int(fields_after_name[11]) + int(fields_after_name[12])  # utime + stime
+        except (FileNotFoundError, ProcessLookupError, KeyError, ValueError):
+            continue  # the process ended while it was read
+    cpu_s = ticks / os.sysconf("SC_CLK_TCK")
+    return {"rss_bytes": rss, "fds": fds, "threads": threads, "cpu_s": cpu_s}
+
+
+def metric_values(text: str, name: str, label: str | None = None) -> dict[str, float]:
+    """Values of one metric in a Prometheus page, by `label` (or under "")."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                found[sample.labels.get(label, "") if label else ""] = sample.value
+    return found

@@ -22,7 +22,7 @@ its depth at the end is no higher than the most it held in the baseline.
 from __future__ import annotations
 
 import asyncio
-import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,12 +33,13 @@ from typing import Any
 import httpx
 import numpy as np
 import redis.asyncio as aioredis
-from prometheus_client.parser import text_string_to_metric_families
 
 from agents import engines
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack, ephemeral_config
+
+from .common import group_stats, metric_values
 
 SAMPLE_EVERY_S = 10.0
 PROCESSES = ("agent", "api", "recorder", "llm", "livekit")
@@ -87,43 +88,14 @@ class Series:
             "slope_per_h": round(slope, 3),
             "threshold_per_h": round(threshold, 3),
             "passed": abs(slope) <= threshold,
+            # One value a minute, to see a plateau or a climb by eye.
+            "per_minute": [v for t, v in self.samples if t % 60 < SAMPLE_EVERY_S],
         }
 
 
 def _slope_per_h(samples: list[tuple[float, float]]) -> float:
     hours = np.array([t for t, _ in samples]) / 3600
     return float(np.polyfit(hours, np.array([v for _, v in samples]), 1)[0])
-
-
-def group_stats(pgid: int) -> dict[str, float]:
-    """Memory, descriptors and threads of every process in a process group (a service and
-    whatever it started: a worker's job processes, the LLM server's)."""
-    rss = fds = threads = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            status = Path(f"/proc/{entry}/status").read_text()
-            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-            rss += int(fields["VmRSS"].split()[0]) * 1024
-            threads += int(fields["Threads"])
-            fds += len(os.listdir(f"/proc/{entry}/fd"))
-        except (FileNotFoundError, ProcessLookupError, KeyError, ValueError):
-            continue  # the process ended while it was read
-    return {"rss_bytes": rss, "fds": fds, "threads": threads}
-
-
-def metric_values(text: str, name: str, label: str | None = None) -> dict[str, float]:
-    """Values of one metric in a Prometheus page, by `label` (or under "")."""
-    found: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                found[sample.labels.get(label, "") if label else ""] = sample.value
-    return found
 
 
 class Sampler:
@@ -143,8 +115,8 @@ class Sampler:
             if process is None:
                 continue
             stats = await asyncio.to_thread(group_stats, process.pid)
-            for key, value in stats.items():
-                self.add(name, key, value)
+            for key in ("rss_bytes", "fds", "threads"):
+                self.add(name, key, stats[key])
         pages = {
             "agent": (f"http://127.0.0.1:{cfg.ports.agent_metrics}/metrics", {}),
             "api": (
@@ -272,7 +244,7 @@ async def run(minutes: float, baseline_minutes: float) -> dict[str, Any]:
                 stack,
                 minutes,
                 baseline_minutes,
-                on_sample=lambda n: print(f"==> soak: sample {n}", flush=True),  # noqa: T201
+                on_sample=lambda n: print(f"==> soak: sample {n}", file=sys.stderr, flush=True),
             )
         finally:
             await asyncio.to_thread(stack.stop)
