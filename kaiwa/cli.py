@@ -236,6 +236,17 @@ def cmd_bench_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_loss(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .bench import loss
+
+    figures = asyncio.run(loss.run(tuple(args.loss)))
+    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    return 0
+
+
 def cmd_bench_soak(args: argparse.Namespace) -> int:
     import asyncio
     import json
@@ -454,6 +465,16 @@ def main(argv: list[str] | None = None) -> int:
     p_nodes.add_argument("--outages", type=int, default=3, help="Redis restarts and node deaths")
     p_nodes.add_argument("--json", action="store_true", help="print one JSON object")
     p_nodes.set_defaults(func=cmd_bench_nodes)
+    p_loss = bench.add_parser(
+        "loss",
+        help="an interpreted call with its callers behind a lossy link (a network namespace, "
+        "nftables dropping packets), at each loss level; needs root (a stack of its own)",
+    )
+    p_loss.add_argument(
+        "--loss", type=int, nargs="+", default=[0, 5, 10], help="percent of packets dropped"
+    )
+    p_loss.add_argument("--json", action="store_true", help="print one JSON object")
+    p_loss.set_defaults(func=cmd_bench_loss)
     p_soak = bench.add_parser(
         "soak",
         help="a dialog and an interpreted call side by side for a long time, every process "

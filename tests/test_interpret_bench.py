@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kaiwa.bench.interpret import Turn, _figures, _onsets, _pipeline_times
+from kaiwa.bench.interpret import Turn, _onsets, _pipeline_times, figures_of
 from kaiwa.caller import HeardAudio, ReceivedText, SyntheticCaller
 
 pytestmark = pytest.mark.unit
@@ -58,7 +58,7 @@ async def test_lags_are_measured_per_sentence_at_the_listener() -> None:
     ]
     kenji.heard = frames("TR_a-ja", [(4.0, 5.5), (8.0, 9.0)], until=10)
 
-    figures = _figures([turn])
+    figures = figures_of([turn])
 
     assert figures["caption_lag_s_median"] == pytest.approx(0.75)  # 0.5 and 1.0
     assert figures["translation_lag_s_median"] == pytest.approx(2.5)  # 2.0 and 3.0
@@ -77,7 +77,7 @@ async def test_a_caption_holding_two_sentences_completes_both() -> None:
     kenji.texts = [caption(4.0, "One. Two.", True)]
     kenji.heard = frames("TR_a-ja", [(6.0, 7.0)], until=8)
 
-    figures = _figures([turn])
+    figures = figures_of([turn])
 
     assert figures["caption_lag_s_median"] == pytest.approx(2.0)  # 3.0 and 1.0
     assert figures["sentences_unmatched"] == 1  # one stretch of speech for two sentences

@@ -43,7 +43,7 @@ from livekit import rtc
 
 from agents import engines
 from core.protocol import DROPPED_SENTENCES_ATTRIBUTE, FINAL, SOURCE_SEGMENT_ID, TRACK_ID
-from kaiwa.caller import HeardAudio, SyntheticCaller
+from kaiwa.caller import HeardAudio, ReceivedText, SyntheticCaller
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack, ephemeral_config
 
@@ -91,7 +91,7 @@ class Turn:
     until: float = 0.0
 
 
-def _speech(language: str, sentences: list[str]) -> tuple[np.ndarray[Any, Any], int, list[int]]:
+def turn_speech(language: str, sentences: list[str]) -> tuple[np.ndarray[Any, Any], int, list[int]]:
     """The turn's audio, its sample rate, and where each sentence ends (in samples)."""
     voice = engines.voice(language)
     gap = np.zeros(int(voice.sample_rate * GAP_S), dtype=np.int16)
@@ -136,6 +136,30 @@ async def _quiet(listener: SyntheticCaller, track: str, since: float, quiet_s: f
         await asyncio.sleep(0.1)
 
 
+async def converse(
+    alice: SyntheticCaller,
+    kenji: SyntheticCaller,
+    script: list[tuple[str, list[str]]] = SCRIPT,
+) -> list[Turn]:
+    """Alice (en) and Kenji (ja) take the script's turns, each turn spoken whole and its
+    translation heard out before the next begins."""
+    callers = {"en": (alice, kenji), "ja": (kenji, alice)}
+    turns: list[Turn] = []
+    for language, sentences in script:
+        speaker, listener = callers[language]
+        pcm, rate, ends = await asyncio.to_thread(turn_speech, language, sentences)
+        turn = Turn(speaker, listener, sentences, started=time.monotonic())
+        finished = await speaker.say(pcm, rate)
+        turn.sentence_ends = [finished - (len(pcm) - end) / rate for end in ends]
+        turn.track_sid = speaker.microphone_sid
+        track = f"{turn.track_sid}-{listener.language}"
+        await _quiet(listener, track, since=turn.started, quiet_s=1.5)
+        turns.append(turn)
+    for turn, following in zip(turns, turns[1:] + [None], strict=True):
+        turn.until = following.started if following else float("inf")
+    return turns
+
+
 async def _exchange(
     cfg: StackConfig, stack: Stack, design: str, worker: DesignWorker
 ) -> dict[str, Any]:
@@ -150,8 +174,6 @@ async def _exchange(
         cfg.api_url, name="Kenji", mode="interpret", language="ja", room_name=alice.room_name
     )
     await kenji.join()
-    callers = {"en": (alice, kenji), "ja": (kenji, alice)}
-    turns: list[Turn] = []
     agent_pid = stack.services[worker.service].proc.pid  # type: ignore[union-attr]
     llm_pid = stack.services["llm"].proc.pid  # type: ignore[union-attr]
     try:
@@ -159,16 +181,7 @@ async def _exchange(
         await asyncio.sleep(2)  # people say hello a moment after joining, not at once
         cpu_before = cpu_seconds(agent_pid) + cpu_seconds(llm_pid)
         wall_before = time.monotonic()
-        for language, sentences in SCRIPT:
-            speaker, listener = callers[language]
-            pcm, rate, ends = await asyncio.to_thread(_speech, language, sentences)
-            turn = Turn(speaker, listener, sentences, started=time.monotonic())
-            finished = await speaker.say(pcm, rate)
-            turn.sentence_ends = [finished - (len(pcm) - end) / rate for end in ends]
-            turn.track_sid = speaker.microphone_sid
-            track = f"{turn.track_sid}-{listener.language}"
-            await _quiet(listener, track, since=turn.started, quiet_s=1.5)
-            turns.append(turn)
+        turns = await converse(alice, kenji)
         wall = time.monotonic() - wall_before
         cpu = cpu_seconds(agent_pid) + cpu_seconds(llm_pid) - cpu_before
         dropped = int(agent.attributes.get(DROPPED_SENTENCES_ATTRIBUTE, "0"))
@@ -179,9 +192,7 @@ async def _exchange(
     room_name = alice.room_name or ""
     if agents_in_room != 1:
         raise RuntimeError(f"{agents_in_room} agents served the {design} room; expected one")
-    for turn, following in zip(turns, turns[1:] + [None], strict=True):
-        turn.until = following.started if following else float("inf")
-    figures = _figures(turns)
+    figures = figures_of(turns)
     figures.update(
         {
             "call_s": round(wall, 1),
@@ -221,7 +232,21 @@ def _pipeline_times(lines: list[dict[str, Any]]) -> list[float]:
     return times
 
 
-def _figures(turns: list[Turn]) -> dict[str, Any]:
+def captions_of(turn: Turn, *, translated: bool) -> list[ReceivedText]:
+    """The caption updates the listener received for this turn: of the speaker's own words,
+    or of their translation into the listener's language."""
+    language = turn.listener.language if translated else turn.speaker.language
+    return [
+        t
+        for t in turn.listener.texts
+        if turn.started <= t.at < turn.until
+        and t.attributes.get(TRACK_ID) == turn.track_sid
+        and (SOURCE_SEGMENT_ID in t.attributes) == translated
+        and t.attributes.get("language", turn.speaker.language) == language
+    ]
+
+
+def figures_of(turns: list[Turn]) -> dict[str, Any]:
     caption_lags: list[float] = []
     translation_lags: list[float] = []
     # The last sentence of each turn: the one that ends the speaker's utterance.
@@ -230,14 +255,7 @@ def _figures(turns: list[Turn]) -> dict[str, Any]:
     unmatched = 0
     for turn in turns:
         track_sid = turn.track_sid
-        window = [t for t in turn.listener.texts if turn.started <= t.at < turn.until]
-        updates = [
-            t
-            for t in window
-            if t.attributes.get(TRACK_ID) == track_sid
-            and SOURCE_SEGMENT_ID not in t.attributes
-            and t.attributes.get("language", turn.speaker.language) == turn.speaker.language
-        ]
+        updates = captions_of(turn, translated=False)
         # Caption lag: each sentence against the final caption that completes it.
         # (A caption that holds two sentences completes both, the first one late.)
         covered = 0

@@ -54,7 +54,9 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
-def _voiced(samples: np.ndarray[Any, np.dtype[np.float32]]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+def voiced_frames(
+    samples: np.ndarray[Any, np.dtype[np.float32]],
+) -> np.ndarray[Any, np.dtype[np.bool_]]:
     n = int(RATE * FRAME_S)
     frames = samples[: len(samples) // n * n].reshape(-1, n)
     result: np.ndarray[Any, np.dtype[np.bool_]] = np.sqrt(np.mean(frames**2, axis=1)) > VOICED_RMS
@@ -100,7 +102,7 @@ async def _hold_call(room: Room, wavs: list[Path], all_joined: asyncio.Barrier) 
     room.left = time.time()
 
 
-def _manifests(cfg: Any, room_sid: str) -> list[dict[str, Any]]:
+def recording_manifests(cfg: Any, room_sid: str) -> list[dict[str, Any]]:
     client = s3_client(cfg)
     listed = client.list_objects_v2(Bucket=cfg.s3_bucket, Prefix=f"recordings/{room_sid}/")
     out = []
@@ -111,7 +113,7 @@ def _manifests(cfg: Any, room_sid: str) -> list[dict[str, Any]]:
     return out
 
 
-def _object(cfg: Any, key: str) -> bytes:
+def stored_object(cfg: Any, key: str) -> bytes:
     body: bytes = s3_client(cfg).get_object(Bucket=cfg.s3_bucket, Key=key)["Body"].read()
     return body
 
@@ -178,7 +180,9 @@ async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> d
     deadline = time.monotonic() + 120
     manifests: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        manifests = [m for r in rooms for m in await asyncio.to_thread(_manifests, cfg, r.sid)]
+        manifests = [
+            m for r in rooms for m in await asyncio.to_thread(recording_manifests, cfg, r.sid)
+        ]
         if len(manifests) >= expected:
             break
         await asyncio.sleep(0.5)
@@ -193,7 +197,7 @@ async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> d
     for manifest in manifests:
         file = manifest["fileResults"][0]
         audio = await asyncio.to_thread(
-            decode_ogg, await asyncio.to_thread(_object, cfg, file["filename"])
+            decode_ogg, await asyncio.to_thread(stored_object, cfg, file["filename"])
         )
         room = by_room[manifest["roomId"]]
         if "roomComposite" in manifest:
@@ -201,7 +205,7 @@ async def _measure(cfg: Any, pid: int, n: int, seconds: float, state: Path) -> d
             start_lag.append(int(manifest["startedAt"]) / 1e9 - room.joined)
             continue
         details = json.loads(manifest.get("details") or "{}")
-        voiced = _voiced(audio)
+        voiced = voiced_frames(audio)
         heard = np.flatnonzero(voiced)
         if len(heard):
             file_start = int(manifest["startedAt"]) / 1e9

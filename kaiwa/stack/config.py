@@ -124,6 +124,10 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     # LiveKit nodes sharing one Redis (1 or 2); each gets an agent worker of its own.
     livekit_nodes: int = 1
+    # Where callers outside this host's loopback reach LiveKit (signalling and media), as
+    # well as 127.0.0.1: the packet-loss bench's callers sit in a network namespace of their
+    # own, behind a lossy link whose host end has this address.
+    livekit_link_ip: str | None = None
 
     @property
     def api_url(self) -> str:

@@ -63,6 +63,9 @@ APT_PACKAGES = {
     "sip-tester": "/usr/bin/sipp",
     # The Prometheus server the metrics test scrapes the stack with (not needed to run it).
     "prometheus": "/usr/bin/prometheus",
+    # The packet-loss test's lossy link: a network namespace and nftables rules in it.
+    "iproute2": "/usr/sbin/ip",
+    "nftables": "/usr/sbin/nft",
 }
 SIP_BUILD_PACKAGES = ["pkg-config", "libopus-dev", "libopusfile-dev", "libsoxr-dev"]
 PROFILES = {
@@ -76,6 +79,8 @@ PROFILES = {
         *SIP_BUILD_PACKAGES,
         "sip-tester",
         "prometheus",
+        "iproute2",
+        "nftables",
     ],
 }
 # Which set of offline models each profile installs (agents/models/catalog.py PROFILES).

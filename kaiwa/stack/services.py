@@ -73,6 +73,12 @@ def livekit_config(cfg: StackConfig, node: int = 1) -> dict[str, Any]:
     base["port"] = port
     base["prometheus_port"] = metrics
     base.setdefault("rtc", {}).update(tcp_port=tcp, udp_port=udp)
+    if cfg.livekit_link_ip:
+        base["bind_addresses"] = [*base.get("bind_addresses", []), cfg.livekit_link_ip]
+        # A node IP rewrites every media candidate to that one address, whatever socket it
+        # stands for: replies to the link then left from the loopback socket and never
+        # arrived. Without it each interface's own address is offered.
+        base["rtc"].pop("node_ip", None)
     base["redis"] = {"address": f"127.0.0.1:{cfg.ports.redis}"}
     base["keys"] = {cfg.secrets.livekit_api_key: cfg.secrets.livekit_api_secret}
     base.setdefault("webhook", {}).update(
