@@ -48,9 +48,9 @@ async def test_an_interpreted_call_completes_over_a_lossy_link(
     # The loss was real: the rules dropped about a tenth of what crossed, each way.
     for way in ("inbound", "outbound"):
         assert 0.05 <= result["dropped_share"][way] <= 0.16, result["dropped_share"]
-    # Every turn was captioned in the listener's language and its translation spoken.
+    # Every turn was captioned in the listener's language and its translation heard.
     assert result["turns_with_translated_caption"] == result["turns"], result
-    assert result["sentences_with_translated_voice"] >= result["sentences"] - 1, result
+    assert result["turns_with_translated_voice"] == result["turns"], result
     # What was said was still understood, with room for a word lost to the network.
     assert result["wer_en"] is not None and result["wer_en"] <= 0.5, result
     assert result["cer_ja"] is not None and result["cer_ja"] <= 0.5, result

@@ -246,6 +246,13 @@ def captions_of(turn: Turn, *, translated: bool) -> list[ReceivedText]:
     ]
 
 
+def voice_onsets(turn: Turn) -> list[float]:
+    """When each stretch of the turn's translated voice began to arrive at the listener."""
+    track = f"{turn.track_sid}-{turn.listener.language}"
+    heard = [h for h in turn.listener.heard if h.track_name == track]
+    return [t for t in _onsets(heard) if turn.started <= t < turn.until]
+
+
 def figures_of(turns: list[Turn]) -> dict[str, Any]:
     caption_lags: list[float] = []
     translation_lags: list[float] = []
@@ -254,7 +261,6 @@ def figures_of(turns: list[Turn]) -> dict[str, Any]:
     intervals: list[float] = []
     unmatched = 0
     for turn in turns:
-        track_sid = turn.track_sid
         updates = captions_of(turn, translated=False)
         # Caption lag: each sentence against the final caption that completes it.
         # (A caption that holds two sentences completes both, the first one late.)
@@ -267,9 +273,7 @@ def figures_of(turns: list[Turn]) -> dict[str, Any]:
         speaking = [u.at for u in updates if u.at <= turn.sentence_ends[-1]]
         intervals += [b - a for a, b in zip(speaking, speaking[1:], strict=False)]
         # Translation lag: the n-th sentence heard against the n-th sentence spoken.
-        track = f"{track_sid}-{turn.listener.language}"
-        heard = [h for h in turn.listener.heard if h.track_name == track]
-        onsets = [t for t in _onsets(heard) if turn.started <= t < turn.until]
+        onsets = voice_onsets(turn)
         if len(onsets) != len(turn.sentence_ends):
             unmatched += 1
         for end, onset in zip(turn.sentence_ends, onsets, strict=False):

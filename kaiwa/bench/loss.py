@@ -50,7 +50,7 @@ from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack, ephemeral_config
 
 from .common import bench_grant, create_room, stored_lines
-from .interpret import SCRIPT, captions_of, converse, figures_of, turn_speech
+from .interpret import SCRIPT, captions_of, converse, figures_of, turn_speech, voice_onsets
 from .recorder import FRAME_S, recording_manifests, stored_object, voiced_frames
 
 LOSSES = (0, 5, 10)
@@ -165,7 +165,7 @@ async def _hold_call(request: dict[str, Any]) -> dict[str, Any]:
             await caller.leave()
             left[caller.language] = time.time()
     heard: dict[str, list[tuple[str, str]]] = {"en": [], "ja": []}
-    translated_turns = 0
+    translated_turns = voiced_turns = 0
     for turn in turns:
         said = " ".join(turn.sentences)
         captions = [
@@ -174,11 +174,13 @@ async def _hold_call(request: dict[str, Any]) -> dict[str, Any]:
         heard[turn.speaker.language].append((said, " ".join(captions)))
         translated = captions_of(turn, translated=True)
         translated_turns += any(c.attributes.get(FINAL) == "true" for c in translated)
+        voiced_turns += bool(voice_onsets(turn))
     return {
         "figures": figures_of(turns),
         "heard": heard,
         "turns": len(turns),
         "translated_turns": translated_turns,
+        "voiced_turns": voiced_turns,
         "dropped_sentences": dropped,
         "room_sid": room_sid,
         "identities": {c.language: c.identity for c in (alice, kenji)},
@@ -189,6 +191,7 @@ async def _hold_call(request: dict[str, Any]) -> dict[str, Any]:
 
 def _callers_main() -> None:
     import logging
+
     if os.environ.get("KAIWA_LOSS_DEBUG"):
         logging.basicConfig(level=logging.DEBUG)
     request = json.loads(sys.stdin.read())
@@ -304,6 +307,7 @@ async def call_over(
         "translation_lag_s_p95": figures["translation_lag_s_p95"],
         "turns": call["turns"],
         "turns_with_translated_caption": call["translated_turns"],
+        "turns_with_translated_voice": call["voiced_turns"],
         "sentences": sentences,
         "sentences_with_translated_voice": figures["translation_lags_measured"],
         "dropped_sentences": call["dropped_sentences"],
