@@ -236,6 +236,17 @@ def cmd_bench_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_load(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .bench import load
+
+    figures = asyncio.run(load.run(tuple(args.mode), args.max_rooms, args.plot))
+    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    return 0
+
+
 def cmd_bench_loss(args: argparse.Namespace) -> int:
     import asyncio
     import json
@@ -465,6 +476,18 @@ def main(argv: list[str] | None = None) -> int:
     p_nodes.add_argument("--outages", type=int, default=3, help="Redis restarts and node deaths")
     p_nodes.add_argument("--json", action="store_true", help="print one JSON object")
     p_nodes.set_defaults(func=cmd_bench_nodes)
+    p_load = bench.add_parser(
+        "load",
+        help="ramp concurrent rooms (dialog, then interpret) until p95 lag reaches 3 s or a "
+        "translation drops: the capacity of one node (a stack of its own)",
+    )
+    p_load.add_argument(
+        "--mode", nargs="+", choices=["dialog", "interpret"], default=["dialog", "interpret"]
+    )
+    p_load.add_argument("--max-rooms", type=int, default=6, help="the ramp's last step")
+    p_load.add_argument("--plot", type=Path, help="write rooms against lag as a PNG here")
+    p_load.add_argument("--json", action="store_true", help="print one JSON object")
+    p_load.set_defaults(func=cmd_bench_load)
     p_loss = bench.add_parser(
         "loss",
         help="an interpreted call with its callers behind a lossy link (a network namespace, "

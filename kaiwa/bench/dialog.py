@@ -81,7 +81,7 @@ SPOKEN_FOR_S = 0.3  # ... and it has been speaking for this long,
 SPOKEN_SHARE = 0.6  # with this share of voiced frames (words have short dips between them)
 
 
-def _speech(text: str) -> tuple[np.ndarray[Any, Any], int]:
+def english_speech(text: str) -> tuple[np.ndarray[Any, Any], int]:
     voice = engines.voice("en")
     return voice.synthesize(text), voice.sample_rate
 
@@ -189,9 +189,9 @@ async def _conversation(
     caller = SyntheticCaller(
         cfg.api_url, name="Bench", mode="dialog", language="en", room_name=room_name
     )
-    questions = [await asyncio.to_thread(_speech, q) for q in QUESTIONS]
-    story = await asyncio.to_thread(_speech, STORY)
-    barge_in = await asyncio.to_thread(_speech, BARGE_IN)
+    questions = [await asyncio.to_thread(english_speech, q) for q in QUESTIONS]
+    story = await asyncio.to_thread(english_speech, STORY)
+    barge_in = await asyncio.to_thread(english_speech, BARGE_IN)
     await caller.connect(bench_grant(cfg, room_name, "bench-caller", mode="dialog", language="en"))
     talk = Conversation(caller)
     agent_pid = service.proc.pid  # type: ignore[union-attr]
