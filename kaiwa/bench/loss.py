@@ -134,8 +134,7 @@ def lossy_link() -> Iterator[LossyLink]:
         link.inside("ip", "addr", "add", f"{link.caller_ip}/30", "dev", "veth0")
         link.inside("ip", "link", "set", "veth0", "up")
         link.inside("ip", "link", "set", "lo", "up")
-        # As on any phone or laptop, the way out is the default route. WebRTC needs one: with
-        # none, the callers' connections to LiveKit never completed.
+        # As on any phone or laptop, the way out is the default route.
         link.inside("ip", "route", "add", "default", "via", link.host_ip)
         yield link
     finally:
