@@ -1,6 +1,7 @@
-"""What the benches share: CPU of a process, medians and percentiles, rooms made to order,
-a call's stored lines with their latency ledgers, and the worker that runs the reference
-designs beside a bench's stack."""
+"""What the benches share: CPU of a process and the figures of a process group, medians and
+percentiles, rooms made to order, a call's stored lines with their latency ledgers, values
+read from a Prometheus page, and the worker that runs the reference designs beside a bench's
+stack."""
 
 from __future__ import annotations
 

@@ -60,10 +60,8 @@ PERIOD_S = 15.0
 LINES_PER_STEP = 4  # lines each caller says in a step
 LAG_LIMIT_S = 3.0
 LAG_GROWTH = 1.25  # a median this many times the one-room median: lag has grown
-MAX_ROOMS = 6
 VOICED = 500  # int16 peak of a frame with speech in it
 PROCESSES = ("agent", "llm", "livekit", "api", "recorder")
-MODES = ("dialog", "interpret")
 # Each caller's lines in an interpreted room: the café script's sentences, by language.
 INTERPRET_LINES = {
     language: [s for spoken_in, sentences in SCRIPT if spoken_in == language for s in sentences]
