@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -12,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from livekit import api as lkapi
+from livekit import rtc
 
 from agents.recorder.subscriber import Subscriber
 from kaiwa.audio_files import RATE, decode_ogg, write_tone
@@ -21,6 +24,8 @@ from kaiwa.stack.services import Stack, s3_client
 from .support.recordings import StoredRecording, rms, stored_recordings, wait_for_recordings
 
 pytestmark = pytest.mark.e2e
+
+logger = logging.getLogger(__name__)
 
 SILENT = 0.01  # float RMS: a quiet line decodes to well under this
 VOICED = 0.05  # an 8000-amplitude tone decodes to about 0.17
@@ -152,7 +157,7 @@ async def test_killed_recorder_leaves_a_partial_recording_and_a_new_one_continue
         recorder.wait_ready()
 
     # The restarted recorder finds the live room and rejoins.
-    call = await _call_across(stack, tmp_path, kill_and_restart, settle_s=8)
+    call = await _call_across(stack, tmp_path, kill_and_restart, new_mix=True)
     # Interrupted: mix + Alice's own (+ the interpreter's silent voice track, published for
     # Bob). Continued: mix + Alice's own (Bob never spoke).
     partial, continued = await _two_mixes(stack, call.room_sid)
@@ -245,8 +250,10 @@ async def test_livekit_frozen_mid_call_loses_only_what_it_never_forwarded(
         finally:
             livekit.send_signal(signal.SIGCONT)
 
-    # The callers reconnect; a recorder that lost the room would rejoin.
-    call = await _call_across(stack, tmp_path, freeze, settle_s=8)
+    # The callers reconnect; a recorder that lost the room would rejoin. Whether its client
+    # lost the room shows some seconds after the thaw, so the wait for a recording with both
+    # callers in it begins 8 s after.
+    call = await _call_across(stack, tmp_path, freeze, new_mix=False, settle_s=8)
     await wait_for_recordings(stack.cfg, call.room_sid, count=2, timeout_s=90)
     await asyncio.sleep(5)  # a second recording, if the first one lost the room
     recordings = await asyncio.to_thread(stored_recordings, stack.cfg, call.room_sid)
@@ -271,7 +278,7 @@ async def test_livekit_restarted_mid_call_keeps_what_was_recorded_and_records_on
         livekit.wait_ready()
 
     # The callers reconnect; the room listing finds the room for a new recording.
-    call = await _call_across(stack, tmp_path, restart, settle_s=12)
+    call = await _call_across(stack, tmp_path, restart, new_mix=True)
     lost, continued = await _two_mixes(stack, call.room_sid)
     assert "lost the connection to LiveKit" in lost.manifest["error"]
     assert _voiced_at(lost, call.said_before)
@@ -286,9 +293,15 @@ class Interrupted:
 
 
 async def _call_across(
-    stack: Stack, tmp_path: Path, fault: Callable[[], Awaitable[None]], *, settle_s: float
+    stack: Stack,
+    tmp_path: Path,
+    fault: Callable[[], Awaitable[None]],
+    *,
+    new_mix: bool,
+    settle_s: float = 0.0,
 ) -> Interrupted:
-    """Alice speaks, the fault happens, and `settle_s` later she speaks again; both leave."""
+    """Alice speaks, the fault happens, and once the recorder records the call again (in a mix
+    begun after the fault, if `new_mix`; not before `settle_s`) she speaks again; both leave."""
     before = write_tone(tmp_path / "before.wav", freq=330, seconds=3)
     after = write_tone(tmp_path / "after.wav", freq=660, seconds=3)
     alice, bob, room_sid = await _start_call(stack)
@@ -296,8 +309,12 @@ async def _call_across(
         await asyncio.sleep(2)
         said_before = time.time()
         await alice.speak_wav(before)
+        fault_ns = time.time_ns()
         await fault()
         await asyncio.sleep(settle_s)
+        # Not only a fixed wait: how long the callers take to reconnect, and the recorder to find
+        # the room, depends on how busy the machine is.
+        await _recording_again(stack, room_sid, fault_ns if new_mix else 0, alice, bob)
         said_after = time.time()
         await alice.speak_wav(after)
         await asyncio.sleep(2)
@@ -305,6 +322,35 @@ async def _call_across(
         await bob.leave()
         await alice.leave()
     return Interrupted(room_sid, said_before, said_after)
+
+
+async def _recording_again(
+    stack: Stack,
+    room_sid: str,
+    mix_after_ns: int,
+    *callers: SyntheticCaller,
+    timeout_s: float = 60.0,
+) -> None:
+    """Waits until the callers are connected and the recorder's mix of the room, begun after
+    `mix_after_ns`, has them all in it, as its health answer says."""
+    deadline = time.monotonic() + timeout_s
+    status: object = None
+    async with httpx.AsyncClient(base_url=stack.cfg.recorder_url, timeout=5) as client:
+        while time.monotonic() < deadline:
+            connected = all(
+                c.room.connection_state == rtc.ConnectionState.CONN_CONNECTED for c in callers
+            )
+            with contextlib.suppress(httpx.HTTPError):
+                status = (await client.get("/healthz")).json()["rooms"].get(room_sid)
+            if (
+                connected
+                and isinstance(status, dict)
+                and status["mix_started_ns"] > mix_after_ns
+                and status["callers"] >= len(callers)
+            ):
+                return
+            await asyncio.sleep(0.25)
+    raise AssertionError(f"the recorder did not record the call again: {status}")
 
 
 async def _two_mixes(stack: Stack, room_sid: str) -> tuple[StoredRecording, StoredRecording]:
@@ -321,7 +367,13 @@ def _voiced_at(mix: StoredRecording, said: float) -> bool:
     """The 3 s tone said at `said` (wall clock) is heard in the mix where it belongs."""
     audio = decode_ogg(mix.data)
     at = said - mix.started_ns / 1e9
-    return 0 <= at and at + 2.5 < len(audio) / RATE and rms(audio, at + 0.5, at + 2.5) > VOICED
+    length = len(audio) / RATE
+    if not (0 <= at and at + 2.5 < length):
+        logger.warning("the tone at %.2f s is outside the mix of %.2f s", at, length)
+        return False
+    level = rms(audio, at + 0.5, at + 2.5)
+    logger.info("the tone at %.2f s of %.2f s: RMS %.3f", at, length, level)
+    return level > VOICED
 
 
 async def test_the_recorders_own_leave_is_not_a_lost_connection(stack: Stack) -> None:

@@ -118,6 +118,13 @@ class RoomRecorder:
         recordings = [self.mix, *(track.recording for track in self.tracks.values())]
         return sum(1 for r in recordings if r is not None and r.end_tick is None)
 
+    def status(self) -> dict[str, int]:
+        """For the health answer: when the mix began (0 while it waits for a first caller)
+        and how many callers are in the room. Counts only: identities can be phone numbers."""
+        started_ns = self.mix.record.info.started_at if self.mix is not None else 0
+        callers = sum(1 for p in self.subscriber.participants.values() if p.kind in CALLER_KINDS)
+        return {"mix_started_ns": started_ns, "callers": callers}
+
     async def run(self) -> None:
         identity = f"recorder-{new_id('')}"
         await self.subscriber.connect(

@@ -231,7 +231,8 @@ class RecorderService:
         return web.json_response({"ok": True})
 
     async def _on_health(self, _request: web.Request) -> web.Response:
-        return web.json_response({"recording": sorted(self.tasks)})
+        rooms = {sid: recorder.status() for sid, recorder in sorted(self.recorders.items())}
+        return web.json_response({"recording": sorted(self.tasks), "rooms": rooms})
 
     async def _on_metrics(self, _request: web.Request) -> web.Response:
         # On the event loop, as the recordings it counts change there.
