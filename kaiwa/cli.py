@@ -264,7 +264,7 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
 
     from .bench import soak
 
-    figures = asyncio.run(soak.run(args.minutes, args.baseline_minutes))
+    figures = asyncio.run(soak.run(args.minutes, args.baseline_minutes, args.warmup_minutes))
     print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
     return 0 if figures["passed"] else 1
 
@@ -503,9 +503,20 @@ def main(argv: list[str] | None = None) -> int:
         help="a dialog and an interpreted call side by side for a long time, every process "
         "sampled for leaks (a stack of its own); exits 1 if a slope or a queue grew",
     )
-    p_soak.add_argument("--minutes", type=float, default=30, help="how long the calls run")
     p_soak.add_argument(
-        "--baseline-minutes", type=float, default=5, help="the start that sets each series' noise"
+        "--warmup-minutes",
+        type=float,
+        default=15,
+        help="how long the calls run first, sampled but not judged, while caches fill",
+    )
+    p_soak.add_argument(
+        "--minutes", type=float, default=30, help="how long the calls run after the warm-up"
+    )
+    p_soak.add_argument(
+        "--baseline-minutes",
+        type=float,
+        default=5,
+        help="the start of those minutes that sets each series' noise",
     )
     p_soak.add_argument("--json", action="store_true", help="print one JSON object")
     p_soak.set_defaults(func=cmd_bench_soak)

@@ -59,3 +59,33 @@ def test_a_leak_already_climbing_in_the_baseline_is_still_caught() -> None:
     leaking = [100.0 + i for i in range(180)]
     report = series(leaking).report(baseline_s=300, run_s=1800, floor=8)
     assert report["passed"] is False and report["slope_per_h"] == pytest.approx(360)
+
+
+def test_memory_handed_back_is_not_a_leak() -> None:
+    # A cache evicting after the baseline: the series falls, by more than the threshold.
+    falling = [2200.0] * 60 + [2200.0 - i for i in range(120)]
+    report = series(falling).report(baseline_s=300, run_s=1800, floor=32)
+    assert report["slope_per_h"] < -report["threshold_per_h"]
+    assert report["passed"] is True
+
+
+def warming_up(then_per_sample: float) -> list[float]:
+    """15 minutes climbing as a cache fills (+2 a sample), then 30 going on at the given rate,
+    with a little noise all along."""
+    warmup = [100.0 + 2 * i for i in range(90)]
+    rest = [warmup[-1] + then_per_sample * i for i in range(180)]
+    return [v + (1 if i % 2 else -1) for i, v in enumerate(warmup + rest)]
+
+
+def test_a_cache_filling_in_the_warmup_is_not_judged() -> None:
+    levels_off = series(warming_up(0.0))
+    assert levels_off.report(baseline_s=300, run_s=2700, floor=8, warmup_s=900)["passed"] is True
+    # The same series judged from the start: its climb reads as a leak.
+    assert levels_off.report(baseline_s=300, run_s=2700, floor=8)["passed"] is False
+
+
+def test_a_climb_that_goes_on_after_the_warmup_fails() -> None:
+    report = series(warming_up(0.5)).report(baseline_s=300, run_s=2700, floor=8, warmup_s=900)
+    assert report["passed"] is False
+    assert report["slope_per_h"] == pytest.approx(180, rel=0.05)
+    assert report["first"] < report["baseline_first"]
