@@ -8,9 +8,11 @@ import signal
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from core.paths import STATE_DIR
 
@@ -165,6 +167,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_figures(
+    args: argparse.Namespace, figures_of: Callable[[], Coroutine[Any, Any, dict[str, Any]]]
+) -> dict[str, Any]:
+    """Run a bench to its figures and print them as JSON: one line with --json, else indented."""
+    import asyncio
+    import json
+
+    figures = asyncio.run(figures_of())
+    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    return figures
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import asyncio
     import json
@@ -182,101 +196,74 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_interpret(args: argparse.Namespace) -> int:
-    import asyncio
-    import json
-
     from .bench import interpret
 
-    figures = asyncio.run(interpret.run(args.compare))
-    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    print_figures(args, lambda: interpret.run(args.compare))
     return 0
 
 
 def cmd_bench_dialog(args: argparse.Namespace) -> int:
-    import asyncio
-    import json
-
     from .bench import dialog
 
-    figures = asyncio.run(dialog.run(args.compare, args.keep_logs, args.llm))
-    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    print_figures(args, lambda: dialog.run(args.compare, args.keep_logs, args.llm))
     return 0
 
 
 def cmd_bench_phone(args: argparse.Namespace) -> int:
-    import asyncio
-    import json
-
     from .bench import phone
 
-    figures = asyncio.run(phone.run(args.calls))
-    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    print_figures(args, lambda: phone.run(args.calls))
     return 0
 
 
 def cmd_bench_recovery(args: argparse.Namespace) -> int:
-    import asyncio
-    import json
-
     from .bench import recovery
 
-    figures = asyncio.run(recovery.run(args.kills))
-    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    print_figures(args, lambda: recovery.run(args.kills))
     return 0
 
 
 def cmd_bench_nodes(args: argparse.Namespace) -> int:
-    import asyncio
-    import json
-
     from .bench import nodes
 
-    figures = asyncio.run(nodes.run(args.rooms, args.outages))
-    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    print_figures(args, lambda: nodes.run(args.rooms, args.outages))
     return 0
 
 
 def cmd_bench_load(args: argparse.Namespace) -> int:
-    import asyncio
-    import json
-
     from .bench import load
 
-    figures = asyncio.run(load.run(tuple(args.mode), args.max_rooms, args.plot))
-    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    print_figures(args, lambda: load.run(tuple(args.mode), args.max_rooms, args.plot))
+    return 0
+
+
+def cmd_bench_dispatch(args: argparse.Namespace) -> int:
+    from .bench import dispatch
+
+    print_figures(args, lambda: dispatch.run(tuple(args.rooms)))
     return 0
 
 
 def cmd_bench_loss(args: argparse.Namespace) -> int:
-    import asyncio
-    import json
-
     from .bench import loss
 
-    figures = asyncio.run(loss.run(tuple(args.loss)))
-    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    print_figures(args, lambda: loss.run(tuple(args.loss)))
     return 0
 
 
 def cmd_bench_soak(args: argparse.Namespace) -> int:
-    import asyncio
-    import json
-
     from .bench import soak
 
-    figures = asyncio.run(soak.run(args.minutes, args.baseline_minutes, args.warmup_minutes))
-    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    figures = print_figures(
+        args, lambda: soak.run(args.minutes, args.baseline_minutes, args.warmup_minutes)
+    )
     return 0 if figures["passed"] else 1
 
 
 def cmd_bench_web(args: argparse.Namespace) -> int:
-    import asyncio
-    import json
-
     from .bench import web
 
-    figures = asyncio.run(web.run(args.joins, args.drops))
-    print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
+    print_figures(args, lambda: web.run(args.joins, args.drops))
     return 0
 
 
@@ -488,6 +475,16 @@ def main(argv: list[str] | None = None) -> int:
     p_load.add_argument("--plot", type=Path, help="write rooms against lag as a PNG here")
     p_load.add_argument("--json", action="store_true", help="print one JSON object")
     p_load.set_defaults(func=cmd_bench_load)
+    p_dispatch = bench.add_parser(
+        "dispatch",
+        help="agent dispatch and join timed by the Python caller and by LiveKit's Go SDK "
+        "(infra/dispatch-check, built on first use), N rooms at once (a stack of its own)",
+    )
+    p_dispatch.add_argument(
+        "--rooms", type=int, nargs="+", default=[1, 2], help="rooms made at once, per step"
+    )
+    p_dispatch.add_argument("--json", action="store_true", help="print one JSON object")
+    p_dispatch.set_defaults(func=cmd_bench_dispatch)
     p_loss = bench.add_parser(
         "loss",
         help="an interpreted call with its callers behind a lossy link (a network namespace, "
