@@ -6,6 +6,7 @@ checks first and does nothing when its result is already there.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -184,6 +185,34 @@ def install_go_binary(spec: GoBinary) -> Path:
         )
         shutil.move(built, target)
     stamp.write_text(spec.version)
+    return target
+
+
+def build_repo_go(name: str) -> Path:
+    """Build the Go program in infra/<name> (its own go.mod and go.sum) once per version of
+    its source; the binary lives in the user-level cache like the pinned ones."""
+    source = REPO_ROOT / "infra" / name
+    files = sorted(p for p in source.iterdir() if p.suffix == ".go" or p.name.startswith("go."))
+    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()
+    target = BIN_DIR / name
+    stamp = BIN_DIR / f"{name}.version"
+    if target.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        return target
+    go = shutil.which("go")
+    if go is None:
+        raise InstallError(f"Go is needed to build {name}; install Go 1.26 or newer")
+    BIN_DIR.mkdir(parents=True, exist_ok=True)
+    say(f"go: building {name} (first time: a few minutes on 2 cores)")
+    built = BIN_DIR / f"{name}.building"
+    run_step(
+        f"go build {name}",
+        [go, "build", "-v", "-trimpath", "-o", str(built), "."],
+        env={"CGO_ENABLED": "0"},
+        cwd=source,
+        hint="Check that the Go module proxy is reachable (go env GOPROXY).",
+    )
+    built.replace(target)
+    stamp.write_text(digest)
     return target
 
 
