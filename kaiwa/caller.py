@@ -247,7 +247,10 @@ class SyntheticCaller:
 
     async def _read_text(self, reader: rtc.TextStreamReader, identity: str) -> None:
         opened = time.monotonic()
-        text = await reader.read_all()
+        try:
+            text = await reader.read_all()
+        except rtc.StreamError:
+            return  # cut off by a disconnect (ours, leaving mid-caption): no whole text came
         info = reader.info
         self.texts.append(
             ReceivedText(

@@ -109,10 +109,11 @@ async def _dialog_room(
 ) -> RoomResult:
     result = RoomResult()
     room = f"load-dialog-{index}-{uuid.uuid4().hex[:6]}"
+    # The callers' lines are made before the room: their synthesis is not the stack's time.
+    lines = [await asyncio.to_thread(english_speech, q) for q in QUESTIONS]
     made = time.monotonic()
     await create_room(cfg, room, {"mode": "dialog", "scenario": "assistant"})
     caller = SyntheticCaller(cfg.api_url, name=f"Load {index}", mode="dialog", room_name=room)
-    lines = [await asyncio.to_thread(english_speech, q) for q in QUESTIONS]
     try:
         await caller.connect(bench_grant(cfg, room, f"load-{index}", mode="dialog", language="en"))
         await caller.wait_for_agent(timeout_s=120)
@@ -141,14 +142,14 @@ async def _interpret_room(
 ) -> RoomResult:
     result = RoomResult()
     room = f"load-interpret-{index}-{uuid.uuid4().hex[:6]}"
+    speech = {  # made before the room, as in a dialog room
+        language: [(await asyncio.to_thread(turn_speech, language, [line]))[:2] for line in lines]
+        for language, lines in INTERPRET_LINES.items()
+    }
     made = time.monotonic()
     await create_room(cfg, room, {"mode": "interpret"})
     alice = SyntheticCaller(cfg.api_url, name="Alice", mode="interpret", language="en")
     kenji = SyntheticCaller(cfg.api_url, name="Kenji", mode="interpret", language="ja")
-    speech = {
-        language: [(await asyncio.to_thread(turn_speech, language, [line]))[:2] for line in lines]
-        for language, lines in INTERPRET_LINES.items()
-    }
     try:
         for caller in (alice, kenji):
             grant = bench_grant(
