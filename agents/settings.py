@@ -89,6 +89,13 @@ class AgentSettings(LiveKitSettings, RedisSettings, GoogleSettings):
     scenarios_file: Path = Field(
         default=SCENARIOS_FILE, description="The dialog scenario catalogue."
     )
+    llm_history_tokens: int = Field(
+        default=1400,
+        ge=200,
+        description="The most of a dialog's conversation the LLM is given, in tokens "
+        "(estimated); older turns are dropped, four exchanges at a time. Keep it under the "
+        "server's context per slot (2048), with room for the reply.",
+    )
     dialog_idle_timeout_s: float = Field(
         default=1800.0, gt=0, description="A dialog with nobody speaking this long is ended."
     )

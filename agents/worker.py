@@ -318,7 +318,12 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
             limits=limits,
             session=session,
             engine=engine,
-            make_agent=lambda chat_ctx: ScenarioAgent(scenario, reader=reader, chat_ctx=chat_ctx),
+            make_agent=lambda chat_ctx: ScenarioAgent(
+                scenario,
+                reader=reader,
+                history_tokens=settings.llm_history_tokens,
+                chat_ctx=chat_ctx,
+            ),
             metadata=metadata,
         )
     finally:

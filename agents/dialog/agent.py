@@ -21,6 +21,7 @@ from core.scenarios import Scenario
 from core.tasks import TaskOwner
 
 from ..tts.chunks import speakable_pieces
+from .context import bounded
 from .lines import is_backchannel, line
 from .log import logger
 
@@ -77,11 +78,13 @@ class ScenarioAgent(Agent):
         *,
         eager: bool = True,
         reader: llm.LLM[Any] | None = None,
+        history_tokens: int = 1400,
         **overrides: Any,
     ) -> None:
         super().__init__(instructions=scenario.system_prompt(), **overrides)
         self.scenario = scenario
         self.eager = eager
+        self.history_tokens = history_tokens  # the conversation the LLM gets (context.py)
         self._reader = reader
         self._tasks = TaskOwner(logger, scenario=scenario.id)
         self._reading: asyncio.Task[None] | None = None
@@ -120,6 +123,7 @@ class ScenarioAgent(Agent):
         if self._reading is not None and not self._reading.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._reading), READ_AHEAD_WAIT_S)
+        chat_ctx = bounded(chat_ctx, self.history_tokens)
         async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
             yield chunk
 
@@ -165,6 +169,7 @@ class ScenarioAgent(Agent):
             return None
         chat = self.chat_ctx.copy()
         chat.add_message(role=role, content=text)
+        chat = bounded(chat, self.history_tokens)  # as the answer will read it
         self._reading = self._tasks.spawn(self._read(self._reader, chat), "llm-read")
         return self._reading
 

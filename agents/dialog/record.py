@@ -96,7 +96,10 @@ async def summarize(
         "what the caller wanted and how it went. Reply with the summary only.",
     )
     so_far = f"The summary so far: {previous}\n\nWhat was said since:\n" if previous else ""
-    chat.add_message(role="user", content=(so_far + lines)[-4000:])
+    # The latest 4500 bytes (about 1500 tokens, as dialog/context.py estimates): within the
+    # server's 2048 a slot, in Japanese as in English.
+    recent = (so_far + lines).encode()[-4500:].decode(errors="ignore")
+    chat.add_message(role="user", content=recent)
     parts: list[str] = []
     async with model.chat(chat_ctx=chat) as stream:
         async for chunk in stream:
