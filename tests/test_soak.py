@@ -37,5 +37,6 @@ async def test_the_stack_holds_through_a_soak(stack: Stack) -> None:
     queues = report["queues"]
     assert {"speaker_audio", "untranslated", "voice_sentences", "history_segments"} <= queues.keys()
     assert all(q["passed"] for q in queues.values()), queues
+    assert not any(report["llm_errors"].values()), report["llm_errors"]
     if FULL:
         assert report["passed"], report

@@ -22,7 +22,8 @@ fitted growth over the rest of the run stays within three standard deviations of
 baseline's scatter around its own trend (or a floor of the series' kind, for one that did
 not move in the baseline) is flat. Only growth fails: a leak grows, and memory handed back
 (a cache evicting) is not one. A queue passes when its depth at the end is no higher than
-the most it held before the judged run.
+the most it held before the judged run. And the calls must have worked: no LLM request
+may fail (`kaiwa_llm_errors_total`, by mode).
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ class Sampler:
         self.stack = stack
         self.series: dict[str, dict[str, Series]] = {}
         self.started = time.monotonic()
+        # A soak whose calls failed is not a soak: the worker's LLM errors, by mode.
+        self.llm_errors: dict[str, float] = {}
 
     def add(self, group: str, name: str, value: float) -> None:
         series = self.series.setdefault(group, {}).setdefault(name, Series())
@@ -143,6 +146,8 @@ class Sampler:
                 self.add(name, "asyncio_tasks", tasks)
             for queue, depth in metric_values(text, "kaiwa_queue_depth", "queue").items():
                 self.add("queues", queue, depth)
+            if name == "agent":
+                self.llm_errors = metric_values(text, "kaiwa_llm_errors_total", "mode")
         info = await redis.info("memory")
         self.add("redis", "keys", float(await redis.dbsize()))
         self.add("redis", "used_memory_bytes", float(info["used_memory"]))
@@ -170,7 +175,9 @@ class Sampler:
         checked = [
             s["passed"] for group in report.values() for s in group.values() if "passed" in s
         ]
-        report["passed"] = bool(checked) and all(p is not False for p in checked)
+        report["llm_errors"] = self.llm_errors
+        no_errors = not any(self.llm_errors.values())
+        report["passed"] = bool(checked) and all(p is not False for p in checked) and no_errors
         return report
 
 
