@@ -255,7 +255,10 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     from .bench import soak
 
     figures = print_figures(
-        args, lambda: soak.run(args.minutes, args.baseline_minutes, args.warmup_minutes)
+        args,
+        lambda: soak.run(
+            args.minutes, args.baseline_minutes, args.warmup_minutes, keep_logs=args.keep_logs
+        ),
     )
     return 0 if figures["passed"] else 1
 
@@ -514,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=5,
         help="the start of those minutes that sets each series' noise",
+    )
+    p_soak.add_argument(
+        "--keep-logs", type=Path, metavar="DIR", help="copy the stack's logs here at the end"
     )
     p_soak.add_argument("--json", action="store_true", help="print one JSON object")
     p_soak.set_defaults(func=cmd_bench_soak)

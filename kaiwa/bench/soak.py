@@ -29,6 +29,7 @@ may fail (`kaiwa_llm_errors_total`, by mode).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import tempfile
 import time
@@ -259,7 +260,13 @@ async def soak(
     return report
 
 
-async def run(minutes: float, baseline_minutes: float, warmup_minutes: float) -> dict[str, Any]:
+async def run(
+    minutes: float,
+    baseline_minutes: float,
+    warmup_minutes: float,
+    *,
+    keep_logs: Path | None = None,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kaiwa-soak-") as state_dir:
         cfg: StackConfig = ephemeral_config(Path(state_dir))
         stack = Stack(cfg)
@@ -274,3 +281,5 @@ async def run(minutes: float, baseline_minutes: float, warmup_minutes: float) ->
             )
         finally:
             await asyncio.to_thread(stack.stop)
+            if keep_logs is not None:
+                shutil.copytree(cfg.logs_dir, keep_logs, dirs_exist_ok=True)
