@@ -58,10 +58,17 @@ def make_tts(settings: AgentSettings, language: str) -> tts.TTS[Any]:
     return LocalTTS(engines.voice(language))
 
 
-def make_llm(settings: AgentSettings) -> llm.LLM[Any]:
+def make_llm(settings: AgentSettings, *, reply_tokens: int | None = None) -> llm.LLM[Any]:
+    """The dialog's LLM; `reply_tokens` bounds what it writes (LLM_REPLY_TOKENS unless
+    given: a client that only has the server read a prompt writes one token)."""
     if settings.llm_engine == "google":
         _require("LLM_ENGINE", settings.gemini_configured, "GOOGLE_API_KEY (or Vertex AI settings)")
         return google.LLM(model=settings.google_llm_model)
     return openai_plugin.LLM(
-        model=settings.llm_model, base_url=settings.llm_base_url, api_key="local", temperature=0.3
+        model=settings.llm_model,
+        base_url=settings.llm_base_url,
+        api_key="local",
+        temperature=0.3,
+        # (The server takes this over `max_tokens`: a per-request `max_tokens` cannot lower it.)
+        max_completion_tokens=reply_tokens or settings.llm_reply_tokens,
     )

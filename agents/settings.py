@@ -89,6 +89,14 @@ class AgentSettings(LiveKitSettings, RedisSettings, GoogleSettings):
     scenarios_file: Path = Field(
         default=SCENARIOS_FILE, description="The dialog scenario catalogue."
     )
+    llm_reply_tokens: int = Field(
+        default=256,
+        ge=16,
+        le=1024,
+        description="The longest dialog reply (and call summary) the local LLM may write, in "
+        "tokens: a small model can repeat itself without end, and a spoken reply should be "
+        "short.",
+    )
     llm_history_tokens: int = Field(
         default=1400,
         ge=200,

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -309,7 +310,7 @@ async def dialog(ctx: JobContext, done: asyncio.Event, metadata: dict[str, Any])
             # A second client of the local LLM server, for reading prompts ahead
             # (ScenarioAgent); built off the event loop (an OpenAI client's SSL context takes
             # a few hundred ms).
-            reader = await asyncio.to_thread(roles.make_llm, settings)
+            reader = await asyncio.to_thread(partial(roles.make_llm, settings, reply_tokens=1))
     try:
         await run_dialog(
             ctx,

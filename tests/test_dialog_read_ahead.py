@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 from livekit.agents import llm
-from livekit.plugins import openai as openai_plugin
 
+from agents import roles
 from agents.dialog.agent import ScenarioAgent
+from agents.settings import AgentSettings
 from core.scenarios import Scenario
 from kaiwa.stack.services import Stack
 
@@ -19,11 +20,10 @@ pytestmark = pytest.mark.integration
 QUESTION = "What is the capital city of France?"
 
 
-def _client(stack: Stack) -> llm.LLM[Any]:
-    # As agents/roles.py makes both the session's LLM and the agent's reader.
-    return openai_plugin.LLM(
-        model=stack.cfg.llm_model, base_url=stack.cfg.llm_base_url, api_key="local"
-    )
+def _client(stack: Stack, reply_tokens: int | None = None) -> llm.LLM[Any]:
+    # As the worker makes both the session's LLM and the agent's reader (one token).
+    settings = AgentSettings(llm_model=stack.cfg.llm_model, llm_base_url=stack.cfg.llm_base_url)
+    return roles.make_llm(settings, reply_tokens=reply_tokens)
 
 
 async def _greeted_agent(reader: llm.LLM[Any] | None) -> ScenarioAgent:
@@ -63,7 +63,7 @@ async def _answer_usage(model: llm.LLM[Any], agent: ScenarioAgent) -> llm.Comple
 
 
 async def test_the_answer_finds_what_was_read_while_the_caller_spoke(stack: Stack) -> None:
-    reader, model = _client(stack), _client(stack)
+    reader, model = _client(stack, reply_tokens=1), _client(stack)
     try:
         agent = await _greeted_agent(reader)
         reading = agent.read_ahead("What is the capital city", role="user")  # an interim

@@ -175,8 +175,9 @@ class ScenarioAgent(Agent):
 
     async def _read(self, reader: llm.LLM[Any], chat: llm.ChatContext) -> None:
         try:
-            # One token: reading the prompt is all this is for.
-            async with reader.chat(chat_ctx=chat, extra_kwargs={"max_tokens": 1}) as stream:
+            # One token (the reader is made so: roles.make_llm): reading the prompt is all
+            # this is for.
+            async with reader.chat(chat_ctx=chat) as stream:
                 async for _chunk in stream:
                     pass
         except Exception as exc:  # the answer reads the prompt itself
