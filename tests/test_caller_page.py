@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -18,25 +17,33 @@ from typing import Any
 
 import pytest
 from playwright.async_api import (
-    Browser,
     BrowserContext,
     Page,
-    ViewportSize,
     async_playwright,
     expect,
 )
 
-from core.paths import REPO_ROOT
 from kaiwa.stack.services import Stack
-from kaiwa.webcall import AUDIO_PROBE, chromium, heard, write_wav
+from kaiwa.webcall import chromium, write_wav
 
 from .support.calls import SKY_QUESTION, History, speech
+from .support.pages import (
+    PHONE,
+    WIDE,
+    audio_tracks,
+    blocked_by_csp,
+    caption_rows,
+    join_call,
+    loudest,
+    open_page,
+    poll,
+    screenshot_folder,
+    settled,
+    shot,
+)
 
 pytestmark = pytest.mark.e2e
 
-SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots" / "caller"
-PHONE: ViewportSize = {"width": 390, "height": 844}
-WIDE: ViewportSize = {"width": 1100, "height": 860}
 JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 LATIN = re.compile(r"[A-Za-z]{3}")
 # A reply is computed on two shared cores by local models: allow for it.
@@ -45,78 +52,12 @@ REPLY_TIMEOUT_MS = 90_000
 
 @pytest.fixture(scope="module")
 def screenshots() -> Path:
-    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
-    SCREENSHOTS.mkdir(parents=True)
-    print(f"caller page screenshots: {SCREENSHOTS}")  # noqa: T201 - where to look
-    return SCREENSHOTS
-
-
-async def _shot(page: Page, folder: Path, name: str) -> None:
-    await page.screenshot(path=folder / f"{name}.png", full_page=True)
+    return screenshot_folder("caller")
 
 
 def _microphone(folder: Path, language: str, text: str, *, lead_s: float) -> Path:
     samples, rate = speech(language, text)
     return write_wav(folder / f"{language}.wav", samples, rate, lead_s=lead_s, tail_s=40)
-
-
-# Whatever the page's Content-Security-Policy blocks, kept for the test to read.
-CSP_PROBE = """
-window.__blocked = [];
-document.addEventListener("securitypolicyviolation", (e) =>
-  window.__blocked.push(`${e.violatedDirective} ${e.blockedURI}`));
-"""
-
-
-async def _blocked_by_csp(page: Page) -> list[str]:
-    blocked: list[str] = await page.evaluate("window.__blocked")
-    return blocked
-
-
-async def _open(browser: Browser, url: str, viewport: ViewportSize = PHONE) -> Page:
-    context = await browser.new_context(viewport=viewport, permissions=["microphone"])
-    await context.add_init_script(AUDIO_PROBE)
-    await context.add_init_script(CSP_PROBE)
-    page = await context.new_page()
-    await page.goto(url)
-    return page
-
-
-async def _join(page: Page, name: str, mode: str, language: str, room: str = "") -> str:
-    await page.get_by_label("Your name").fill(name)
-    choice = "Interpreted call" if mode == "interpret" else "Talk with the AI"
-    await page.get_by_label(choice).check()
-    await page.get_by_label("Your language").select_option(language)
-    if room:
-        await page.get_by_label("Room code").fill(room)
-    await page.get_by_role("button", name="Join").click()
-    await expect(page.locator("#connection")).to_have_text("connected", timeout=20_000)
-    return await page.locator("#room-name").inner_text()
-
-
-async def _caption_rows(page: Page) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = await page.eval_on_selector_all(
-        "#captions li",
-        """(items) => items.map((li) => ({
-            id: li.dataset.segmentId,
-            speaker: li.dataset.speaker,
-            final: li.dataset.final === "true",
-            text: li.querySelector(".text").textContent,
-        }))""",
-    )
-    return rows
-
-
-async def _loudest(page: Page) -> dict[str, float]:
-    return {name: float(found["peak"] or 0) for name, found in (await heard(page)).items()}
-
-
-async def _audio_tracks(page: Page) -> list[dict[str, str]]:
-    tracks: list[dict[str, str]] = await page.eval_on_selector_all(
-        "#audio audio",
-        "(els) => els.map((e) => ({name: e.dataset.trackName, from: e.dataset.participant}))",
-    )
-    return tracks
 
 
 # ---- dialog ------------------------------------------------------------------------------
@@ -132,10 +73,10 @@ async def test_dialog_page_hears_the_agent_and_keeps_every_turn_across_a_reload(
     # Long enough a lead for the agent's greeting to finish before the question.
     mic = _microphone(tmp_path, "en", SKY_QUESTION, lead_s=9)
     async with async_playwright() as playwright, chromium(playwright, mic) as browser:
-        page = await _open(browser, stack.cfg.api_url)
+        page = await open_page(browser, stack.cfg.api_url)
         await expect(page.get_by_label("Scenario")).to_contain_text("café")
-        await _shot(page, screenshots, "01-join")
-        await _join(page, "Aiko", "dialog", "en")
+        await shot(page, screenshots, "01-join")
+        await join_call(page, "Aiko", "dialog", "en")
         state = page.locator("#agent-state")
         await expect(state).to_have_attribute(
             "data-state", re.compile("listening|speaking|thinking"), timeout=30_000
@@ -148,28 +89,28 @@ async def test_dialog_page_hears_the_agent_and_keeps_every_turn_across_a_reload(
         await expect(own.first).to_contain_text(ASKED, timeout=REPLY_TIMEOUT_MS)
 
         async def replied() -> bool:
-            rows = [r for r in await _caption_rows(page) if r["final"]]
+            rows = [r for r in await caption_rows(page) if r["final"]]
             asked = [i for i, r in enumerate(rows) if ASKED.search(r["text"])]
             return bool(asked) and any(r["speaker"].startswith("agent-") for r in rows[asked[0] :])
 
-        await _poll(replied, REPLY_TIMEOUT_MS / 1000, "a reply after the question")
-        await _shot(page, screenshots, "02-dialog-captions")
+        await poll(replied, REPLY_TIMEOUT_MS / 1000, "a reply after the question")
+        await shot(page, screenshots, "02-dialog-captions")
 
         # The reply was heard: the agent's track, and it carried sound.
-        (track,) = await _audio_tracks(page)
+        (track,) = await audio_tracks(page)
         assert track["from"].startswith("agent-")
-        assert (await _loudest(page))[track["name"]] > 0.02
-        assert await _blocked_by_csp(page) == []
+        assert (await loudest(page))[track["name"]] > 0.02
+        assert await blocked_by_csp(page) == []
 
         # Reload mid-call: every turn stays, once; the question, asked again, is answered.
         history = History(stack, await page.locator("#room-name").inner_text())
-        before = await _settled(page, history)
+        before = await settled(page, history)
         await page.reload()
         await expect(page.locator("#connection")).to_have_text("connected", timeout=20_000)
-        await _poll(
+        await poll(
             lambda: _more_turns(page, len(before) + 2), REPLY_TIMEOUT_MS / 1000, "a second reply"
         )
-        after = await _settled(page, history)
+        after = await settled(page, history)
         assert [r["id"] for r in after][: len(before)] == [r["id"] for r in before]
 
         await page.get_by_role("button", name="Leave").click()
@@ -180,11 +121,11 @@ async def test_dialog_page_hears_the_agent_and_keeps_every_turn_across_a_reload(
         saved = await (await download_info.value).path()
         downloaded = await asyncio.to_thread(Path(saved).read_text)
         assert ASKED.search(downloaded), downloaded
-        await _shot(page, screenshots, "06-summary")
+        await shot(page, screenshots, "06-summary")
 
 
 async def _more_turns(page: Page, count: int) -> bool:
-    rows = [r for r in await _caption_rows(page) if r["final"]]
+    rows = [r for r in await caption_rows(page) if r["final"]]
     return len(rows) >= count and rows[-1]["speaker"].startswith("agent-")
 
 
@@ -214,10 +155,10 @@ async def interpreted(
         chromium(playwright, en) as en_browser,
         chromium(playwright, ja) as ja_browser,
     ):
-        english = await _open(en_browser, stack.cfg.api_url, WIDE)
-        room = await _join(english, "Emma", "interpret", "en")
-        japanese = await _open(ja_browser, stack.cfg.api_url)
-        await _join(japanese, "Kenji", "interpret", "ja", room)
+        english = await open_page(en_browser, stack.cfg.api_url, WIDE)
+        room = await join_call(english, "Emma", "interpret", "en")
+        japanese = await open_page(ja_browser, stack.cfg.api_url)
+        await join_call(japanese, "Kenji", "interpret", "ja", room)
         yield InterpretedCall(english, japanese, room, History(stack, room), stack.cfg.api_url)
         for page in (english, japanese):
             await page.context.close()
@@ -238,54 +179,24 @@ async def test_each_page_reads_and_hears_the_other_in_its_own_language(
     # With "show original", the source line too.
     await en.get_by_label("Show original").check()
     await expect(en.locator("#captions li:not(.own) .original").first).to_have_text(JAPANESE)
-    await _shot(en, screenshots, "03-interpreted-en")
-    await _shot(ja, screenshots, "04-interpreted-ja")
+    await shot(en, screenshots, "03-interpreted-en")
+    await shot(ja, screenshots, "04-interpreted-ja")
 
     # Each plays only the interpreter's voice in its own language, and hears it.
     for page, language in ((en, "en"), (ja, "ja")):
-        tracks = await _audio_tracks(page)
+        tracks = await audio_tracks(page)
         assert tracks, f"the {language} page plays nothing"
         for track in tracks:
             assert track["from"].startswith("agent-"), track
             assert track["name"].endswith(f"-{language}"), track
 
     async def translated_voice_heard() -> bool:
-        loudest = await _loudest(ja)
-        return any(peak > 0.02 for name, peak in loudest.items() if name.endswith("-ja"))
+        peaks = await loudest(ja)
+        return any(peak > 0.02 for name, peak in peaks.items() if name.endswith("-ja"))
 
-    await _poll(translated_voice_heard, REPLY_TIMEOUT_MS / 1000, "the ja voice on the ja page")
+    await poll(translated_voice_heard, REPLY_TIMEOUT_MS / 1000, "the ja voice on the ja page")
     # The whole call ran under the page's Content-Security-Policy, with nothing blocked.
-    assert await _blocked_by_csp(en) == [] and await _blocked_by_csp(ja) == []
-
-
-async def _poll(check: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"never happened: {what}")
-
-
-async def _settled(page: Page, history: History) -> list[dict[str, Any]]:
-    """The page's final caption rows once they match the history's segments one for one:
-    fails when a line is missing from the page (a gap) or shown under two ids."""
-    page_rows: list[dict[str, Any]] = []
-    stored: list[dict[str, Any]] = []
-
-    async def agree() -> bool:
-        nonlocal page_rows, stored
-        page_rows = [r for r in await _caption_rows(page) if r["final"]]
-        stored = await history.segments()
-        return bool(stored) and [r["id"] for r in page_rows] == [s["id"] for s in stored]
-
-    try:
-        await _poll(agree, 45, "page rows matching the history")
-    except AssertionError:
-        raise AssertionError(
-            f"page: {[r['id'] for r in page_rows]}\nhistory: {[s['id'] for s in stored]}"
-        ) from None
-    return page_rows
+    assert await blocked_by_csp(en) == [] and await blocked_by_csp(ja) == []
 
 
 async def test_reload_keeps_every_line_once(
@@ -295,7 +206,7 @@ async def test_reload_keeps_every_line_once(
     await expect(en.locator("#captions li.own[data-final=true]").first).to_be_visible(
         timeout=REPLY_TIMEOUT_MS
     )
-    before = await _settled(en, interpreted.history)
+    before = await settled(en, interpreted.history)
     identity = await en.evaluate("JSON.parse(sessionStorage.getItem('kaiwa.call')).identity")
 
     await en.reload()
@@ -307,11 +218,11 @@ async def test_reload_keeps_every_line_once(
     own_before = sum(1 for r in before if r["speaker"] == identity)
 
     async def spoke_again() -> bool:
-        rows = await _caption_rows(en)
+        rows = await caption_rows(en)
         return sum(1 for r in rows if r["final"] and r["speaker"] == identity) > own_before
 
-    await _poll(spoke_again, REPLY_TIMEOUT_MS / 1000, "a new line after the reload")
-    after = await _settled(en, interpreted.history)
+    await poll(spoke_again, REPLY_TIMEOUT_MS / 1000, "a new line after the reload")
+    after = await settled(en, interpreted.history)
     ids_before = [r["id"] for r in before]
     assert [r["id"] for r in after][: len(before)] == ids_before
     assert len(after) > len(before)
@@ -321,9 +232,9 @@ async def test_reload_keeps_every_line_once(
     assert await en.evaluate("JSON.parse(sessionStorage.getItem('kaiwa.call')).rejoin")
     browser = en.context.browser
     assert browser is not None
-    stranger = await _open(browser, interpreted.api_url)
+    stranger = await open_page(browser, interpreted.api_url)
     try:
-        await _join(stranger, "Eve", "interpret", "en", interpreted.room)
+        await join_call(stranger, "Eve", "interpret", "en", interpreted.room)
         eve = await stranger.evaluate("JSON.parse(sessionStorage.getItem('kaiwa.call')).identity")
         assert eve != identity
         await expect(en.locator("#connection")).to_have_text("connected")
@@ -338,17 +249,17 @@ async def test_network_drop_shows_reconnecting_and_recovers(
     context: BrowserContext = ja.context
     await context.set_offline(True)
     await expect(ja.locator("#reconnecting")).to_be_visible(timeout=10_000)
-    await _shot(ja, screenshots, "05-reconnecting")
+    await shot(ja, screenshots, "05-reconnecting")
     await ja.wait_for_timeout(5_000)
     await context.set_offline(False)
     await expect(ja.locator("#reconnecting")).to_be_hidden(timeout=30_000)
     await expect(ja.locator("#connection")).to_have_text("connected")
-    rows = len(await _caption_rows(ja))
+    rows = len(await caption_rows(ja))
     # Captions keep coming, and the page holds every stored line once.
     await expect(ja.locator("#captions li[data-final=true]")).not_to_have_count(
         rows, timeout=REPLY_TIMEOUT_MS
     )
-    await _settled(ja, interpreted.history)
+    await settled(ja, interpreted.history)
 
 
 async def test_switching_language_changes_captions_and_audio_without_reload(
@@ -365,9 +276,9 @@ async def test_switching_language_changes_captions_and_audio_without_reload(
     emma_lines = ja.locator(f'#captions li[data-speaker="{emma}"][data-final=true] .text')
     await expect(emma_lines.first).to_have_text(LATIN, timeout=5_000)
     try:
-        await _poll(lambda: _plays_only(ja, lambda t: t["from"] == emma), 10, "her voice only")
+        await poll(lambda: _plays_only(ja, lambda t: t["from"] == emma), 10, "her voice only")
     except AssertionError:
-        raise AssertionError(f"Emma is {emma}; the page plays {await _audio_tracks(ja)}") from None
+        raise AssertionError(f"Emma is {emma}; the page plays {await audio_tracks(ja)}") from None
     assert ja.url == url
 
 
@@ -395,11 +306,11 @@ async def test_livekit_down_for_10_s_then_both_pages_carry_on_with_no_gap(
         await expect(page.locator("#reconnecting")).to_be_hidden()
         await expect(page.locator(finals)).not_to_have_count(rows, timeout=REPLY_TIMEOUT_MS)
         assert await page.locator("#room-name").inner_text() == interpreted.room
-        await _settled(page, interpreted.history)
+        await settled(page, interpreted.history)
 
 
 async def _plays_only(page: Page, wanted: Any) -> bool:
-    tracks = await _audio_tracks(page)
+    tracks = await audio_tracks(page)
     return bool(tracks) and all(wanted(t) for t in tracks)
 
 
