@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.payloads import SegmentKind
 from core.protocol import (
     END_S,
     FINAL,
+    KIND,
     LANGUAGE_ATTRIBUTE,
     SEGMENT_ID,
     SOURCE_SEGMENT_ID,
@@ -33,6 +35,7 @@ class Caption:
     start_s: float
     end_s: float
     source_segment_id: str | None = None
+    kind: SegmentKind = "speech"
 
     def attributes(self) -> dict[str, str]:
         attributes = {
@@ -46,4 +49,6 @@ class Caption:
         }
         if self.source_segment_id is not None:
             attributes[SOURCE_SEGMENT_ID] = self.source_segment_id
+        if self.kind == "text":
+            attributes[KIND] = "text"
         return attributes

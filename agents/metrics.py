@@ -55,6 +55,12 @@ HISTORY_SEGMENTS = Counter(
     "that failed and was posted again), lost (the buffer overflowed while the API was away)",
     ["result"],
 )
+CHAT_MESSAGES = Counter(
+    "kaiwa_chat_messages",
+    "Typed messages (agents/chat.py), by result: taken, or why refused (empty, too_long, "
+    "control_characters, too_fast, duplicate: a retried send already taken)",
+    ["result"],
+)
 LLM_ERRORS = Counter(
     "kaiwa_llm_errors",
     "Language model requests that failed (a dialog reply, a translation), by mode",

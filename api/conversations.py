@@ -14,7 +14,7 @@ from typing import Any, cast
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from core.payloads import Role
+from core.payloads import Role, SegmentKind
 from core.phone import mask_identity, mask_name
 
 from .log import logger
@@ -169,6 +169,7 @@ def _segments(session: Session, conversation_id: str) -> list[SegmentOut]:
             role=cast(Role | None, s.role),  # written only through SegmentIn's Role
             engine=s.engine,
             interrupted=s.interrupted,
+            kind=cast(SegmentKind, s.kind),  # written only through SegmentIn's SegmentKind
             timings=s.timings or {},
         )
         for s in segments

@@ -29,6 +29,10 @@ from .settings import Settings
 from .sip_health import OpenRuleWatch
 from .tokens import RejoinRefused, read_rejoin_ticket
 
+# A page updates its typing state at most once in 2 s, and clears it on send: 30 a minute,
+# and as many again for the clears.
+TYPING_UPDATES_PER_MINUTE = 60
+
 
 @dataclass
 class Resources:
@@ -43,6 +47,8 @@ class Resources:
     s3_presign: Any
     token_limiter: RateLimiter
     admin_login_limiter: RateLimiter
+    # Per caller: a page says it is typing at most once in 2 s (PUT /api/call/typing).
+    typing_limiter: RateLimiter
     # The LiveKit nodes callers are sent to, in turn.
     nodes: LiveNodes
     # /healthz's cached look at LiveKit's SIP dispatch rules.
@@ -73,6 +79,9 @@ class Resources:
                 name="admin-login",
                 limit=settings.admin_login_rate_limit,
                 window_s=settings.admin_login_rate_window_s,
+            ),
+            typing_limiter=RateLimiter(
+                client, name="typing", limit=TYPING_UPDATES_PER_MINUTE, window_s=60
             ),
         )
 
@@ -130,6 +139,10 @@ def _admin_login_limiter(request: Request) -> RateLimiter:
     return get_resources(request).admin_login_limiter
 
 
+def _typing_limiter(request: Request) -> RateLimiter:
+    return get_resources(request).typing_limiter
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionsDep = Annotated[sessionmaker[Session], Depends(_sessions)]
 LiveKitDep = Annotated[lkapi.LiveKitAPI, Depends(_livekit)]
@@ -138,6 +151,7 @@ LiveNodesDep = Annotated[LiveNodes, Depends(_nodes)]
 S3Dep = Annotated[Any, Depends(_s3)]
 PresignS3Dep = Annotated[Any, Depends(_presign_s3)]
 TokenLimiterDep = Annotated[RateLimiter, Depends(_token_limiter)]
+TypingLimiterDep = Annotated[RateLimiter, Depends(_typing_limiter)]
 AdminLoginLimiterDep = Annotated[RateLimiter, Depends(_admin_login_limiter)]
 
 

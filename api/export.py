@@ -1,7 +1,8 @@
 """A transcript as WebVTT or plain text, for download.
 
 Speakers are named as the Transcript names them: a phone caller's number already masked
-(api/conversations.py, core/phone.py).
+(api/conversations.py, core/phone.py). A typed line is marked as typed: in WebVTT by the
+cue class `typed`, which a player's style sheet can show.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ def to_vtt(transcript: Transcript) -> str:
     lines = ["WEBVTT", ""]
     for segment in transcript.segments:
         end = max(segment.end_s, segment.start_s)
+        text = _vtt_escape(_one_line(segment.text))
+        if segment.kind == "text":
+            text = f"<c.typed>{text}</c>"
         lines += [
             segment.id,
             f"{timestamp(segment.start_s)} --> {timestamp(end)}",
-            f"<v {segment.participant_identity}>{_vtt_escape(_one_line(segment.text))}",
+            f"<v {segment.participant_identity}>{text}",
             "",
         ]
     return "\n".join(lines)
@@ -44,9 +48,10 @@ def to_vtt(transcript: Transcript) -> str:
 def to_txt(transcript: Transcript) -> str:
     lines = []
     for segment in transcript.segments:
+        how = ", typed" if segment.kind == "text" else ""
         lines.append(
             f"[{timestamp(segment.start_s)}] {segment.participant_identity} "
-            f"({segment.language}): {_one_line(segment.text)}"
+            f"({segment.language}{how}): {_one_line(segment.text)}"
         )
         for language, text in sorted(segment.translations.items()):
             lines.append(f"    ({language}) {_one_line(text)}")

@@ -140,6 +140,8 @@ class Segment(Base):
     role: Mapped[str | None] = mapped_column(String(16))
     engine: Mapped[str | None] = mapped_column(String(64))
     interrupted: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # "speech" or "text" (typed into the call's chat): SegmentIn's SegmentKind.
+    kind: Mapped[str] = mapped_column(String(8), default="speech", server_default="speech")
     # The line's latency ledger: seconds per stage as the pipeline measured them (SegmentIn).
     timings: Mapped[dict[str, float] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -36,12 +36,13 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def enforce(limiter: RateLimiter, request: Request, what: str) -> None:
-    """Count this request against `limiter`: 429 with Retry-After when over the limit, 503
-    when Redis is away. Fails closed: without the shared counter the limit cannot be
-    enforced, and unlimited guessing is worse than no service for a while."""
+async def enforce(limiter: RateLimiter, key: str, what: str) -> None:
+    """Count a request under `key` (a client's address, a caller's identity) against
+    `limiter`: 429 with Retry-After when over the limit, 503 when Redis is away. Fails
+    closed: without the shared counter the limit cannot be enforced, and unlimited guessing
+    is worse than no service for a while."""
     try:
-        retry_after = await limiter.hit(client_address(request))
+        retry_after = await limiter.hit(key)
     except RedisError as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, "rate limiter unavailable"

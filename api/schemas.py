@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from core.payloads import Role
+from core.payloads import Role, SegmentKind
 from core.text import valid_unicode
 
 # Server-side ids (uuid4 hex): the only form a conversation or recording id takes.
@@ -88,6 +88,9 @@ class SegmentOut(BaseModel):
     engine: str | None = Field(default=None, description="Dialog turns: the engine used.")
     interrupted: bool = Field(
         default=False, description="Dialog turns: the caller talked over this reply."
+    )
+    kind: SegmentKind = Field(
+        default="speech", description="Said aloud, or typed into the call's chat."
     )
     timings: dict[str, float] = Field(
         default_factory=dict,

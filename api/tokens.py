@@ -141,8 +141,9 @@ def caller_grants(room: str) -> lkapi.VideoGrants:
         can_publish=True,
         can_publish_sources=["microphone"],
         can_subscribe=True,
-        # Callers send nothing but their voice; captions and state come from agents.
-        can_publish_data=False,
+        # Their typed messages (text streams on `lk.chat`). A caller can then send on any
+        # topic: clients take captions and notices from agents only (participant kind).
+        can_publish_data=True,
         # Attributes have one writer, the API (PUT /api/call/language): a caller who could set
         # its own could pose as an agent (`lk.agent.state`) or claim a language no engine has.
         can_update_own_metadata=False,

@@ -101,6 +101,7 @@ def _store(session: Session, batch: SegmentBatch) -> SegmentsStored:
                     role=item.role,
                     engine=item.engine,
                     interrupted=item.interrupted,
+                    kind=item.kind,
                     timings=item.timings or None,
                     search_terms=search_terms(item.text),
                 )

@@ -36,6 +36,8 @@ SegmentText = Annotated[
 ]
 # A dialog turn's speaker: the caller, or the agent.
 Role = Literal["user", "agent"]
+# How a line came into the call: said aloud, or typed (on LiveKit's `lk.chat` topic).
+SegmentKind = Literal["speech", "text"]
 # The posting agent's place in its room's line of agents (agents/lease.py).
 AgentGeneration = Annotated[
     int,
@@ -99,6 +101,9 @@ class SegmentIn(BaseModel):
     )
     interrupted: bool = Field(
         default=False, description="Dialog turns: the caller talked over this reply."
+    )
+    kind: SegmentKind = Field(
+        default="speech", description="Said aloud, or typed into the call's chat."
     )
     timings: Timings
 

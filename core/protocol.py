@@ -25,6 +25,12 @@ CALLER_ENDED_ATTRIBUTE = "kaiwa.ended"
 AGENT_STATE_ATTRIBUTE = "lk.agent.state"
 # Interpretation: sentences a listener's voice dropped to keep up (bounded lag).
 DROPPED_SENTENCES_ATTRIBUTE = "kaiwa.dropped_sentences"
+# Set by the API (PUT /api/call/typing): "true" while a caller's message box has text in
+# it, then "false".
+TYPING_ATTRIBUTE = "kaiwa.typing"
+# Set by the API (PUT /api/call/voice-replies): "off" while a dialog's caller reads the
+# agent's replies instead of hearing them; "on" (or absent) while they hear them.
+VOICE_REPLIES_ATTRIBUTE = "kaiwa.voice_replies"
 
 # Set by LiveKit's SIP bridge on a phone caller's participant (docs.livekit.io/sip).
 SIP_CALL_STATUS_ATTRIBUTE = "sip.callStatus"  # "ringing", "active" once answered, "hangup"
@@ -34,6 +40,18 @@ SIP_TRUNK_ID_ATTRIBUTE = "sip.trunkID"  # empty when the call matched no trunk: 
 # Text-stream topics.
 CAPTION_TOPIC = "lk.transcription"
 NOTICE_TOPIC = "kaiwa.notice"
+# Typed messages, as LiveKit's agents framework reads user text input.
+CHAT_TOPIC = "lk.chat"
+
+# A typed message's attributes: the id its page gave it, so a send retried after a reload
+# or a reconnect is taken once. It is stored as `chat-<id>`; without one, the stream's id.
+MESSAGE_ID = "kaiwa.message_id"
+# On a notice about a typed message: which one, and why it was not taken.
+NOTICE_REASON = "kaiwa.reason"
+# Typed messages: the longest taken, and how many a participant may send in a window.
+MAX_MESSAGE_CHARS = 2000
+MESSAGES_PER_WINDOW = 10
+MESSAGE_WINDOW_S = 10.0
 
 # Caption attributes: LiveKit's transcription attributes, and Kaiwa's own.
 SEGMENT_ID = "lk.segment_id"
@@ -43,6 +61,8 @@ SOURCE_SEGMENT_ID = "kaiwa.source_segment_id"
 SPEAKER = "kaiwa.speaker"
 START_S = "kaiwa.start_s"
 END_S = "kaiwa.end_s"
+# "text" on the caption of a typed message; absent on speech.
+KIND = "kaiwa.kind"
 
 # Identities of the platform's own participants; a caller may not pose as one.
 RESERVED_IDENTITY_PREFIXES = ("agent-", "kaiwa-", "recorder-", "sip_")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 import wave
 from collections import deque
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import httpx
 import numpy as np
 from livekit import rtc
 
-from core.protocol import CAPTION_TOPIC
+from core.protocol import CAPTION_TOPIC, CHAT_TOPIC, MESSAGE_ID
 
 FRAME_MS = 10
 # A played file goes out in larger frames: the SDK cuts them into 10 ms packets itself, and a
@@ -202,6 +203,25 @@ class SyntheticCaller:
         response.raise_for_status()
         self.language = language
         self._choose_all()
+
+    async def set_typing(self, typing: bool) -> None:
+        """Say whether this caller is typing, as the page does (the API sets the attribute)."""
+        response = await self._as_caller("PUT", "/api/call/typing", json={"typing": typing})
+        response.raise_for_status()
+
+    async def set_voice_replies(self, on: bool) -> None:
+        """Hear a dialog agent's replies, or read them only."""
+        response = await self._as_caller("PUT", "/api/call/voice-replies", json={"on": on})
+        response.raise_for_status()
+
+    async def send_message(self, text: str, message_id: str | None = None) -> str:
+        """Type `text` into the call, as the page does; the id it is captioned and stored
+        under (`chat-<message id>`)."""
+        message_id = message_id or uuid.uuid4().hex
+        await self.room.local_participant.send_text(
+            text, topic=CHAT_TOPIC, attributes={MESSAGE_ID: message_id}
+        )
+        return f"chat-{message_id}"
 
     async def _as_caller(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A request to the API on this caller's behalf, with its rejoin ticket."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,19 +30,18 @@ from playwright.async_api import (
     expect,
 )
 
-from core.paths import REPO_ROOT
 from core.service_auth import mint_service_token
 from kaiwa.audio_files import write_tone
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack
 
+from .support.pages import screenshot_folder
 from .support.recordings import wait_for_recordings
 
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots" / "admin"
 WIDE: ViewportSize = {"width": 1360, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 TONE_S = 4.0
@@ -184,7 +182,9 @@ async def seeded_call(stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
                 "id": f"{run}-b2",
                 "participant_identity": bob.identity,
                 "language": "ja",
-                "text": "傘を忘れないでね。",
+                # Typed into the chat, with markup that must show as text.
+                "kind": "text",
+                "text": "傘を<b>忘れないで</b>ね。",
                 "start_s": round(b + half, 3),
                 "end_s": round(b + TONE_S, 3),
                 "translations": {"en": "Don't forget your umbrella."},
@@ -231,10 +231,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture(scope="module")
 def screenshots() -> Path:
-    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
-    SCREENSHOTS.mkdir(parents=True)
-    print(f"admin console screenshots: {SCREENSHOTS}")  # noqa: T201 - where to look
-    return SCREENSHOTS
+    return screenshot_folder("admin")
 
 
 async def _shot(page: Page, folder: Path, name: str, *, full_page: bool = False) -> None:
@@ -330,6 +327,11 @@ async def test_search_open_play_and_follow_the_transcript(
         )
         await expect(lines.nth(0).locator(".ledger-part")).to_have_count(3)
         await expect(lines.nth(3).locator(".ledger-part")).to_have_count(2)
+        # The typed line is marked so, and its markup is shown, not rendered.
+        await expect(lines.nth(3).locator(".segment-typed")).to_have_text("typed")
+        await expect(lines.locator(".segment-typed")).to_have_count(1)
+        await expect(lines.nth(3).locator(".segment-text")).to_have_text(b2["text"])
+        await expect(lines.nth(3).locator(".segment-text b")).to_have_count(0)
         latency = page.locator("#latency tbody tr")
         await expect(latency).to_have_count(5)
         rows = [" | ".join(await latency.nth(i).locator("td").all_inner_texts()) for i in range(5)]

@@ -203,19 +203,26 @@ async def test_the_llm_server_dying_mid_call_gets_an_apology_and_the_call_goes_o
     await wait_for(lambda: len(agent_finals(caller)) >= 2, 60, "the apology", caller)
     assert agent_finals(caller)[1].text == line("en", "sorry")
     await wait_quiet(caller, track)
+    # A typed question meets the same apology.
+    typed = await caller.send_message("Are you there?")
+    await wait_for(lambda: len(agent_finals(caller)) >= 3, 60, "the typed one's apology", caller)
+    assert agent_finals(caller)[2].text == line("en", "sorry")
+    await wait_quiet(caller, track)
 
     # The stack starts the server again (`make up` supervises it; here the test does), and
     # the same call carries on: the question is answered.
     await asyncio.to_thread(llm.start)
     await asyncio.to_thread(llm.wait_ready)
     await caller.say(*question)
-    await wait_for(lambda: len(agent_finals(caller)) >= 3, 60, "the answer", caller)
-    assert answers_sky(agent_finals(caller)[2].text), agent_finals(caller)[2].text
+    await wait_for(lambda: len(agent_finals(caller)) >= 4, 60, "the answer", caller)
+    assert answers_sky(agent_finals(caller)[3].text), agent_finals(caller)[3].text
 
     detail = await history.wait_until(
-        lambda d: sum(t["role"] == "agent" for t in d["transcript"]) >= 3, "the answer stored"
+        lambda d: sum(t["role"] == "agent" for t in d["transcript"]) >= 4, "the answer stored"
     )
     turns = detail["transcript"]
-    assert [t["role"] for t in turns] == ["agent", "user", "agent", "user", "agent"], turns
-    assert turns[2]["text"] == line("en", "sorry")
-    assert answers_sky(turns[4]["text"]), turns[4]
+    roles = [t["role"] for t in turns]
+    assert roles == ["agent", "user", "agent", "user", "agent", "user", "agent"], turns
+    assert turns[2]["text"] == turns[4]["text"] == line("en", "sorry")
+    assert (turns[3]["id"], turns[3]["kind"]) == (typed, "text")
+    assert answers_sky(turns[6]["text"]), turns[6]

@@ -102,7 +102,9 @@ def history(services_config: StackConfig, database_url: str, tmp_path: Path) -> 
             settings,
             "RM_a",
             [
-                seg("a-2", "The reservation is under Tanaka.", 6.0, identity="caller-1"),
+                # Typed into the call's chat, not said.
+                seg("a-2", "The reservation is under Tanaka.", 6.0, identity="caller-1")
+                | {"kind": "text"},
                 seg(
                     "a-1",
                     "I would like to book a table for tomorrow.",
@@ -385,6 +387,7 @@ def test_transcript_in_order(history: History) -> None:
     assert body["conversation_id"] == history.ids["RM_a"]
     starts = [s["start_s"] for s in body["segments"]]
     assert starts == sorted(starts) == [1.25, 6.0, 8.0]
+    assert [s["kind"] for s in body["segments"]] == ["speech", "text", "speech"]
 
 
 VTT_CUE = re.compile(r"^(\d{2}):(\d{2}):(\d{2})\.(\d{3}) --> (\d{2}):(\d{2}):(\d{2})\.(\d{3})$")
@@ -418,15 +421,16 @@ def test_export_formats(history: History) -> None:
     ]
     assert times == [
         (1.25, 4.5, "<v caller-1>I would like to book a table for tomorrow."),
-        (6.0, 7.5, "<v caller-1>The reservation is under Tanaka."),
+        (6.0, 7.5, "<v caller-1><c.typed>The reservation is under Tanaka.</c>"),
         (8.0, 9.5, "<v agent-AJ_1>Of course, &lt;Tanaka&gt; &amp; party."),
     ]
 
     txt = history.client.get(url, params={"format": "txt"}, headers=headers)
     assert txt.headers["content-type"].startswith("text/plain")
-    assert txt.text.splitlines()[:2] == [
+    assert txt.text.splitlines()[:3] == [
         "[00:00:01.250] caller-1 (en): I would like to book a table for tomorrow.",
         "    (ja) 明日のテーブルを予約したいです。",
+        "[00:00:06.000] caller-1 (en, typed): The reservation is under Tanaka.",
     ]
     bad = history.client.get(url, params={"format": "pdf"}, headers=headers)
     assert bad.status_code == 422

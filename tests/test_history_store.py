@@ -37,7 +37,7 @@ def test_migrations_are_idempotent(database_url: str) -> None:
     migrate(engine)
     migrate(engine)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
 
 
 def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:

@@ -39,7 +39,8 @@ def test_token_grants_only_joining_the_exact_room() -> None:
     assert video["roomJoin"] is True
     assert video["room"] == "room-a"
     assert video["canPublishSources"] == ["microphone"]
-    assert video["canPublishData"] is False
+    # Typed messages; captions are taken from agents only (web/src/main.js).
+    assert video["canPublishData"] is True
     for forbidden in (
         "roomAdmin",
         "roomCreate",

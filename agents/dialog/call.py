@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from livekit import rtc
@@ -26,15 +27,17 @@ from livekit.agents import (
     ErrorEvent,
     UserStateChangedEvent,
     llm,
+    room_io,
 )
 from livekit.agents.voice.transcription import TranscriptSynchronizer
 
 from core.payloads import CallState
-from core.protocol import CALLER_ENDED_ATTRIBUTE
+from core.protocol import CALLER_ENDED_ATTRIBUTE, VOICE_REPLIES_ATTRIBUTE
 from core.scenarios import Scenario
 from core.tasks import TaskOwner
 
 from .. import metrics
+from ..chat import ChatInbox
 from ..history_client import SegmentStore
 from ..phone import first_caller, until_answered
 from .agent import ScenarioAgent
@@ -56,6 +59,9 @@ END_FLUSH_S = 5.0
 ANSWER_WAIT_S = 60.0
 # Cancelled tasks stop at once; a stuck one must not eat into the shares above.
 TASKS_STOP_S = 1.0
+# LiveKit's own handling of typed input, once the inbox has taken a message: it interrupts
+# the agent and answers, in the session's turn (the reply's voice, or its text alone).
+ANSWER_TYPED = room_io.TextInputOptions().text_input_cb
 
 
 class DialogCall:
@@ -106,8 +112,10 @@ class DialogCall:
             engine=lambda: self.engine,
             caller_identity=self._caller_identity,
             agent_identity=room.local_participant.identity,
+            voice_replies=lambda: self.session.output.audio_enabled,
         )
         self._tasks = TaskOwner(logger, room=room.name)
+        self.inbox = ChatInbox()
         # Taken over from a lost agent: it says so instead of greeting, and the summary so
         # far is carried on.
         self.resumed = resumed
@@ -131,7 +139,7 @@ class DialogCall:
         await session.start(
             agent=self._make_agent(),
             room=self.room,
-            room_options=room_options(),
+            room_options=room_options(self._on_typed),
         )
         self.room.on("participant_disconnected", self._on_caller_left)
         self.room.on("participant_connected", self._on_caller_back)
@@ -154,6 +162,8 @@ class DialogCall:
                 agent.greet(phone=phone)
         if linked := session.room_io.linked_participant:
             self._caller = linked.identity
+            self._voice_replies(linked)
+        self.room.on("participant_attributes_changed", self._on_attributes)
         loop = asyncio.get_running_loop()
         self.policy.start(loop.time())
         limit = loop.call_later(
@@ -185,16 +195,47 @@ class DialogCall:
         self._rejoin_wait = loop.call_later(wait_s, self._done.set)
         # What the agent was saying goes unheard: stop it there, so the stored turn is what
         # the caller heard, marked interrupted, as when they talk over it. Back from a
-        # reload, they lead again.
-        with contextlib.suppress(RuntimeError):  # nothing said, or a goodbye that must play
-            self.session.interrupt()
+        # reload, they lead again. A reply the caller reads instead goes on: back, they
+        # read it whole (ReplyCaptions.rejoined).
+        if self.session.output.audio_enabled:
+            with contextlib.suppress(RuntimeError):  # nothing said, or a goodbye that plays
+                self.session.interrupt()
 
     def _on_caller_back(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.identity == self._caller:
+            # (Not its voice replies: a new connection has the token's attributes only, and
+            # the page says its choice again, which the attribute's change brings.)
+            self.captions.reply.rejoined(participant.identity)
         if self.policy.caller_back(is_caller=participant.identity == self._caller):
             logger.info("the caller is back", extra={"room": self.room.name})
             if self._rejoin_wait is not None:
                 self._rejoin_wait.cancel()
                 self._rejoin_wait = None
+
+    async def _on_typed(self, session: AgentSession[Any], event: room_io.TextInputEvent) -> None:
+        """A typed message from the caller: a turn like a spoken one (it interrupts the
+        agent, and is answered), once it passes the inbox's checks."""
+        sender = event.participant.identity if event.participant else self._caller_identity()
+        taken = await self.inbox.receive(self.room, sender=sender, text=event.text, info=event.info)
+        if taken is None:
+            return
+        self.log.typed(taken)
+        answered = ANSWER_TYPED(session, replace(event, text=taken.text))
+        if answered is not None:
+            await answered
+
+    def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
+        if VOICE_REPLIES_ATTRIBUTE in changed and participant.identity == self._caller:
+            self._voice_replies(participant)
+
+    def _voice_replies(self, caller: rtc.Participant) -> None:
+        """Speak the replies, or (the caller's choice) stream their text alone: with the
+        audio output off, LiveKit skips the synthesis and the text is not held back to
+        follow audio."""
+        on = caller.attributes.get(VOICE_REPLIES_ATTRIBUTE) != "off"
+        if self.session.output.audio_enabled != on:
+            logger.info("voice replies", extra={"room": self.room.name, "on": on})
+            self.session.output.set_audio_enabled(on)
 
     def _caller_identity(self) -> str:
         if not self._caller and (linked := self.session.room_io.linked_participant):

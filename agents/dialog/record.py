@@ -8,6 +8,7 @@ it, logged, and counted in the stage histograms.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,9 +17,13 @@ from livekit.agents import AgentSession, ConversationItemAddedEvent, llm
 from livekit.agents.metrics.usage import LLMModelUsage, STTModelUsage, TTSModelUsage
 
 from .. import metrics
+from ..chat import TypedMessage
 from ..history_client import SegmentStore
 from .log import logger
 from .turn_captions import TurnCaptions
+
+# Typed messages taken and not yet seen as turns: a few at most, unless turns are lost.
+TYPED_PENDING = 32
 
 
 @dataclass
@@ -32,12 +37,50 @@ class TurnLog:
     engine: Callable[[], str]
     caller_identity: Callable[[], str]
     agent_identity: str
+    # Whether the agent's replies are spoken now (the caller may read them only).
+    voice_replies: Callable[[], bool] = lambda: True
     turns: int = 0
     transcript: list[tuple[str, str]] = field(default_factory=list)
     timer: TurnTimer = field(init=False)
+    # Typed messages stored, oldest first, until the session adds them as user turns (not
+    # to be stored again): it gives each an item id of its own, so they are known by text.
+    _typed: deque[TypedMessage] = field(default_factory=lambda: deque(maxlen=TYPED_PENDING))
 
     def __post_init__(self) -> None:
         self.timer = TurnTimer(self.language)
+
+    def _spoken(self, role: str) -> bool:
+        return role == "user" or self.voice_replies()
+
+    def typed(self, message: TypedMessage) -> None:
+        """The caller's typed message was taken: captioned and stored now, as typed, under
+        its own id, whatever becomes of the reply (a message typed over it may cancel the
+        reply before the session has added it to the conversation)."""
+        start_s = round(self.captions.call_time(), 3)
+        self.captions.typed_turn(message, start_s)
+        self._typed.append(message)
+        self._keep(
+            {
+                "id": message.id,
+                "participant_identity": message.sender,
+                "language": self.language,
+                "text": message.text[:4000],
+                "start_s": start_s,
+                "end_s": start_s,
+                "role": "user",
+                "engine": self.engine(),
+                "kind": "text",
+                "timings": {},
+            }
+        )
+
+    def _typed_turn(self, text: str) -> bool:
+        """Whether a user turn with `text` is a typed message, stored already."""
+        for message in self._typed:
+            if message.text == text:
+                self._typed.remove(message)
+                return True
+        return False
 
     def on_item(self, event: ConversationItemAddedEvent) -> None:
         item = event.item
@@ -46,10 +89,13 @@ class TurnLog:
         text = (item.text_content or "").strip()
         if not text:
             return
+        role = "user" if item.role == "user" else "agent"
+        if role == "user" and self._typed_turn(text):
+            self.timer.timings(item)  # the reply's ledger starts from it
+            return
         started = item.metrics.get("started_speaking_at") or item.created_at
         stopped = item.metrics.get("stopped_speaking_at") or max(started, item.created_at)
         start_s = max(0.0, started - self.call_started_at)
-        role = "user" if item.role == "user" else "agent"
         if role == "user":
             turn_id = self.captions.user_turn(text, round(start_s, 3))
         else:
@@ -57,7 +103,7 @@ class TurnLog:
         timings = self.timer.timings(item)
         # For operators reading the logs: where the turn's time went.
         logger.info("turn", extra={"role": role, **timings})
-        self.store.add(
+        self._keep(
             {
                 "id": turn_id,
                 "participant_identity": (
@@ -70,11 +116,16 @@ class TurnLog:
                 "role": role,
                 "engine": self.engine(),
                 "interrupted": bool(item.interrupted),
+                # A reply written and not spoken is text too.
+                "kind": "speech" if self._spoken(role) else "text",
                 "timings": timings,
             }
         )
+
+    def _keep(self, turn: dict[str, Any]) -> None:
+        self.store.add(turn)
         self.turns += 1
-        self.transcript.append((role, text))
+        self.transcript.append((turn["role"], turn["text"]))
 
 
 async def summarize(

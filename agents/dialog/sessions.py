@@ -18,6 +18,7 @@ from typing import Any
 from google.genai import types
 from livekit import rtc
 from livekit.agents import AgentSession, room_io
+from livekit.agents.voice.room_io.types import TextInputCallback
 from livekit.agents.voice.turn import TurnHandlingOptions
 from livekit.plugins import google
 
@@ -55,9 +56,11 @@ def local_session(
     return AgentSession(**local_engines(settings, scenario), user_away_timeout=idle_s)
 
 
-def room_options() -> room_io.RoomOptions:
-    """How a dialog session meets the room: whom it hears, and how."""
+def room_options(on_typed: TextInputCallback) -> room_io.RoomOptions:
+    """How a dialog session meets the room: whom it hears, and how; `on_typed` takes the
+    caller's typed messages (`lk.chat`)."""
     return room_io.RoomOptions(
+        text_input=room_io.TextInputOptions(text_input_cb=on_typed),
         participant_kinds=[
             rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
             rtc.ParticipantKind.PARTICIPANT_KIND_SIP,

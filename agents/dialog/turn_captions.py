@@ -20,16 +20,19 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from livekit import rtc
 from livekit.agents import UserInputTranscribedEvent
 from livekit.agents.voice import io
 
+from core.payloads import SegmentKind
 from core.protocol import CAPTION_TOPIC, FINAL
 from core.tasks import TaskOwner
 
 from ..captions import Caption
+from ..chat import TypedMessage
 from .log import logger
 
 
@@ -115,13 +118,35 @@ class TurnCaptions:
         caption, and its id."""
         turn_id = self._turn_id or _new_id("user")
         self._turn_started = start_s
-        self._send_user(turn_id, text, final=True)
+        self._send_user(turn_id, text, final=True, start_s=start_s)
         self._turn_id = None
         return turn_id
 
-    def _send_user(self, segment_id: str, text: str, *, final: bool) -> None:
+    def typed_turn(self, message: TypedMessage, start_s: float) -> None:
+        """The caller's typed message, taken as a turn: its caption, under its own id. A
+        spoken turn under way keeps its id: it is a turn of its own."""
+        self._send_user(message.id, message.text, final=True, start_s=start_s, kind="text")
+
+    def _send_user(
+        self,
+        segment_id: str,
+        text: str,
+        *,
+        final: bool,
+        start_s: float | None = None,
+        kind: SegmentKind = "speech",
+    ) -> None:
         speaker = self._caller_identity()
-        caption = self.caption(segment_id, speaker, text, final=final, start_s=self._turn_started)
+        caption = replace(
+            self.caption(
+                segment_id,
+                speaker,
+                text,
+                final=final,
+                start_s=self._turn_started if start_s is None else start_s,
+            ),
+            kind=kind,
+        )
 
         async def send() -> None:
             writer = await self.room.local_participant.stream_text(
@@ -135,61 +160,85 @@ class TurnCaptions:
 
 class ReplyCaptions(io.TextOutput):
     """The agent's words, one stream per reply, fed by the TranscriptSynchronizer as the
-    audio plays; the stream's trailer marks it final."""
+    audio plays (or, with voice replies off, as the LLM writes them); the stream's trailer
+    marks it final. A caller who rejoins mid-reply (a reload) gets a stream of their own for
+    it, with the words so far: a text stream's start is not sent again to someone who joins
+    after it."""
 
     def __init__(self, captions: TurnCaptions) -> None:
         super().__init__(label="kaiwa-reply-captions", next_in_chain=None)
         self._captions = captions
-        # The reply being captioned: its stream (opened in order), id, and whether the
-        # TurnLog has already taken its id.
-        self._writer: asyncio.Future[rtc.TextStreamWriter] | None = None
+        # The reply being captioned: its streams (opened in order: the room's, then one per
+        # caller who rejoined during it), caption, text so far, and whether the TurnLog has
+        # already taken its id.
+        self._writers: list[asyncio.Future[rtc.TextStreamWriter]] = []
+        self._caption: Caption | None = None
+        self._text = ""
         self._segment_id = ""
         self._claimed = False
         # Replies whose captions ended but whose turn the TurnLog has not stored yet.
         self._unclaimed: list[str] = []
 
+    def _open(self, to: list[str] | None = None, text: str = "") -> None:
+        """Open a stream for the reply (to everyone, or to `to`), starting with `text`."""
+        assert self._caption is not None
+        attributes = self._caption.attributes()
+        room = self._captions.room
+        writer: asyncio.Future[rtc.TextStreamWriter] = asyncio.get_running_loop().create_future()
+        self._writers.append(writer)
+
+        async def open_stream() -> None:
+            try:
+                stream = await room.local_participant.stream_text(
+                    topic=CAPTION_TOPIC, attributes=attributes, destination_identities=to
+                )
+            except BaseException as exc:  # the writes and the close waiting on it give up
+                writer.set_exception(exc)
+                raise
+            writer.set_result(stream)
+            if text:
+                await stream.write(text)
+
+        self._captions.send_in_order(open_stream)
+
     async def capture_text(self, text: str) -> None:
         if not text:
             return
-        if self._writer is None:
-            self._segment_id, self._claimed = _new_id("agent"), False
-            room = self._captions.room
-            caption = self._captions.caption(
+        if self._caption is None:
+            self._segment_id, self._claimed, self._text = _new_id("agent"), False, ""
+            self._caption = self._captions.caption(
                 self._segment_id,
-                room.local_participant.identity,
+                self._captions.room.local_participant.identity,
                 "",
                 final=False,
                 start_s=self._captions.call_time(),
             )
-            writer: asyncio.Future[rtc.TextStreamWriter] = (
-                asyncio.get_running_loop().create_future()
-            )
-            self._writer = writer
-
-            async def open_stream() -> None:
-                stream = await room.local_participant.stream_text(
-                    topic=CAPTION_TOPIC, attributes=caption.attributes()
-                )
-                writer.set_result(stream)
-
-            self._captions.send_in_order(open_stream)
-        opened = self._writer
+            self._open()
+        writers = list(self._writers)
         chunk = str(text)
+        self._text += chunk
 
         async def write() -> None:
-            await (await opened).write(chunk)
+            for writer in writers:
+                await (await writer).write(chunk)
 
         self._captions.send_in_order(write)
 
+    def rejoined(self, identity: str) -> None:
+        """`identity` is back in the room mid-reply: the reply so far, and the rest."""
+        if self._caption is not None:
+            self._open(to=[identity], text=self._text)
+
     def flush(self) -> None:
-        if self._writer is None:
+        if self._caption is None:
             return
-        opened, self._writer = self._writer, None
+        writers, self._writers, self._caption = self._writers, [], None
         if not self._claimed:
             self._unclaimed.append(self._segment_id)
 
         async def close() -> None:
-            await (await opened).aclose(attributes={FINAL: "true"})
+            for writer in writers:
+                await (await writer).aclose(attributes={FINAL: "true"})
 
         self._captions.send_in_order(close)
 
@@ -200,7 +249,7 @@ class ReplyCaptions(io.TextOutput):
             latest = self._unclaimed[-1]
             self._unclaimed.clear()
             return latest
-        if self._writer is not None and not self._claimed:
+        if self._caption is not None and not self._claimed:
             # Stored before its captions were flushed: the flush must not offer it again.
             self._claimed = True
             return self._segment_id

@@ -1,11 +1,12 @@
-"""The interpreter of one room: who speaks, who listens in which language, and the voices."""
+"""The interpreter of one room: who speaks or types, who listens in which language, and the
+voices."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from livekit import rtc
@@ -17,19 +18,23 @@ from core.phone import mask_identity
 from core.protocol import (
     AGENT_STATE_ATTRIBUTE,
     CAPTION_TOPIC,
+    CHAT_TOPIC,
     DROPPED_SENTENCES_ATTRIBUTE,
     LANGUAGE_ATTRIBUTE,
     NOTICE_TOPIC,
+    TYPING_ATTRIBUTE,
 )
 from core.tasks import TaskOwner
 
 from .. import metrics
 from ..captions import Caption
+from ..chat import ChatInbox
 from ..history_client import SegmentStore
 from ..translate import Translator
 from .log import logger
 from .phones import PhoneMix, UpdateSubscriptions
 from .speaker import FinalText, SpeakerPipeline
+from .typed import read_message, typed_voice
 from .voice import TranslatedVoice
 
 PEOPLE = (
@@ -75,10 +80,15 @@ class Interpreter:
         self.call_started_at = call_started_at
         self.max_lag_s = max_lag_s
         self.speakers: dict[str, SpeakerPipeline] = {}  # by track sid
-        self.voices: dict[tuple[str, str], TranslatedVoice] = {}  # by (track sid, language)
-        # Each speaker's sentences waiting for translation, and the task translating them.
-        self._queues: dict[SpeakerPipeline, asyncio.Queue[FinalText]] = {}
-        self._loops: dict[SpeakerPipeline, asyncio.Task[None]] = {}
+        # People who type with no microphone track to speak their translations on: their
+        # voice (`chat-<identity>`, typed.py), by identity.
+        self.typists: dict[str, str] = {}
+        self.inbox = ChatInbox()
+        # By (voice, language): a voice is a speaker's track sid, or a typist's.
+        self.voices: dict[tuple[str, str], TranslatedVoice] = {}
+        # Each voice's sentences waiting for translation, and the task translating them.
+        self._queues: dict[str, asyncio.Queue[FinalText]] = {}
+        self._loops: dict[str, asyncio.Task[None]] = {}
         self._tts: dict[str, tts.TTS[Any] | None] = {}
         self._noticed: set[tuple[str, str]] = set()
         self._warmed: set[tuple[str, str]] = set()
@@ -104,7 +114,8 @@ class Interpreter:
         room.on("track_subscribed", self._on_track_subscribed)
         room.on("track_unsubscribed", lambda track, pub, p: self._end_speaker(pub.sid))
         room.on("participant_connected", lambda _p: self._voices_changed.set())
-        room.on("participant_disconnected", lambda _p: self._voices_changed.set())
+        room.on("participant_disconnected", self._on_participant_left)
+        room.register_text_stream_handler(CHAT_TOPIC, self._on_typed)
         room.on("participant_attributes_changed", self._on_attributes_changed)
         # A phone hears every track it is subscribed to: keep it to its own language's.
         room.on("track_published", lambda _pub, _p: self.phones.changed())
@@ -153,13 +164,8 @@ class Interpreter:
             on_final=self._on_final,
         )
         self.speakers[track_sid] = speaker
-        queue: asyncio.Queue[FinalText] = asyncio.Queue(MAX_UNTRANSLATED)
-        metrics.QUEUE_DEPTHS.track("untranslated", queue, asyncio.Queue.qsize)
         metrics.QUEUE_DEPTHS.track("speaker_audio", speaker, SpeakerPipeline.audio_depth)
-        self._queues[speaker] = queue
-        self._loops[speaker] = self.tasks.spawn(
-            self._translate_loop(speaker, queue), f"translate-{track_sid}"
-        )
+        self._open_queue(track_sid)
         speaker.start()
         self._voices_changed.set()
         logger.info(
@@ -178,23 +184,53 @@ class Interpreter:
             return
         self._voices_changed.set()
         speaker.end_input()
+        # The track's end flushes the open sentence; then its translations drain.
+        self._close_queue(track_sid, after=speaker.wait_closed())
+
+    def _open_queue(self, voice: str) -> None:
+        """The sentences of one voice, translated and spoken in order by one task."""
+        queue: asyncio.Queue[FinalText] = asyncio.Queue(MAX_UNTRANSLATED)
+        metrics.QUEUE_DEPTHS.track("untranslated", queue, asyncio.Queue.qsize)
+        self._queues[voice] = queue
+        self._loops[voice] = self.tasks.spawn(self._translate_loop(queue), f"translate-{voice}")
+
+    def _close_queue(self, voice: str, after: Awaitable[None] | None = None) -> None:
+        """Let a voice's sentences drain (once `after` is done), then stop its task. (Its
+        voices close at once: nobody hears a person who has left.)"""
+
+        # Taken now: a speaker restarted in a new language opens a new queue for the same
+        # voice while this one drains.
+        queue, loop = self._queues.get(voice), self._loops.get(voice)
+        if queue is None or loop is None:
+            return
 
         async def finish() -> None:
-            # The track's end flushes the open sentence; then its translations drain. (Its
-            # voices close at once: nobody hears a speaker who has left.)
             try:
-                await speaker.wait_closed()
-                await self._queues[speaker].join()
+                if after is not None:
+                    await after
+                await queue.join()
             finally:
-                del self._queues[speaker]
-                self._loops.pop(speaker).cancel()
+                if self._queues.get(voice) is queue:
+                    del self._queues[voice], self._loops[voice]
+                loop.cancel()
 
-        ending = self.tasks.spawn(finish(), f"end-speaker-{track_sid}")
+        ending = self.tasks.spawn(finish(), f"end-voice-{voice}")
         self._ending.add(ending)
         ending.add_done_callback(self._ending.discard)
 
+    def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
+        if (voice := self.typists.pop(participant.identity, None)) is not None:
+            self._close_queue(voice)
+        self._voices_changed.set()
+
     def _on_attributes_changed(self, changed: dict[str, str], participant: rtc.Participant) -> None:
-        if LANGUAGE_ATTRIBUTE not in changed or not isinstance(participant, rtc.RemoteParticipant):
+        if not isinstance(participant, rtc.RemoteParticipant) or participant.kind not in PEOPLE:
+            return
+        if changed.get(TYPING_ATTRIBUTE) == "true":
+            # Someone starts typing: their voices are made now, so that listeners have
+            # subscribed to them before the message's translation is spoken.
+            self._voice_of(participant)
+        if LANGUAGE_ATTRIBUTE not in changed:
             return
         # A speaker's new language needs a new STT stream: restart their pipelines.
         for track_sid, speaker in list(self.speakers.items()):
@@ -209,20 +245,25 @@ class Interpreter:
 
     # --- voices -----------------------------------------------------------------------------
 
-    def _listening_languages(self, speaker: SpeakerPipeline) -> set[str]:
-        """The languages other people in the room listen in, besides the speaker's own."""
+    def _listening_languages(self, identity: str, own_language: str) -> set[str]:
+        """The languages other people in the room listen in, besides the person's own."""
         return {
             language
             for person in self._people()
-            if person.identity != speaker.identity
-            and (language := language_of(person)) != speaker.language
+            if person.identity != identity and (language := language_of(person)) != own_language
         }
 
     def _wanted_voices(self) -> set[tuple[str, str]]:
+        people = {person.identity: person for person in self._people()}
+        sources = [(s.track_sid, s.identity, s.language) for s in self.speakers.values()] + [
+            (voice, identity, language_of(people[identity]))
+            for identity, voice in self.typists.items()
+            if identity in people
+        ]
         return {
-            (track_sid, language)
-            for track_sid, speaker in self.speakers.items()
-            for language in self._listening_languages(speaker)
+            (voice, language)
+            for voice, identity, own in sources
+            for language in self._listening_languages(identity, own)
         }
 
     async def _reconcile_voices(self) -> None:
@@ -249,7 +290,7 @@ class Interpreter:
                 await voice.start()
 
     def _voice_language(self, track_name: str) -> str | None:
-        for (_track_sid, language), voice in self.voices.items():
+        for (_voice, language), voice in self.voices.items():
             if voice.name == track_name:
                 return language
         return None
@@ -308,37 +349,35 @@ class Interpreter:
                 caption.text, topic=CAPTION_TOPIC, attributes=caption.attributes()
             )
 
-    def _on_final(self, speaker: SpeakerPipeline, final: FinalText) -> None:
+    def _on_final(self, final: FinalText) -> None:
         logger.debug(
             "final sentence",
             extra={"segment_id": final.segment_id, "text": final.text, "language": final.language},
         )
-        self.tasks.spawn(self._send_caption(speaker.caption_of(final)), "caption")
-        queue = self._queues.get(speaker)
+        self.tasks.spawn(self._send_caption(final.caption()), "caption")
+        queue = self._queues.get(final.voice)
         if queue is not None and not queue.full():
             queue.put_nowait(final)
             return
         logger.warning("translation behind: sentence stored untranslated")
         metrics.QUEUE_DROPPED.labels("untranslated").inc()
-        self.store.add(speaker.segment_of(final, {}))
+        self.store.add(final.segment({}))
 
-    async def _translate_loop(
-        self, speaker: SpeakerPipeline, queue: asyncio.Queue[FinalText]
-    ) -> None:
-        """One speaker's sentences, translated and spoken in the order they were said."""
+    async def _translate_loop(self, queue: asyncio.Queue[FinalText]) -> None:
+        """One voice's sentences, translated and spoken in the order they were said."""
         while True:
             final = await queue.get()
             try:
-                await self._translate(speaker, final)
+                await self._translate(final)
             except Exception:
                 logger.exception("translation failed", extra={"segment_id": final.segment_id})
                 metrics.LLM_ERRORS.labels("interpret").inc()
-                self.store.add(speaker.segment_of(final, {}))
+                self.store.add(final.segment({}))
             finally:
                 queue.task_done()
 
-    async def _translate(self, speaker: SpeakerPipeline, final: FinalText) -> None:
-        targets = sorted(self._listening_languages(speaker))
+    async def _translate(self, final: FinalText) -> None:
+        targets = sorted(self._listening_languages(final.speaker, final.language))
         translations: dict[str, str] = {}
         # Each voice's sentence, with when its translation was ready (monotonic).
         voiced: dict[str, tuple[float, asyncio.Future[float | None]]] = {}
@@ -364,23 +403,22 @@ class Interpreter:
                     "translated",
                     extra={"segment_id": final.segment_id, "language": language, "text": text},
                 )
-                await self._send_caption(speaker.translation_caption(final, language, text))
-                voice = self.voices.get((speaker.track_sid, language))
+                await self._send_caption(final.translation_caption(language, text))
+                voice = self.voices.get((final.voice, language))
                 if voice is not None:
                     voiced[language] = (ready, voice.say(f"{final.segment_id}-{language}", text))
         finally:
             self._translating -= 1
             await self._set_state()
         if not voiced:
-            self.store.add(speaker.segment_of(final, translations))
+            self.store.add(final.segment(translations))
             return
-        # Off this speaker's translation loop: the next sentence must not wait for this
-        # one's voices.
-        self.tasks.spawn(self._store_when_voiced(speaker, final, translations, voiced), "voiced")
+        # Off this voice's translation loop: the next sentence must not wait for this one's
+        # voices.
+        self.tasks.spawn(self._store_when_voiced(final, translations, voiced), "voiced")
 
     async def _store_when_voiced(
         self,
-        speaker: SpeakerPipeline,
         final: FinalText,
         translations: dict[str, str],
         voiced: dict[str, tuple[float, asyncio.Future[float | None]]],
@@ -397,7 +435,50 @@ class Interpreter:
                         "interpret", "first_frame", language, first_frame - ready
                     )
         finally:
-            self.store.add(speaker.segment_of(final, translations))
+            self.store.add(final.segment(translations))
+
+    # --- typed messages ---------------------------------------------------------------------
+
+    def _on_typed(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        self.tasks.spawn(self._take_typed(reader, identity), "typed")
+
+    async def _take_typed(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        """A typed message: a final sentence of its sender, captioned, translated into every
+        language listened in, spoken on the sender's voices and stored, as speech is."""
+        participant = self.room.remote_participants.get(identity)
+        if participant is None or participant.kind not in PEOPLE:
+            return  # an agent's, or from someone gone
+        text = await read_message(reader)
+        taken = await self.inbox.receive(self.room, sender=identity, text=text, info=reader.info)
+        if taken is None:
+            return
+        now_s = round(max(0.0, time.time() - self.call_started_at), 3)
+        self._on_final(
+            FinalText(
+                segment_id=taken.id,
+                speaker=identity,
+                voice=self._voice_of(participant),
+                text=taken.text,
+                language=language_of(participant),
+                start_s=now_s,
+                end_s=now_s,
+                at=time.monotonic(),
+                kind="text",
+            )
+        )
+
+    def _voice_of(self, participant: rtc.RemoteParticipant) -> str:
+        """Where a person's typed messages are spoken: on the voices of their microphone's
+        track, or, with none, on voices of their own, made here."""
+        for track_sid, speaker in self.speakers.items():
+            if speaker.identity == participant.identity:
+                return track_sid
+        if participant.identity not in self.typists:
+            voice = typed_voice(participant.identity)
+            self.typists[participant.identity] = voice
+            self._open_queue(voice)
+            self._voices_changed.set()
+        return self.typists[participant.identity]
 
     # --- state ------------------------------------------------------------------------------
 
@@ -428,8 +509,13 @@ class Interpreter:
                 await self.room.local_participant.set_attributes({AGENT_STATE_ATTRIBUTE: state})
 
     async def aclose(self) -> None:
+        with contextlib.suppress(ValueError):  # never registered: the run did not start
+            self.room.unregister_text_stream_handler(CHAT_TOPIC)
         for track_sid in list(self.speakers):
             self._end_speaker(track_sid)
+        for voice in list(self.typists.values()):
+            self._close_queue(voice)
+        self.typists.clear()
         # LiveKit gives a job 15 s to end once its room closes: the last sentences get most of
         # it to be transcribed and translated, the store the rest to deliver them.
         if self._ending:

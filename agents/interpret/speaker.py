@@ -1,4 +1,8 @@
-"""One person's audio track: speech-to-text once, captions, and sentences ready to translate."""
+"""One person's audio track: speech-to-text once, captions, and sentences ready to translate.
+
+A finished sentence is a `FinalText`, which knows whose it is and which voice speaks its
+translations; a typed message (typed.py) is one too, and goes the same way from there.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import stt
 
-from core.payloads import MAX_SEGMENT_TEXT
+from core.payloads import MAX_SEGMENT_TEXT, SegmentKind
 from core.tasks import TaskOwner
 
 from .. import metrics
@@ -30,9 +34,14 @@ TRAILING_SILENCE_S = 0.8
 
 @dataclass(frozen=True)
 class FinalText:
-    """A finished sentence (or the end of an utterance) of one speaker."""
+    """A finished sentence (or the end of an utterance) of one person, said or typed."""
 
     segment_id: str
+    speaker: str  # the person's identity
+    # What its captions name as the transcribed track, and its translated voices' prefix
+    # (`<voice>-<language>`): the person's microphone track sid, or for a typed message
+    # from someone with none, `chat-<identity>` (typed.py).
+    voice: str
     text: str
     language: str
     start_s: float
@@ -42,6 +51,50 @@ class FinalText:
     # The sentence's latency ledger, stage by stage (agents/metrics.py), filled in as it
     # goes through the pipeline and stored with it.
     timings: dict[str, float] = field(default_factory=dict)
+    kind: SegmentKind = "speech"
+
+    def caption(self) -> Caption:
+        """The sentence's final caption."""
+        return Caption(
+            segment_id=self.segment_id,
+            track_id=self.voice,
+            speaker=self.speaker,
+            language=self.language,
+            text=self.text,
+            final=True,
+            start_s=self.start_s,
+            end_s=self.end_s,
+            kind=self.kind,
+        )
+
+    def translation_caption(self, language: str, text: str) -> Caption:
+        """A translation's caption: a final of its own segment, naming its source."""
+        return Caption(
+            segment_id=f"{self.segment_id}-{language}",
+            track_id=self.voice,
+            speaker=self.speaker,
+            language=language,
+            text=text,
+            final=True,
+            start_s=self.start_s,
+            end_s=self.end_s,
+            source_segment_id=self.segment_id,
+            kind=self.kind,
+        )
+
+    def segment(self, translations: dict[str, str]) -> dict[str, Any]:
+        """What the history API stores for the sentence (validated by the SegmentStore)."""
+        return {
+            "id": self.segment_id,
+            "participant_identity": self.speaker,
+            "language": self.language,
+            "text": self.text[:MAX_SEGMENT_TEXT],
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "translations": translations,
+            "kind": self.kind,
+            "timings": self.timings,
+        }
 
 
 class SpeakerPipeline:
@@ -57,7 +110,7 @@ class SpeakerPipeline:
         engine: stt.STT[Any],
         call_offset_s: float,
         send_caption: Callable[[Caption], Awaitable[None]],
-        on_final: Callable[[SpeakerPipeline, FinalText], None],
+        on_final: Callable[[FinalText], None],
     ) -> None:
         self.identity = identity
         self.track = track
@@ -138,46 +191,6 @@ class SpeakerPipeline:
             end_s=round(end, 3),
         )
 
-    def caption_of(self, final: FinalText) -> Caption:
-        """The final caption of one of this speaker's sentences."""
-        return Caption(
-            segment_id=final.segment_id,
-            track_id=self.track_sid,
-            speaker=self.identity,
-            language=final.language,
-            text=final.text,
-            final=True,
-            start_s=final.start_s,
-            end_s=final.end_s,
-        )
-
-    def translation_caption(self, final: FinalText, language: str, text: str) -> Caption:
-        """A translation's caption: a final of its own segment, naming its source."""
-        return Caption(
-            segment_id=f"{final.segment_id}-{language}",
-            track_id=self.track_sid,
-            speaker=self.identity,
-            language=language,
-            text=text,
-            final=True,
-            start_s=final.start_s,
-            end_s=final.end_s,
-            source_segment_id=final.segment_id,
-        )
-
-    def segment_of(self, final: FinalText, translations: dict[str, str]) -> dict[str, Any]:
-        """What the history API stores for the sentence (validated by the SegmentStore)."""
-        return {
-            "id": final.segment_id,
-            "participant_identity": self.identity,
-            "language": final.language,
-            "text": final.text[:MAX_SEGMENT_TEXT],
-            "start_s": final.start_s,
-            "end_s": final.end_s,
-            "translations": translations,
-            "timings": final.timings,
-        }
-
     def _final(
         self,
         segment_id: str,
@@ -195,9 +208,10 @@ class SpeakerPipeline:
                 "interpret", "final_transcript", self.language, time.time() - speech_ended_at
             )
         self._on_final(
-            self,
             FinalText(
                 segment_id=segment_id,
+                speaker=self.identity,
+                voice=self.track_sid,
                 text=text,
                 language=self.language,
                 start_s=round(start, 3),

@@ -29,7 +29,7 @@ async def sign_in(
     limiter: AdminLoginLimiterDep,
 ) -> AdminSession:
     """Exchange the admin password for a session token, also set as an HttpOnly cookie."""
-    await enforce(limiter, request, "sign-in attempts")
+    await enforce(limiter, client_address(request), "sign-in attempts")
     client = client_address(request)
     if not password_matches(body.password, settings.admin_password):
         logger.warning("admin sign-in refused", extra={"client": client})

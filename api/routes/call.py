@@ -9,10 +9,23 @@ from livekit import api as lkapi
 from pydantic import BaseModel
 
 from core.languages import Language
-from core.protocol import CALLER_ENDED_ATTRIBUTE, LANGUAGE_ATTRIBUTE
+from core.protocol import (
+    CALLER_ENDED_ATTRIBUTE,
+    LANGUAGE_ATTRIBUTE,
+    TYPING_ATTRIBUTE,
+    VOICE_REPLIES_ATTRIBUTE,
+)
 
 from ..conversations import room_transcript
-from ..deps import CallerDep, CallerGrant, LiveKitDep, SessionsDep, TicketDep
+from ..deps import (
+    CallerDep,
+    CallerGrant,
+    LiveKitDep,
+    SessionsDep,
+    TicketDep,
+    TypingLimiterDep,
+)
+from ..ratelimit import enforce
 from ..schemas import Transcript
 
 router = APIRouter(
@@ -79,6 +92,42 @@ async def change_language(body: LanguageChange, caller: TicketDep, livekit: Live
     """Switch the caller's language mid-call (`Authorization: Bearer <rejoin ticket>`):
     agents read the `language` attribute live, and interpret into the new language."""
     await _set_attributes(livekit, caller, {LANGUAGE_ATTRIBUTE: body.language})
+
+
+class TypingChange(BaseModel):
+    typing: bool
+
+
+@router.put(
+    "/api/call/typing",
+    status_code=204,
+    responses={
+        **TICKET_RESPONSES,
+        429: {"description": "More than 60 updates in a minute"},
+    },
+)
+async def change_typing(
+    body: TypingChange, caller: TicketDep, livekit: LiveKitDep, limiter: TypingLimiterDep
+) -> None:
+    """Say whether the caller's message box has text in it (`Authorization: Bearer <rejoin
+    ticket>`): the `kaiwa.typing` attribute others' pages show as "… is typing". A page
+    says so at most once in 2 s, and clears it on send or after 5 s idle."""
+    await enforce(limiter, f"{caller.room}/{caller.identity}", "typing updates")
+    # Set to "false", not removed: a removal is not reported to everyone as a change.
+    await _set_attributes(livekit, caller, {TYPING_ATTRIBUTE: str(body.typing).lower()})
+
+
+class VoiceRepliesChange(BaseModel):
+    on: bool
+
+
+@router.put("/api/call/voice-replies", status_code=204, responses=TICKET_RESPONSES)
+async def change_voice_replies(
+    body: VoiceRepliesChange, caller: TicketDep, livekit: LiveKitDep
+) -> None:
+    """Hear the dialog agent's replies, or read them only (`Authorization: Bearer <rejoin
+    ticket>`): off, a reply's text streams as it is written, and nothing is synthesized."""
+    await _set_attributes(livekit, caller, {VOICE_REPLIES_ATTRIBUTE: "on" if body.on else "off"})
 
 
 @router.post("/api/call/leave", status_code=204, responses=TICKET_RESPONSES)

@@ -11,7 +11,7 @@ from core import scenarios
 
 from ..deps import LiveKitDep, LiveNodesDep, SettingsDep, TokenLimiterDep
 from ..events import room_mode
-from ..ratelimit import enforce
+from ..ratelimit import client_address, enforce
 from ..tokens import (
     RejoinRefused,
     ReservedIdentityError,
@@ -47,7 +47,7 @@ async def create_token(
     nodes: LiveNodesDep,
     limiter: TokenLimiterDep,
 ) -> TokenResponse:
-    await enforce(limiter, request, "token requests")
+    await enforce(limiter, client_address(request), "token requests")
     try:
         rejoin = rejoining(settings, body)
     except ReservedIdentityError as exc:

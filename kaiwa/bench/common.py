@@ -21,7 +21,8 @@ from livekit import api as lkapi
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.admin_auth import mint_admin_token
-from api.tokens import caller_grants
+from api.settings import Settings
+from api.tokens import caller_grants, mint_rejoin_ticket
 from core.paths import REPO_ROOT
 from core.protocol import AGENT_NAME, LANGUAGE_ATTRIBUTE, MODE_ATTRIBUTE
 from kaiwa.stack.config import StackConfig
@@ -69,7 +70,19 @@ def bench_grant(
         .with_attributes({LANGUAGE_ATTRIBUTE: language, MODE_ATTRIBUTE: mode})
         .to_jwt()
     )
-    return {"url": cfg.livekit_url, "token": token, "room": room, "identity": identity}
+    # And the ticket the API gives with it, for the caller's own requests (PUT /api/call/…).
+    keys = Settings(
+        livekit_api_key=cfg.secrets.livekit_api_key,
+        livekit_api_secret=cfg.secrets.livekit_api_secret,
+    )
+    rejoin = mint_rejoin_ticket(keys, room, identity)
+    return {
+        "url": cfg.livekit_url,
+        "token": token,
+        "room": room,
+        "identity": identity,
+        "rejoin": rejoin,
+    }
 
 
 async def create_room(

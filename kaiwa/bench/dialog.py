@@ -15,7 +15,15 @@ leave the microphone (the WAV's quiet ends and the microphone's queue are not co
   the VAD's detection time and the audio path both ways);
 - false interruptions: replies to the ten questions that the history marks interrupted,
   though nobody talked over them;
-- CPU per session: CPU seconds of the agent worker and the LLM server per second of call.
+- CPU per session: CPU seconds of the agent worker and the LLM server per second of call
+  (over the spoken questions and the barge-ins).
+
+Then the caller types (kaiwa only: typed messages are ours to measure): five questions with
+voice replies on, then five with them off, each sent after the previous answer ended:
+
+- typed → first reply audio: the message sent → first voiced frame of the reply;
+- typed → first reply text (voice replies off): the message sent → the first caption text
+  of the reply, which then streams as the LLM writes it.
 
 With `--compare` the same conversation runs again against a plain `AgentSession` with the
 same engines and LiveKit's default turn handling (kaiwa/bench/reference/plain_dialog.py, in
@@ -39,7 +47,8 @@ import numpy as np
 from livekit import rtc
 
 from agents import engines
-from kaiwa.caller import SyntheticCaller
+from core.protocol import SPEAKER
+from kaiwa.caller import ReceivedText, SyntheticCaller
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack, ephemeral_config
 
@@ -69,6 +78,13 @@ QUESTIONS = [
     "Is it cold in winter?",
     "What is the opposite of hot?",
     "Thank you, that was helpful.",
+]
+TYPED = [
+    "What is the capital city of Japan?",
+    "How many months are there in a year?",
+    "What color is grass?",
+    "Can you name a fruit that is yellow?",
+    "What is four plus four?",
 ]
 STORY = "Please tell me a story about a brave little cat."
 BARGE_IN = "Sorry, wait a moment please, I have another question for you."
@@ -108,6 +124,24 @@ class Conversation:
             if heard.peak >= VOICED:
                 voiced.append(heard.at)
         return voiced[::-1]
+
+    def reply_texts_after(self, at: float) -> list[ReceivedText]:
+        """The agent's reply captions whose first text arrived after `at` (by the caption's
+        speaker, not the sender: the agent sends the caller's own captions too)."""
+        return [
+            t
+            for t in self.caller.texts
+            if t.opened > at and t.attributes.get(SPEAKER, "").startswith("agent-")
+        ]
+
+    async def reply_text(self, after: float) -> ReceivedText | None:
+        """The first whole reply caption after `after`: its text streamed in from `opened`."""
+        deadline = time.monotonic() + REPLY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if replies := self.reply_texts_after(after):
+                return min(replies, key=lambda t: t.opened)
+            await asyncio.sleep(0.02)
+        return None
 
     async def reply_onset(self, after: float) -> float | None:
         deadline = time.monotonic() + REPLY_TIMEOUT_S
@@ -179,6 +213,41 @@ def _pipeline_times(lines: list[dict[str, Any]]) -> list[float]:
     return times
 
 
+async def _typed(caller: SyntheticCaller, talk: Conversation) -> dict[str, Any]:
+    """Typed questions: answered in voice, then (voice replies off) in text alone."""
+    to_audio: list[float] = []
+    to_text: list[float] = []
+    unanswered = 0
+    for question in TYPED:
+        sent = time.monotonic()
+        await caller.send_message(question)
+        onset = await talk.reply_onset(sent)
+        if onset is None:
+            unanswered += 1
+            continue
+        to_audio.append(onset - sent)
+        await talk.quiet(onset)
+    await caller.set_voice_replies(False)
+    await asyncio.sleep(1.0)  # the agent reads the attribute as LiveKit relays it
+    for question in TYPED:
+        sent = time.monotonic()
+        await caller.send_message(question)
+        reply = await talk.reply_text(sent)
+        if reply is None:
+            unanswered += 1
+            continue
+        # A caption is kept once whole: the reply has been written out. A pause, as a reader.
+        to_text.append(reply.opened - sent)
+        await asyncio.sleep(QUIET_S)
+    return {
+        "typed_to_first_audio_s_median": median(to_audio),
+        "typed_to_first_audio_s_each": [round(v, 3) for v in to_audio],
+        "typed_to_first_text_s_median": median(to_text),
+        "typed_to_first_text_s_each": [round(v, 3) for v in to_text],
+        "typed_unanswered": unanswered,
+    }
+
+
 async def _conversation(
     cfg: StackConfig, stack: Stack, design: str, worker: DesignWorker
 ) -> dict[str, Any]:
@@ -231,6 +300,7 @@ async def _conversation(
             await talk.quiet(over.sent_until)  # its answer to the barge-in
         wall = time.monotonic() - wall_before
         cpu = cpu_seconds(agent_pid) + cpu_seconds(llm_pid) - cpu_before
+        typed = await _typed(caller, talk) if design == "kaiwa" else {}
     finally:
         await caller.leave()
     lines = await stored_lines(cfg, room_name, done=_story_asked)
@@ -248,6 +318,7 @@ async def _conversation(
         "turns": len(voice_to_voice),
         "call_s": round(wall, 1),
         "cpu_s_per_call_s": round(cpu / wall, 3),
+        **typed,
         # Inside the agent (the reference design keeps no ledger): what remains of
         # voice-to-voice is the network and playout, both ways.
         "ledger": ledger_medians(lines),

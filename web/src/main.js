@@ -5,6 +5,9 @@
 // not resume. Each (re)join subscribes to live captions before connecting, then reads the
 // transcript so far from the history API: the two are merged by segment id (captions.js).
 // Every text from the server goes into the DOM through textContent, never as HTML.
+//
+// A caller can also type (call/chat.js): a message is a row like a spoken line, under the id
+// the agent captions and stores it by, so it too merges with the history on a reload.
 
 import {
   ConnectionQuality,
@@ -20,10 +23,19 @@ import {
 
 import { wantsAudio } from "./call/audio.js";
 import { CaptionBook, TOPIC } from "./call/captions.js";
+import {
+  MAX_MESSAGE_CHARS,
+  NOTICE_TOPIC,
+  Outbox,
+  TypingSignal,
+  rowId,
+} from "./call/chat.js";
 import { watchMediaPath } from "./call/media-path.js";
 
 const $ = (id) => document.getElementById(id);
 const SAVED_CALL = "kaiwa.call";
+const SAVED_OUTBOX = "kaiwa.outbox";
+const TYPING = "kaiwa.typing";
 const STATE_LABELS = {
   initializing: "starting…",
   listening: "listening",
@@ -56,6 +68,8 @@ let leaving = false;
 let meter = null;
 let mediaStalled = false; // ICE hears nothing back, though LiveKit has not noticed yet
 const captions = new CaptionBook(renderCaptions);
+let outbox = null; // this call's typed messages not yet known to have arrived
+const typing = new TypingSignal((on) => asCaller("PUT", "/api/call/typing", { typing: on }));
 const names = new Map(); // identity → display name, for caption rows
 const AGENT_NAME = "Kaiwa";
 
@@ -160,6 +174,8 @@ async function join(request) {
     startedAt: request.startedAt || Date.now(),
   };
   sessionStorage.setItem(SAVED_CALL, JSON.stringify(call));
+  outbox ??= new Outbox(SAVED_OUTBOX, renderCaptions);
+  for (const m of outbox.messages) captions.typed(rowId(m.id), m.speaker, m.language, m.text);
   showCall();
   try {
     await connect();
@@ -175,6 +191,7 @@ function newRoom() {
   const r = new Room({ adaptiveStream: false, dynacast: false, reconnectPolicy });
   // Before connecting, so no caption sent after the join is missed.
   r.registerTextStreamHandler(TOPIC, readCaption);
+  r.registerTextStreamHandler(NOTICE_TOPIC, readNotice);
   r.on(RoomEvent.TrackPublished, (publication, participant) => {
     updateSubscription(participant, publication);
   })
@@ -193,11 +210,17 @@ function newRoom() {
       if ("language" in changed) updateAllSubscriptions();
       renderState();
     })
+    .on(RoomEvent.ActiveSpeakersChanged, renderPeople)
+    .on(RoomEvent.TrackMuted, renderPeople)
+    .on(RoomEvent.TrackUnmuted, renderPeople)
     .on(RoomEvent.ConnectionQualityChanged, (quality, participant) => {
       if (participant === r.localParticipant) renderQuality(quality);
     })
     .on(RoomEvent.ConnectionStateChanged, renderConnection)
-    .on(RoomEvent.Reconnected, () => backfill())
+    .on(RoomEvent.Reconnected, () => {
+      backfill();
+      sendOwed();
+    })
     .on(RoomEvent.AudioPlaybackStatusChanged, () => {
       $("start-audio").hidden = r.canPlaybackAudio;
     })
@@ -216,6 +239,9 @@ async function connect() {
   $("start-audio").hidden = room.canPlaybackAudio;
   updateAllSubscriptions();
   backfill();
+  // A new connection is a new participant session, with the token's attributes only.
+  if (call.voiceReplies === false) setVoiceReplies(false);
+  sendOwed();
 }
 
 async function enableMicrophone() {
@@ -299,6 +325,7 @@ async function backfill(attempt = 0) {
   }
   if (current !== grant) return; // a newer connection does its own
   captions.fromHistory(segments);
+  for (const s of segments) outbox?.delivered(s.id);
   // A translation whose source line is not here yet: said just before this (re)join.
   const incomplete = [...captions.rows.values()].some((row) => !row.text);
   if (incomplete && attempt < BACKFILL_ATTEMPTS) {
@@ -306,18 +333,100 @@ async function backfill(attempt = 0) {
   }
 }
 
+// A caller's token may send text streams (its typed messages), so captions and notices are
+// weighed by who sent them: an agent as itself, or a caller (or an agent on the caller's
+// behalf, which LiveKit allows agents only), who may write its own caption rows only
+// (captions.js). Notices come from agents only.
+function fromAgent(sender) {
+  return room?.remoteParticipants.get(sender.identity)?.kind === ParticipantKind.AGENT;
+}
+
 async function readCaption(reader, sender) {
+  const agent = fromAgent(sender);
   let text = "";
   try {
     for await (const chunk of reader) {
       text += chunk;
-      captions.fromStream(text, reader.info.attributes ?? {}, sender.identity);
+      captions.fromStream(text, reader.info.attributes ?? {}, sender.identity, agent);
     }
   } catch {
     // An aborted stream (the agent was interrupted): keep what arrived.
   }
   // The trailer's attributes (the final flag of a reply) are merged once the stream ends.
-  captions.fromStream(text, reader.info.attributes ?? {}, sender.identity);
+  const attributes = reader.info.attributes ?? {};
+  captions.fromStream(text, attributes, sender.identity, agent);
+  // The agent captions a typed message once it has taken it.
+  if (attributes["lk.segment_id"]) outbox?.delivered(attributes["lk.segment_id"]);
+}
+
+// A notice from an agent: about a message this page sent (why it was not taken), or about
+// the call (a language with no voice, say).
+async function readNotice(reader, sender) {
+  if (!fromAgent(sender)) return;
+  let text = "";
+  try {
+    text = await reader.readAll();
+  } catch {
+    return;
+  }
+  const about = reader.info.attributes?.["lk.segment_id"];
+  if (about && outbox?.byRow(about)) {
+    outbox.refused(about, text);
+  } else {
+    $("notice").textContent = text;
+    $("notice").hidden = !text;
+  }
+}
+
+// ---- typed messages --------------------------------------------------------------------
+
+// Messages are sent when the page is connected and the browser online: typed offline, they
+// wait (marked so) and go when the connection is back.
+function sendOwed() {
+  const connected = room?.state === ConnectionState.Connected && !mediaStalled;
+  if (connected && navigator.onLine) outbox?.flush(room).then(retryOwedLater);
+}
+
+let retryTimer = null;
+const RETRY_OWED_MS = 2000;
+
+// A send that timed out on a connection that still looks up: try again shortly.
+function retryOwedLater() {
+  const owed = outbox?.messages.some((m) => m.state === "queued");
+  if (!owed || retryTimer) return;
+  retryTimer = setTimeout(() => {
+    retryTimer = null;
+    sendOwed();
+  }, RETRY_OWED_MS);
+}
+
+function checkMessage() {
+  const length = $("message").value.length;
+  const tooLong = length > MAX_MESSAGE_CHARS;
+  $("message-error").textContent = tooLong
+    ? `A message can be at most ${MAX_MESSAGE_CHARS} characters; this one has ${length}.`
+    : "";
+  $("send").disabled = tooLong;
+  return !tooLong;
+}
+
+function sendMessage() {
+  const text = $("message").value.trim();
+  if (!text || !checkMessage() || !call) return;
+  const message = outbox.add(text, call.identity, call.language);
+  captions.typed(rowId(message.id), call.identity, call.language, text);
+  $("message").value = "";
+  typing.sentMessage();
+  sendOwed();
+}
+
+function setVoiceReplies(on) {
+  call.voiceReplies = on;
+  sessionStorage.setItem(SAVED_CALL, JSON.stringify(call));
+  $("voice-replies").checked = on;
+  asCaller("PUT", "/api/call/voice-replies", { on }).catch(() =>
+    showError("Could not switch voice replies. Try again."),
+  );
 }
 
 // ---- audio -----------------------------------------------------------------------------
@@ -422,6 +531,7 @@ function showCall() {
   $("call").dataset.mode = call.mode;
   $("room-name").textContent = call.room;
   $("call-language").value = call.language;
+  $("voice-replies").checked = call.voiceReplies !== false;
   document.querySelectorAll("#call [data-for-mode]").forEach((el) => {
     el.hidden = el.dataset.forMode !== call.mode;
   });
@@ -458,6 +568,62 @@ function renderState() {
   const badge = $("agent-state");
   badge.dataset.state = state;
   badge.textContent = agent ? STATE_LABELS[state] || state || "joined" : "waiting for the agent…";
+  renderPeople();
+}
+
+const LANGUAGE_LABELS = { en: "English", ja: "日本語", vi: "Tiếng Việt" };
+
+// Who is in the call, people and agents, each with their language and what they are doing.
+function personState(participant) {
+  if (participant.kind === ParticipantKind.AGENT) {
+    const state = participant.attributes?.["lk.agent.state"] ?? "";
+    return STATE_LABELS[state] || state || "joined";
+  }
+  if (participant.attributes?.[TYPING] === "true") return "typing…";
+  if (participant.isSpeaking) return "speaking";
+  if (!participant.isMicrophoneEnabled) return "muted";
+  return "";
+}
+
+function renderPeople() {
+  if (!room) return;
+  const everyone = [room.localParticipant, ...room.remoteParticipants.values()];
+  const items = everyone.map((p) => {
+    const li = document.createElement("li");
+    li.dataset.identity = p.identity;
+    const state = personState(p);
+    li.dataset.state = state.replace("…", "");
+    const who = document.createElement("span");
+    who.className = "name";
+    who.textContent = p === room.localParticipant ? `${call.name} (you)` : displayName(p.identity);
+    li.append(who);
+    const language = p.attributes?.language;
+    if (language && p.kind !== ParticipantKind.AGENT) {
+      const tag = document.createElement("span");
+      tag.className = "lang";
+      tag.textContent = LANGUAGE_LABELS[language] || language;
+      li.append(tag);
+    }
+    if (p.kind === ParticipantKind.SIP) li.append(" ☎");
+    if (state) {
+      const shown = document.createElement("span");
+      shown.className = "state";
+      shown.textContent = state;
+      li.append(shown);
+    }
+    return li;
+  });
+  $("people").replaceChildren(...items);
+  $("people-count").textContent = `(${items.length})`;
+  const typists = [...room.remoteParticipants.values()]
+    .filter((p) => p.attributes?.[TYPING] === "true")
+    .map((p) => displayName(p.identity));
+  $("typing").textContent =
+    typists.length === 0
+      ? ""
+      : typists.length === 1
+        ? `${typists[0]} is typing…`
+        : `${typists.join(", ")} are typing…`;
 }
 
 // A caption row as this caller reads it: others' words in the caller's language when a
@@ -473,6 +639,31 @@ function captionView(row) {
   };
 }
 
+// Where a typed message of this page is, until the agent has it.
+function deliveryNote(message, id) {
+  const note = document.createElement("span");
+  note.className = `delivery ${message.state}`;
+  const labels = {
+    queued: "waiting for the connection…",
+    sending: "sending…",
+    sent: "sent",
+    failed: "not sent",
+    refused: message.notice || "not taken",
+  };
+  note.textContent = labels[message.state] ?? message.state;
+  if (message.state === "failed" || message.state === "refused") {
+    const retry = document.createElement("button");
+    retry.type = "button";
+    retry.textContent = "Retry";
+    retry.onclick = () => {
+      outbox.retry(id);
+      sendOwed();
+    };
+    note.append(retry);
+  }
+  return note;
+}
+
 function renderCaptions() {
   const list = $("captions");
   const showOriginal = $("show-original").checked;
@@ -484,6 +675,8 @@ function renderCaptions() {
     li.dataset.speaker = row.speaker;
     li.classList.toggle("interim", !row.final);
     li.classList.toggle("own", row.speaker === call?.identity);
+    // Typed by a person. (An agent's reply of kind text was written and not spoken.)
+    li.classList.toggle("typed", row.kind === "text" && !row.speaker.startsWith("agent-"));
     const who = document.createElement("span");
     who.className = "who";
     who.textContent = displayName(row.speaker);
@@ -499,6 +692,8 @@ function renderCaptions() {
       original.textContent = view.original;
       li.append(original);
     }
+    const sent = outbox?.byRow(row.id);
+    if (sent) li.append(deliveryNote(sent, row.id));
     return li;
   });
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
@@ -527,6 +722,9 @@ function endCall() {
   meter?.cleanup();
   meter = null;
   sessionStorage.removeItem(SAVED_CALL);
+  sessionStorage.removeItem(SAVED_OUTBOX);
+  outbox = null;
+  $("message").value = "";
   $("call").hidden = true;
   $("connection").hidden = true;
   $("summary").hidden = false;
@@ -574,13 +772,20 @@ function showJoinFields() {
 window.addEventListener("offline", () => {
   if (room && !leaving) renderConnection(ConnectionState.Reconnecting);
 });
+window.addEventListener("online", () => sendOwed());
+setInterval(() => {
+  if (outbox?.overdue()) sendOwed();
+}, 1000);
 // A stall LiveKit does not see (a server that stops answering) shows at once; when the path
 // is back, the history fills in any caption lost meanwhile.
 watchMediaPath((stalled) => {
   mediaStalled = stalled;
   if (!room || leaving) return;
   renderConnection(room.state);
-  if (!stalled) backfill();
+  if (!stalled) {
+    backfill();
+    sendOwed();
+  }
 });
 $("join").addEventListener("change", showJoinFields);
 $("join").addEventListener("submit", (event) => {
@@ -605,6 +810,22 @@ $("microphone").addEventListener("change", (e) =>
 );
 $("call-language").addEventListener("change", (e) => setLanguage(e.target.value));
 $("show-original").addEventListener("change", renderCaptions);
+$("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sendMessage();
+});
+$("message").addEventListener("keydown", (event) => {
+  // Enter sends; Shift+Enter (and an IME's Enter that commits a conversion) goes on.
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    sendMessage();
+  }
+});
+$("message").addEventListener("input", () => {
+  checkMessage();
+  if (call) typing.input($("message").value.trim() !== "");
+});
+$("voice-replies").addEventListener("change", (e) => setVoiceReplies(e.target.checked));
 $("start-audio").addEventListener("click", () => room?.startAudio());
 $("leave").addEventListener("click", async () => {
   leaving = true;

@@ -174,6 +174,11 @@ export class Timeline {
     const speaker = names.get(segment.participant_identity) ?? segment.participant_identity;
     time.setAttribute("aria-label", `Play from ${formatClock(segment.start_s)}, ${speaker}`);
     head.append(time, node("span", "segment-speaker", speaker));
+    if (segment.kind === "text") {
+      const typed = node("span", "segment-typed", "typed");
+      typed.title = "Typed in the call's chat, not said";
+      head.append(typed);
+    }
 
     const body = node("div", "segment-body");
     const source = node("p", "segment-text", segment.text);

@@ -11,6 +11,7 @@ const FINAL = "lk.transcription_final";
 const SOURCE_SEGMENT_ID = "kaiwa.source_segment_id";
 const SPEAKER = "kaiwa.speaker";
 const START_S = "kaiwa.start_s";
+const KIND = "kaiwa.kind";
 
 export class CaptionBook {
   constructor(onChange) {
@@ -31,6 +32,7 @@ export class CaptionBook {
         language: "",
         text: "",
         final: false,
+        kind: "speech", // or "text": typed into the chat
         translations: {},
         startS: null,
         sortS: this.latestS,
@@ -43,10 +45,19 @@ export class CaptionBook {
 
   // One caption text stream: `text` so far, `attributes` as the stream's header (and, once it
   // ended, its trailer) carry them, `sender` the participant whose words these are.
-  fromStream(text, attributes, sender) {
+  // `fromAgent`: sent by an agent as itself. Anything else was sent as `sender` (LiveKit
+  // asserts a caller's identity; only an agent may send on a caller's behalf), so it may be
+  // the caller's own doing: it may write the caller's own rows only, never a translation,
+  // and never name another speaker.
+  fromStream(text, attributes, sender, fromAgent = true) {
     const segmentId = attributes[SEGMENT_ID];
     if (!segmentId) return;
     const source = attributes[SOURCE_SEGMENT_ID];
+    if (!fromAgent) {
+      const row = this.rows.get(segmentId);
+      if (source || (row && row.speaker && row.speaker !== sender)) return;
+      attributes = { ...attributes, [SPEAKER]: sender };
+    }
     const language = attributes.language || "";
     if (source) {
       const row = this.row(source);
@@ -63,6 +74,7 @@ export class CaptionBook {
       row.final = final;
       row.speaker = attributes[SPEAKER] || sender;
       if (language) row.language = language;
+      if (attributes[KIND] === "text") row.kind = "text";
       this.placeAt(row, attributes[START_S]);
     }
     this.onChange();
@@ -77,10 +89,18 @@ export class CaptionBook {
         language: s.language,
         text: s.text,
         final: true,
+        kind: s.kind || "speech",
       });
       this.placeAt(row, s.start_s);
       Object.assign(row.translations, s.translations);
     }
+    this.onChange();
+  }
+
+  // A message this page typed, shown at once under the id it will be captioned and stored by.
+  typed(id, speaker, language, text) {
+    const row = this.row(id);
+    if (!row.text) Object.assign(row, { speaker, language, text, final: true, kind: "text" });
     this.onChange();
   }
 

@@ -1,0 +1,638 @@
+"""Typed messages in a call, on the real stack with a real Chromium: a typed question is a
+turn the agent answers (in voice, or in text alone), stored as typed, taken once however
+often it is sent, and kept through a reload or a lost connection; bad messages get a clear
+refusal; others see who is in the call and who is typing.
+
+What the agent answers is the local LLM's: only that it answers is asserted here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Page, async_playwright, expect
+from prometheus_client.parser import text_string_to_metric_families
+
+from core.protocol import MAX_MESSAGE_CHARS, MESSAGE_WINDOW_S, MESSAGES_PER_WINDOW
+from kaiwa.caller import SyntheticCaller
+from kaiwa.stack.services import Stack
+from kaiwa.webcall import chromium
+
+from .support.calls import History
+from .support.pages import (
+    WIDE,
+    audio_tracks,
+    caption_rows,
+    join_call,
+    loudest,
+    open_page,
+    poll,
+    screenshot_folder,
+    settled,
+    shot,
+    silent_microphone,
+)
+
+pytestmark = pytest.mark.e2e
+
+# A reply is computed on two shared cores by local models: allow for it.
+REPLY_TIMEOUT_S = 90
+QUESTION = "What should I pack for a trip to Kyoto in winter?"
+SECOND_QUESTION = "And which temple should I see first?"
+OUTBOX = "kaiwa.outbox"
+
+
+@pytest.fixture(scope="module")
+def screenshots() -> Path:
+    return screenshot_folder("chat")
+
+
+@dataclass
+class DialogPage:
+    page: Page
+    room: str
+    history: History
+    stack: Stack
+
+
+@pytest.fixture(scope="module")
+async def dialog(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[DialogPage]:
+    """A dialog call from a page whose microphone hears nothing: the caller only types."""
+    folder = tmp_path_factory.mktemp("chat")
+    async with (
+        async_playwright() as playwright,
+        chromium(playwright, silent_microphone(folder)) as browser,
+    ):
+        page = await open_page(browser, stack.cfg.api_url, WIDE)
+        room = await join_call(page, "Aiko", "dialog", "en")
+        # The greeting first: what follows is an answer to what was typed.
+        greeting = page.locator("#captions li:not(.own)[data-final=true]")
+        await expect(greeting.first).to_contain_text(re.compile(r"\w{3}"), timeout=30_000)
+        yield DialogPage(page, room, History(stack, room), stack)
+        await page.context.close()
+
+
+async def _type_and_send(page: Page, text: str) -> str:
+    """Types `text` and presses Enter; the id of the row it shows as."""
+    rows = page.locator("#captions li.own.typed")
+    before = set(await rows.evaluate_all(_IDS))
+    await page.get_by_label("Message").fill(text)
+    await page.get_by_label("Message").press("Enter")
+    await expect(page.get_by_label("Message")).to_have_value("")
+    await expect(rows).to_have_count(len(before) + 1)
+    (new,) = set(await rows.evaluate_all(_IDS)) - before
+    return str(new)
+
+
+_IDS = "(items) => items.map((li) => li.dataset.segmentId)"
+
+
+async def _taken(page: Page, row_id: str) -> None:
+    """The agent took the message: its caption under the same id replaced the page's note."""
+    row = page.locator(f'#captions li[data-segment-id="{row_id}"]')
+    try:
+        await expect(row.locator(".delivery")).to_have_count(0, timeout=30_000)
+    except AssertionError:
+        note = await row.locator(".delivery").all_inner_texts()
+        raise AssertionError(f"{row_id} never taken; the page says {note}") from None
+
+
+async def _reply_after(page: Page, row_id: str) -> dict[str, object]:
+    """The agent's first final row after the row `row_id`."""
+    found: dict[str, object] = {}
+
+    async def answered() -> bool:
+        rows = await caption_rows(page)
+        ids = [r["id"] for r in rows]
+        if row_id not in ids:
+            return False
+        after = rows[ids.index(row_id) + 1 :]
+        replies = [r for r in after if r["speaker"].startswith("agent-") and r["final"]]
+        if replies and replies[0]["text"].strip():
+            found.update(replies[0])
+            return True
+        return False
+
+    await poll(answered, REPLY_TIMEOUT_S, f"a reply after {row_id}")
+    return found
+
+
+async def _stored(history: History, segment_id: str) -> dict[str, Any]:
+    stored = await history.wait_for_segments({segment_id}, timeout_s=REPLY_TIMEOUT_S)
+    (segment,) = [s for s in stored if s["id"] == segment_id]
+    return segment
+
+
+async def _agent_peak(page: Page) -> float:
+    (track,) = [t for t in await audio_tracks(page) if t["from"].startswith("agent-")]
+    peak: float = await page.evaluate(f"window.kaiwaHeard[{json.dumps(track['name'])}].peak")
+    return peak
+
+
+async def _reset_agent_peak(page: Page) -> None:
+    await page.evaluate("Object.values(window.kaiwaHeard).forEach((h) => { h.peak = 0; })")
+
+
+async def _chat_counter(stack: Stack, result: str) -> float:
+    """The agent worker's count of typed messages with `result` (taken, duplicate, ...)."""
+    async with httpx.AsyncClient() as client:
+        body = (await client.get(f"http://127.0.0.1:{stack.cfg.ports.agent_metrics}/metrics")).text
+    for family in text_string_to_metric_families(body):
+        if family.name == "kaiwa_chat_messages":
+            for sample in family.samples:
+                if sample.name.endswith("_total") and sample.labels.get("result") == result:
+                    return float(sample.value)
+    return 0.0
+
+
+# ---- a dialog ----------------------------------------------------------------------------
+
+
+async def test_a_typed_question_is_answered_in_voice_and_stored_as_typed(
+    dialog: DialogPage, screenshots: Path
+) -> None:
+    page = dialog.page
+    await _reset_agent_peak(page)
+    row_id = await _type_and_send(page, QUESTION)
+    assert re.fullmatch(r"chat-[0-9a-f]{32}", row_id), row_id
+    await _taken(page, row_id)
+    reply = await _reply_after(page, row_id)
+
+    # Heard as well as read: the reply's voice played on the page.
+    assert await _agent_peak(page) > 0.02
+    # Stored as typed, under the page's id, then the agent's answer.
+    typed = await _stored(dialog.history, row_id)
+    assert (typed["kind"], typed["role"], typed["text"]) == ("text", "user", QUESTION)
+    answer = await _stored(dialog.history, str(reply["id"]))
+    assert (answer["kind"], answer["role"]) == ("speech", "agent")
+    await shot(page, screenshots, "01-dialog-typed-question")
+
+
+STREAM_PROBE = """
+window.replyTexts = [];
+new MutationObserver(() => {
+  for (const li of document.querySelectorAll('#captions li:not(.own)')) {
+    const text = li.querySelector('.text').textContent;
+    window.replyTexts.push({id: li.dataset.segmentId, final: li.dataset.final, text});
+  }
+}).observe(document.getElementById('captions'), {childList: true, subtree: true});
+"""
+
+
+async def test_with_voice_replies_off_the_reply_streams_as_text_and_is_not_spoken(
+    dialog: DialogPage, screenshots: Path
+) -> None:
+    page = dialog.page
+    async with page.expect_response("**/api/call/voice-replies") as switched:
+        await page.get_by_label("Voice replies").uncheck()
+    assert (await switched.value).status == 204
+    await asyncio.sleep(1)  # the agent reads the attribute as LiveKit relays it
+    await _reset_agent_peak(page)
+    await page.evaluate(STREAM_PROBE)
+
+    row_id = await _type_and_send(page, SECOND_QUESTION)
+    reply = await _reply_after(page, row_id)
+
+    # The text came as it was written: the row showed growing, unfinished text first.
+    seen = await page.evaluate("window.replyTexts")
+    partial = {s["text"] for s in seen if s["id"] == reply["id"] and s["final"] == "false"}
+    assert len(partial) >= 2, seen
+    # Nothing was synthesized: the agent's track stayed silent.
+    assert await _agent_peak(page) < 0.005
+    # Stored as written, not spoken.
+    answer = await _stored(dialog.history, str(reply["id"]))
+    assert (answer["kind"], answer["role"]) == ("text", "agent")
+
+    async with page.expect_response("**/api/call/voice-replies"):
+        await page.get_by_label("Voice replies").check()
+
+
+async def test_a_reply_being_written_when_the_page_reloads_goes_on_there(
+    dialog: DialogPage,
+) -> None:
+    page = dialog.page
+    async with page.expect_response("**/api/call/voice-replies"):
+        await page.get_by_label("Voice replies").uncheck()
+    await asyncio.sleep(1)
+    row_id = await _type_and_send(page, "Please tell me a long story about a fox and a crow.")
+
+    # The reply has begun to stream in: reload now.
+    reply_id = ""
+
+    async def writing() -> bool:
+        nonlocal reply_id
+        rows = await caption_rows(page)
+        ids = [r["id"] for r in rows]
+        after = rows[ids.index(row_id) + 1 :] if row_id in ids else []
+        started = [r for r in after if r["speaker"].startswith("agent-") and r["text"].strip()]
+        reply_id = started[0]["id"] if started else ""
+        return bool(started)
+
+    await poll(writing, REPLY_TIMEOUT_S, "the reply starting")
+    await page.reload()
+    await expect(page.locator("#connection")).to_have_text("connected", timeout=20_000)
+
+    # It goes on, and ends, on the new page; the rows are the history's, id for id.
+    reply = page.locator(f'#captions li[data-segment-id="{reply_id}"]')
+    await expect(reply).to_have_attribute("data-final", "true", timeout=REPLY_TIMEOUT_S * 1000)
+    await settled(page, dialog.history)
+    stored = await _stored(dialog.history, reply_id)
+    assert not stored["interrupted"]
+    assert stored["text"].strip() == (await reply.locator(".text").inner_text()).strip()
+
+    async with page.expect_response("**/api/call/voice-replies"):
+        await page.get_by_label("Voice replies").check()
+
+
+async def test_a_message_sent_again_after_a_reload_is_answered_once(dialog: DialogPage) -> None:
+    page = dialog.page
+    row_id = await _type_and_send(page, "How do you say 'thank you' in Japanese?")
+    await _taken(page, row_id)
+    reply = await _reply_after(page, row_id)
+    await _stored(dialog.history, str(reply["id"]))  # the history is complete before the reload
+
+    # The page reloads believing the send never finished: it sends the message again.
+    message = {
+        "id": row_id.removeprefix("chat-"),
+        "text": "How do you say 'thank you' in Japanese?",
+        "speaker": await page.evaluate("JSON.parse(sessionStorage.getItem('kaiwa.call')).identity"),
+        "language": "en",
+        "state": "sending",
+        "tries": 1,
+    }
+    await page.evaluate(f"sessionStorage.setItem('{OUTBOX}', {json.dumps(json.dumps([message]))})")
+    before = [r["id"] for r in await dialog.history.segments()]
+    await page.reload()
+    await expect(page.locator("#connection")).to_have_text("connected", timeout=20_000)
+
+    # Shown once, stored once, answered once: no new turn came of it. (The page finds the
+    # message in the history and stops sending it; an agent that gets it again takes it
+    # once, below.)
+    await asyncio.sleep(10)
+    rows = [r["id"] for r in await caption_rows(page) if r["final"]]
+    assert rows.count(row_id) == 1
+    assert [r["id"] for r in await dialog.history.segments()] == before
+    assert await page.evaluate(f"sessionStorage.getItem('{OUTBOX}')") == "[]"
+
+
+async def test_a_message_sent_twice_is_taken_and_answered_once(stack: Stack) -> None:
+    caller = SyntheticCaller(stack.cfg.api_url, name="Ren", mode="dialog")
+    await caller.join()
+    history = History(stack, str(caller.room_name))
+    try:
+        await caller.wait_for_agent()
+        await history.wait_until(lambda d: d["transcript"], "the greeting stored")
+        duplicates = await _chat_counter(stack, "duplicate")
+        segment_id = await caller.send_message("What day is it today?", "ren-00000001")
+        await asyncio.sleep(2)
+        assert await caller.send_message("What day is it today?", "ren-00000001") == segment_id
+
+        async def seen_twice() -> bool:
+            return await _chat_counter(stack, "duplicate") > duplicates
+
+        await poll(seen_twice, 30, "the agent seeing the message again")
+        await history.wait_until(
+            lambda d: d["transcript"][-1]["role"] == "agent" and len(d["transcript"]) >= 3,
+            "the answer stored",
+            timeout_s=REPLY_TIMEOUT_S,
+        )
+        await asyncio.sleep(5)  # a second answer would have begun by now
+        detail = await history.conversation()
+        turns = [(t["role"], t["id"]) for t in detail["transcript"]]
+        assert [t for t in turns if t[0] == "user"] == [("user", segment_id)], turns
+        assert [t[0] for t in turns] == ["agent", "user", "agent"], turns
+    finally:
+        await caller.leave()
+
+
+async def test_a_message_typed_offline_is_sent_once_when_the_connection_is_back(
+    dialog: DialogPage,
+) -> None:
+    page = dialog.page
+    await page.context.set_offline(True)
+    try:
+        await expect(page.locator("#connection")).not_to_have_text("connected", timeout=30_000)
+        row_id = await _type_and_send(page, "Is it cold there in January?")
+        row = page.locator(f'#captions li[data-segment-id="{row_id}"]')
+        await expect(row.locator(".delivery")).to_contain_text(re.compile("waiting|sending"))
+    finally:
+        await page.context.set_offline(False)
+    await expect(page.locator("#connection")).to_have_text("connected", timeout=60_000)
+    await _taken(page, row_id)
+    stored = await _stored(dialog.history, row_id)
+    assert stored["kind"] == "text"
+    await _reply_after(page, row_id)
+
+
+async def test_bad_messages_get_a_clear_answer_and_the_call_goes_on(
+    dialog: DialogPage, screenshots: Path
+) -> None:
+    page = dialog.page
+    box = page.get_by_label("Message")
+
+    # Too long: the page says so and will not send it.
+    await box.fill("x" * (MAX_MESSAGE_CHARS + 1))
+    await expect(page.locator("#message-error")).to_contain_text(str(MAX_MESSAGE_CHARS))
+    await expect(page.get_by_role("button", name="Send")).to_be_disabled()
+    await box.fill("")
+    await expect(page.get_by_role("button", name="Send")).to_be_enabled()
+
+    # Markup is text: shown as typed, never made into elements.
+    html = '<img src=x onerror="window.pwned=1"><b>bold?</b>'
+    row_id = await _type_and_send(page, html)
+    row = page.locator(f'#captions li[data-segment-id="{row_id}"]')
+    await expect(row.locator(".text")).to_have_text(html)
+    assert await row.locator("img, b").count() == 0
+    assert await page.evaluate("window.pwned") is None
+
+    # Past the agent's own checks (an app that does not check): refused, with the reason.
+    identity = await page.evaluate("JSON.parse(sessionStorage.getItem('kaiwa.call')).identity")
+    too_long, bell = "toolong" + "0" * 25, "bell" + "0" * 28
+    queued = {"speaker": identity, "language": "en", "state": "queued", "tries": 0}
+    injected = [
+        {"id": too_long, "text": "y" * (MAX_MESSAGE_CHARS + 500), **queued},
+        {"id": bell, "text": "ring\u0007", **queued},
+    ]
+    await page.evaluate(f"sessionStorage.setItem('{OUTBOX}', {json.dumps(json.dumps(injected))})")
+    await page.reload()
+    await expect(page.locator("#connection")).to_have_text("connected", timeout=20_000)
+    notes = {
+        too_long: "longer than",
+        bell: "control characters",
+    }
+    for message_id, why in notes.items():
+        row = page.locator(f'#captions li[data-segment-id="chat-{message_id}"]')
+        await expect(row.locator(".delivery.refused")).to_contain_text(why, timeout=30_000)
+
+    # Too many at once: the first ten are taken, the rest refused with a retry.
+    await asyncio.sleep(MESSAGE_WINDOW_S)  # what was taken before is out of the window
+    for n in range(MESSAGES_PER_WINDOW + 2):
+        await box.fill(f"Message number {n}")
+        await box.press("Enter")
+    refused = page.locator("#captions li .delivery.refused")
+    await expect(refused.filter(has_text="wait a moment")).to_have_count(2, timeout=30_000)
+    await expect(refused.first.get_by_role("button", name="Retry")).to_be_visible()
+    await shot(page, screenshots, "02-dialog-refusals")
+
+    # The agent is still there, and answers the next question.
+    await asyncio.sleep(MESSAGE_WINDOW_S)  # past the rate window
+    row_id = await _type_and_send(page, "Sorry about that. What is the weather like?")
+    await _taken(page, row_id)
+    await _reply_after(page, row_id)
+
+
+# ---- an interpreted call -----------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _emmas_page(stack: Stack, folder: Path) -> AsyncIterator[tuple[Page, str]]:
+    """Emma's page in a new interpreted call, in English; the call's room code."""
+    async with (
+        async_playwright() as playwright,
+        chromium(playwright, silent_microphone(folder)) as browser,
+    ):
+        page = await open_page(browser, stack.cfg.api_url, WIDE)
+        try:
+            yield page, await join_call(page, "Emma", "interpret", "en")
+        finally:
+            await page.context.close()
+
+
+JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
+ENGLISH = re.compile(r"[A-Za-z]{3}")
+TYPED_EN = "The train to Osaka leaves at nine tomorrow morning."
+TYPED_JA = "駅の前で待っています。"
+VOICED = 1000  # int16 peak of a frame that carries speech
+
+
+def _voiced_on(caller: SyntheticCaller, track_name: str, after: float) -> bool:
+    return any(
+        h.track_name == track_name and h.at > after and h.peak >= VOICED for h in caller.heard
+    )
+
+
+async def test_a_typed_sentence_is_read_and_heard_in_each_listeners_language(
+    stack: Stack, tmp_path: Path, screenshots: Path
+) -> None:
+    """Emma types in English on her page (her microphone is on, and silent); Kenji reads
+    and hears her in Japanese. Aoi, in Japanese with no microphone at all, types too: Emma
+    reads and hears her in English, on a voice of Aoi's own."""
+    async with _emmas_page(stack, tmp_path) as (page, room):
+        kenji = SyntheticCaller(
+            stack.cfg.api_url, name="Kenji", mode="interpret", language="ja", room_name=room
+        )
+        aoi = SyntheticCaller(
+            stack.cfg.api_url, name="Aoi", mode="interpret", language="ja", room_name=room
+        )
+        await kenji.join()
+        await aoi.join()
+        history = History(stack, room)
+        try:
+            await expect(page.locator("#people li")).to_have_count(4, timeout=30_000)
+            emma_identity = await page.evaluate(
+                "JSON.parse(sessionStorage.getItem('kaiwa.call')).identity"
+            )
+            typed_at = asyncio.get_running_loop().time()
+            row_id = await _type_and_send(page, TYPED_EN)
+            await _taken(page, row_id)
+
+            # Kenji reads it in Japanese, as a translation of the typed line...
+            async def translated_for_kenji() -> bool:
+                return any(
+                    t.attributes.get("kaiwa.source_segment_id") == row_id
+                    and t.attributes.get("language") == "ja"
+                    and JAPANESE.search(t.text)
+                    for t in kenji.texts
+                )
+
+            await poll(translated_for_kenji, REPLY_TIMEOUT_S, "Emma's line in Japanese")
+            # ... and hears it on Emma's Japanese voice: her microphone track's.
+            emma = next(p for p in kenji.remote() if p.identity == emma_identity)
+            (mic_sid,) = [pub.sid for pub in emma.track_publications.values()]
+
+            async def heard_by_kenji() -> bool:
+                return _voiced_on(kenji, f"{mic_sid}-ja", typed_at)
+
+            await poll(heard_by_kenji, REPLY_TIMEOUT_S, "Emma's typed line in Kenji's ears")
+            stored = await _stored(history, row_id)
+            assert stored["kind"] == "text" and stored["text"] == TYPED_EN
+            assert JAPANESE.search(str(stored["translations"]["ja"]))
+
+            # Aoi has no microphone: her line is spoken on a voice of her own.
+            await aoi.set_typing(True)  # as her app does while she types
+            await asyncio.sleep(1.0)
+            aoi_id = await aoi.send_message(TYPED_JA)
+            await aoi.set_typing(False)
+            aoi_row = page.locator(f'#captions li[data-segment-id="{aoi_id}"]')
+            await expect(aoi_row.locator(".text")).to_contain_text(
+                ENGLISH, timeout=REPLY_TIMEOUT_S * 1000
+            )
+            await expect(aoi_row).to_have_class(re.compile(r"\btyped\b"))
+            voice = f"chat-{aoi.identity}-en"
+
+            async def heard_on_emmas_page() -> bool:
+                peaks = await loudest(page)
+                return peaks.get(voice, 0.0) > 0.02
+
+            await poll(heard_on_emmas_page, REPLY_TIMEOUT_S, "Aoi's line on Emma's page")
+            # Kenji shares Aoi's language: he reads her original, and no voice is made for him.
+            await poll(
+                lambda: _has(kenji, aoi_id, "ja"), REPLY_TIMEOUT_S, "Aoi's original for Kenji"
+            )
+            assert f"chat-{aoi.identity}-ja" not in _track_names(kenji)
+            stored = await _stored(history, aoi_id)
+            assert (stored["kind"], stored["language"]) == ("text", "ja")
+            assert ENGLISH.search(str(stored["translations"]["en"]))
+            await shot(page, screenshots, "04-interpreted-typed")
+        finally:
+            await kenji.leave()
+            await aoi.leave()
+
+
+async def _has(caller: SyntheticCaller, segment_id: str, language: str) -> bool:
+    return any(
+        t.attributes.get("lk.segment_id") == segment_id and t.attributes.get("language") == language
+        for t in caller.texts
+    )
+
+
+def _track_names(caller: SyntheticCaller) -> set[str]:
+    """Every track published in the room, as `caller` sees them."""
+    return {
+        publication.name
+        for participant in caller.remote()
+        for publication in participant.track_publications.values()
+    }
+
+
+# ---- presence and typing -----------------------------------------------------------------
+
+
+async def test_the_page_lists_who_is_in_the_call_and_shows_who_is_typing(
+    stack: Stack, tmp_path: Path, screenshots: Path
+) -> None:
+    async with _emmas_page(stack, tmp_path) as (page, room):
+        kenji = SyntheticCaller(
+            stack.cfg.api_url, name="Kenji", mode="interpret", language="ja", room_name=room
+        )
+        await kenji.join()
+        try:
+            people = page.locator("#people li")
+            # Emma, Kenji and the interpreter, each with language and state.
+            await expect(people).to_have_count(3, timeout=30_000)
+            await expect(people.filter(has_text="Emma (you)")).to_contain_text("English")
+            await expect(people.filter(has_text="Kenji")).to_contain_text("日本語")
+            await expect(people.filter(has_text="Kaiwa")).to_contain_text(
+                re.compile("listening|translating|speaking")
+            )
+
+            await kenji.set_typing(True)
+            await expect(page.locator("#typing")).to_have_text("Kenji is typing…")
+            await expect(people.filter(has_text="Kenji")).to_contain_text("typing…")
+            await shot(page, screenshots, "03-presence-typing")
+            await kenji.set_typing(False)
+            await expect(page.locator("#typing")).to_have_text("")
+            await expect(people.filter(has_text="Kenji")).not_to_contain_text("typing")
+
+            # A caller's token may send text streams (its typed messages). What Kenji sends
+            # as captions writes his own rows only: not Emma's line, nor the agent's, nor a
+            # notice.
+            emmas = await _type_and_send(page, "See you at the station.")
+            await _taken(page, emmas)
+            final = {"lk.transcription_final": "true", "language": "en"}
+            forgeries = [
+                ("lk.transcription", {"lk.segment_id": emmas, **final}),
+                ("lk.transcription", {"lk.segment_id": "forged", "kaiwa.speaker": "agent-x"}),
+                ("kaiwa.notice", {"lk.segment_id": emmas}),
+            ]
+            for topic, attributes in forgeries:
+                await kenji.room.local_participant.send_text(
+                    "Your call is over", topic=topic, attributes=attributes
+                )
+            forged = page.locator('#captions li[data-segment-id="forged"]')
+            await expect(forged).to_have_attribute("data-speaker", str(kenji.identity))
+            emma_row = page.locator(f'#captions li[data-segment-id="{emmas}"]')
+            await expect(emma_row.locator(".text")).to_have_text("See you at the station.")
+            await expect(emma_row.locator(".delivery")).to_have_count(0)
+            await expect(page.locator("#notice")).to_be_hidden()
+
+            await kenji.leave()
+            await expect(people).to_have_count(2, timeout=30_000)
+        finally:
+            await kenji.leave()
+
+
+async def test_a_page_says_it_is_typing_at_most_every_two_seconds_and_stops_when_idle(
+    dialog: DialogPage,
+) -> None:
+    page = dialog.page
+    sent: list[bool] = []
+
+    def record(request: object) -> None:
+        url = getattr(request, "url", "")
+        if url.endswith("/api/call/typing"):
+            sent.append(bool(json.loads(getattr(request, "post_data", None) or "{}")["typing"]))
+
+    page.on("request", record)
+    try:
+        box = page.get_by_label("Message")
+        # Six seconds of steady typing: "typing" once, however many keystrokes.
+        for letter in "slowly typing a long sentence":
+            await box.press_sequentially(letter)
+            await asyncio.sleep(0.2)
+        assert sent == [True], sent
+
+        def updates(*expected: bool) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return sent == list(expected)
+
+            return check
+
+        # Five seconds without a keystroke: no longer typing.
+        await poll(updates(True, False), 10, "typing cleared when idle")
+        await asyncio.sleep(2.5)  # the gap after an update
+        # Typing again, then sending: cleared on send (after the 2 s gap at most).
+        await box.press_sequentially(" more")
+        await box.press("Enter")
+        await poll(updates(True, False, True, False), 10, "cleared on send")
+    finally:
+        page.remove_listener("request", record)
+
+
+async def test_typing_and_voice_reply_switches_need_the_callers_ticket(stack: Stack) -> None:
+    caller = SyntheticCaller(stack.cfg.api_url, name="Alice", mode="dialog")
+    await caller.join()
+    try:
+        async with httpx.AsyncClient(base_url=stack.cfg.api_url) as client:
+            for path, body in (("typing", {"typing": True}), ("voice-replies", {"on": False})):
+                anonymous = await client.put(f"/api/call/{path}", json=body)
+                assert anonymous.status_code == 401
+                # The LiveKit token is not the ticket.
+                forged = await client.put(
+                    f"/api/call/{path}",
+                    json=body,
+                    headers={"Authorization": f"Bearer {caller.grant['token']}"},
+                )
+                assert forged.status_code == 401
+        await caller.set_typing(True)
+        # A script that says it is typing in a loop is held to the limit.
+        statuses = [
+            (
+                await caller._as_caller("PUT", "/api/call/typing", json={"typing": n % 2 == 0})
+            ).status_code
+            for n in range(70)
+        ]
+        assert statuses.count(429) >= 1 and statuses[0] == 204, statuses
+    finally:
+        await caller.leave()
