@@ -92,12 +92,13 @@ class ChatInbox:
         self, *, sender: str, text: str, attributes: Mapping[str, str], stream_id: str
     ) -> TypedMessage | Refusal:
         """The message to act on, or why it is refused (counted here)."""
-        refusal = self._check(sender, text, message_id(attributes, stream_id))
+        id_ = message_id(attributes, stream_id)
+        refusal = self._check(sender, text, id_)
         if refusal is not None:
             metrics.CHAT_MESSAGES.labels(refusal).inc()
             return refusal
         metrics.CHAT_MESSAGES.labels("taken").inc()
-        return TypedMessage(id=message_id(attributes, stream_id), sender=sender, text=text.strip())
+        return TypedMessage(id=id_, sender=sender, text=text.strip())
 
     async def receive(
         self, room: rtc.Room, *, sender: str, text: str, info: rtc.TextStreamInfo | None

@@ -20,14 +20,14 @@ from typing import Any
 import httpx
 import pytest
 from playwright.async_api import Page, async_playwright, expect
-from prometheus_client.parser import text_string_to_metric_families
 
 from core.protocol import MAX_MESSAGE_CHARS, MESSAGE_WINDOW_S, MESSAGES_PER_WINDOW
+from kaiwa.bench.common import metric_values
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 from kaiwa.webcall import chromium
 
-from .support.calls import History
+from .support.calls import History, voiced
 from .support.pages import (
     WIDE,
     audio_tracks,
@@ -148,12 +148,7 @@ async def _chat_counter(stack: Stack, result: str) -> float:
     """The agent worker's count of typed messages with `result` (taken, duplicate, ...)."""
     async with httpx.AsyncClient() as client:
         body = (await client.get(f"http://127.0.0.1:{stack.cfg.ports.agent_metrics}/metrics")).text
-    for family in text_string_to_metric_families(body):
-        if family.name == "kaiwa_chat_messages":
-            for sample in family.samples:
-                if sample.name.endswith("_total") and sample.labels.get("result") == result:
-                    return float(sample.value)
-    return 0.0
+    return metric_values(body, "kaiwa_chat_messages_total", "result").get(result, 0.0)
 
 
 # ---- a dialog ----------------------------------------------------------------------------
@@ -415,13 +410,10 @@ JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 ENGLISH = re.compile(r"[A-Za-z]{3}")
 TYPED_EN = "The train to Osaka leaves at nine tomorrow morning."
 TYPED_JA = "駅の前で待っています。"
-VOICED = 1000  # int16 peak of a frame that carries speech
 
 
 def _voiced_on(caller: SyntheticCaller, track_name: str, after: float) -> bool:
-    return any(
-        h.track_name == track_name and h.at > after and h.peak >= VOICED for h in caller.heard
-    )
+    return any(h.track_name == track_name and h.at > after and voiced(h) for h in caller.heard)
 
 
 async def test_a_typed_sentence_is_read_and_heard_in_each_listeners_language(
