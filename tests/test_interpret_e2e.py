@@ -21,6 +21,7 @@ from kaiwa.stack.services import Stack
 
 from .support.calls import (
     History,
+    bigram_share,
     keyword_share,
     similarity,
     speech,
@@ -58,18 +59,6 @@ def translated_all(caller: SyntheticCaller, source: str, target: str) -> bool:
 
 def text_of(captions: list[ReceivedText]) -> str:
     return " ".join(c.text for c in captions)
-
-
-def bigrams(text: str) -> set[str]:
-    chars = [c for c in text if c.isalnum()]
-    return {a + b for a, b in zip(chars, chars[1:], strict=False)}
-
-
-def bigram_share(heard: str, said: str) -> float:
-    """The share of what was said (character pairs) that was heard: for Japanese, which has
-    no spaces to count words by."""
-    wanted = bigrams(said)
-    return len(wanted & bigrams(heard)) / len(wanted)
 
 
 # What the callers say, and the words of it a transcript must mostly hold.

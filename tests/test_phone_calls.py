@@ -32,6 +32,7 @@ from tests.support.calls import (
     SKY_WORDS,
     History,
     answers_sky,
+    bigram_share,
     keyword_share,
     speech,
     wait_for,
@@ -289,14 +290,6 @@ async def test_the_agent_calls_a_phone_and_greets_it_from_the_first_word(stack: 
 
 ORDER = "Good morning. I would like a large cup of hot coffee with milk and two sugars, please."
 ASKS = "明日は雨が降りますか。"
-
-
-def bigram_share(heard: str, said: str) -> float:
-    def pairs(text: str) -> set[str]:
-        chars = [c for c in text if c.isalnum()]
-        return {a + b for a, b in zip(chars, chars[1:], strict=False)}
-
-    return len(pairs(said) & pairs(heard)) / max(1, len(pairs(said)))
 
 
 async def test_a_phone_caller_hears_only_the_translation_in_its_language(stack: Stack) -> None:

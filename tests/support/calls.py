@@ -108,6 +108,18 @@ def similarity(a: str, b: str) -> float:
     return SequenceMatcher(None, letters(a), letters(b)).ratio()
 
 
+def bigram_share(heard: str, said: str) -> float:
+    """The share of what was said (character pairs) that was heard: for Japanese, which has
+    no spaces to count words by."""
+
+    def pairs(text: str) -> set[str]:
+        chars = [c for c in text if c.isalnum()]
+        return {a + b for a, b in zip(chars, chars[1:], strict=False)}
+
+    wanted = pairs(said)
+    return len(wanted & pairs(heard)) / max(1, len(wanted))
+
+
 # A question whose answer survives a misheard word: asked "What is the capital city of
 # France?", a machine that heard "friends" was told "New York". Here every word is common, and
 # the answer holds even for "What color is this guy on a clear sunny day?" (tried on the
