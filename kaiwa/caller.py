@@ -223,6 +223,20 @@ class SyntheticCaller:
         )
         return f"chat-{message_id}"
 
+    async def deliver(self, text: str, *, ack_s: float = 8.0, tries: int = 3) -> str:
+        """Type `text` as docs/mobile.md asks an app to: sent again, under the same id, until
+        its caption comes (an agent that has just joined may not listen yet); its id."""
+        message_id = uuid.uuid4().hex
+        segment_id = f"chat-{message_id}"
+        for _ in range(tries):
+            await self.send_message(text, message_id)
+            deadline = time.monotonic() + ack_s
+            while time.monotonic() < deadline:
+                if any(t.attributes.get("lk.segment_id") == segment_id for t in self.texts):
+                    return segment_id
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"no caption of {segment_id} after {tries} tries")
+
     async def _as_caller(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A request to the API on this caller's behalf, with its rejoin ticket."""
         headers = {"Authorization": f"Bearer {self.rejoin}"}

@@ -125,6 +125,8 @@ class DialogCall:
         self._rejoin_wait: asyncio.TimerHandle | None = None
         # When the caller started talking over the agent (monotonic), until its audio stops.
         self._barge_in_at: float | None = None
+        # When the caller last left (monotonic): what they missed is sent them on return.
+        self._caller_left_at = 0.0
 
     async def run(self, done: asyncio.Event) -> None:
         self._done = done
@@ -188,6 +190,7 @@ class DialogCall:
         )
         if wait_s is None:
             return
+        self._caller_left_at = time.monotonic()
         logger.info(
             "the caller left; the call ends unless they return",
             extra={"room": self.room.name, "within_s": wait_s},
@@ -205,7 +208,7 @@ class DialogCall:
         if participant.identity == self._caller:
             # (Not its voice replies: a new connection has the token's attributes only, and
             # the page says its choice again, which the attribute's change brings.)
-            self.captions.reply.rejoined(participant.identity)
+            self.captions.reply.rejoined(participant.identity, self._caller_left_at)
         if self.policy.caller_back(is_caller=participant.identity == self._caller):
             logger.info("the caller is back", extra={"room": self.room.name})
             if self._rejoin_wait is not None:

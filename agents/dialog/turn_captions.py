@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
@@ -34,6 +35,9 @@ from core.tasks import TaskOwner
 from ..captions import Caption
 from ..chat import TypedMessage
 from .log import logger
+
+# Replies kept for a caller who rejoins: more than end in a reload's few seconds.
+ENDED_KEPT = 4
 
 
 def _new_id(role: str) -> str:
@@ -161,9 +165,9 @@ class TurnCaptions:
 class ReplyCaptions(io.TextOutput):
     """The agent's words, one stream per reply, fed by the TranscriptSynchronizer as the
     audio plays (or, with voice replies off, as the LLM writes them); the stream's trailer
-    marks it final. A caller who rejoins mid-reply (a reload) gets a stream of their own for
-    it, with the words so far: a text stream's start is not sent again to someone who joins
-    after it."""
+    marks it final. A caller who rejoins (a reload) gets streams of their own for what they
+    missed: the replies that ended while they were away, and the one under way, with its
+    words so far (a text stream's start is not sent again to someone who joins after it)."""
 
     def __init__(self, captions: TurnCaptions) -> None:
         super().__init__(label="kaiwa-reply-captions", next_in_chain=None)
@@ -178,14 +182,18 @@ class ReplyCaptions(io.TextOutput):
         self._claimed = False
         # Replies whose captions ended but whose turn the TurnLog has not stored yet.
         self._unclaimed: list[str] = []
+        # The last replies that ended, with when (monotonic): for a caller who was away.
+        self._ended: deque[tuple[Caption, str, float]] = deque(maxlen=ENDED_KEPT)
 
-    def _open(self, to: list[str] | None = None, text: str = "") -> None:
+    def _open(
+        self, to: list[str] | None = None, text: str = "", caption: Caption | None = None
+    ) -> asyncio.Future[rtc.TextStreamWriter]:
         """Open a stream for the reply (to everyone, or to `to`), starting with `text`."""
-        assert self._caption is not None
-        attributes = self._caption.attributes()
+        caption = caption or self._caption
+        assert caption is not None
+        attributes = caption.attributes()
         room = self._captions.room
         writer: asyncio.Future[rtc.TextStreamWriter] = asyncio.get_running_loop().create_future()
-        self._writers.append(writer)
 
         async def open_stream() -> None:
             try:
@@ -200,6 +208,7 @@ class ReplyCaptions(io.TextOutput):
                 await stream.write(text)
 
         self._captions.send_in_order(open_stream)
+        return writer
 
     async def capture_text(self, text: str) -> None:
         if not text:
@@ -213,7 +222,7 @@ class ReplyCaptions(io.TextOutput):
                 final=False,
                 start_s=self._captions.call_time(),
             )
-            self._open()
+            self._writers.append(self._open())
         writers = list(self._writers)
         chunk = str(text)
         self._text += chunk
@@ -224,14 +233,24 @@ class ReplyCaptions(io.TextOutput):
 
         self._captions.send_in_order(write)
 
-    def rejoined(self, identity: str) -> None:
-        """`identity` is back in the room mid-reply: the reply so far, and the rest."""
+    def rejoined(self, identity: str, away_since: float) -> None:
+        """`identity` is back in the room, away since `away_since` (monotonic): the replies
+        that ended meanwhile, and the one under way so far (the rest follows)."""
+        for caption, text, ended in self._ended:
+            if ended >= away_since:
+                writer = self._open(to=[identity], text=text, caption=caption)
+
+                async def close(opened: asyncio.Future[rtc.TextStreamWriter] = writer) -> None:
+                    await (await opened).aclose(attributes={FINAL: "true"})
+
+                self._captions.send_in_order(close)
         if self._caption is not None:
-            self._open(to=[identity], text=self._text)
+            self._writers.append(self._open(to=[identity], text=self._text))
 
     def flush(self) -> None:
         if self._caption is None:
             return
+        self._ended.append((self._caption, self._text, time.monotonic()))
         writers, self._writers, self._caption = self._writers, [], None
         if not self._claimed:
             self._unclaimed.append(self._segment_id)
