@@ -27,7 +27,7 @@ from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 from kaiwa.webcall import chromium
 
-from .support.calls import History, voiced
+from .support.calls import History, bigram_share, transcribe, voiced, wait_for, wait_quiet
 from .support.pages import (
     WIDE,
     audio_tracks,
@@ -42,7 +42,7 @@ from .support.pages import (
     silent_microphone,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.models]
 
 # A reply is computed on two shared cores by local models: allow for it.
 REPLY_TIMEOUT_S = 90
@@ -313,6 +313,114 @@ async def test_a_message_sent_twice_is_taken_and_answered_once(stack: Stack) -> 
         await caller.leave()
 
 
+def _answered(asked: str) -> Callable[[dict[str, Any]], bool]:
+    """Whether a conversation holds the turn `asked` and, after it, the agent's answer."""
+
+    def answered(detail: dict[str, Any]) -> bool:
+        roles = [(t["id"], t["role"]) for t in detail["transcript"]]
+        ids = [i for i, _ in roles]
+        return asked in ids and any(r == "agent" for _, r in roles[ids.index(asked) + 1 :])
+
+    return answered
+
+
+async def test_a_reply_that_ends_while_the_caller_is_away_is_sent_them_on_return(
+    stack: Stack,
+) -> None:
+    """With voice replies off, a reply goes on while the caller's connection is gone (a
+    reload). One that ends before they are back is sent them whole on return: a page that
+    read the history before the reply was stored would miss it otherwise. What ended before
+    they left (the greeting) is not sent again."""
+    caller = SyntheticCaller(stack.cfg.api_url, name="Mio", mode="dialog")
+    await caller.join()
+    history = History(stack, str(caller.room_name))
+    try:
+        await caller.wait_for_agent()
+        greeting = await history.wait_until(lambda d: d["transcript"], "the greeting stored")
+        await caller.set_voice_replies(False)
+        await asyncio.sleep(1.5)  # the agent sees the attribute change
+        asked = await caller.deliver("Name three warm things to pack for Kyoto in winter.")
+    finally:
+        await caller.leave(ended=False)  # as a reload does
+
+    detail = await history.wait_until(
+        _answered(asked), "the reply stored", timeout_s=REPLY_TIMEOUT_S
+    )
+    reply = detail["transcript"][-1]
+    back = SyntheticCaller(
+        stack.cfg.api_url,
+        name="Mio",
+        mode="dialog",
+        room_name=caller.room_name,
+        identity=caller.identity,
+        rejoin=caller.rejoin,
+    )
+    await back.join()
+    try:
+
+        def sent_again() -> list[str]:
+            return [
+                t.text
+                for t in back.texts
+                if t.attributes.get("lk.segment_id") == reply["id"]
+                and t.attributes.get("lk.transcription_final") == "true"
+            ]
+
+        await wait_for(sent_again, 30, "the reply sent on return", back)
+        assert [text.split() for text in sent_again()] == [str(reply["text"]).split()]
+        greeting_id = greeting["transcript"][0]["id"]
+        assert not any(t.attributes.get("lk.segment_id") == greeting_id for t in back.texts)
+    finally:
+        await back.leave()
+
+
+async def test_typed_words_stay_out_of_the_logs(stack: Stack) -> None:
+    """What callers type is theirs: no service writes it, or its translation, to its log.
+    A dialog answers a typed line and an interpreted call translates one; then every log of
+    the stack is read."""
+    secret = "Please keep the word periwinkle between us."
+    asker = SyntheticCaller(stack.cfg.api_url, name="Nao", mode="dialog")
+    await asker.join()
+    history = History(stack, str(asker.room_name))
+    try:
+        await asker.wait_for_agent()
+        asked = await asker.deliver(secret)
+        await history.wait_until(
+            _answered(asked),
+            "the answer stored",
+            timeout_s=REPLY_TIMEOUT_S,
+        )
+    finally:
+        await asker.leave()
+    emma = SyntheticCaller(stack.cfg.api_url, name="Emma", mode="interpret", language="en")
+    await emma.join()
+    kenji = SyntheticCaller(
+        stack.cfg.api_url, name="Kenji", mode="interpret", language="ja", room_name=emma.room_name
+    )
+    await kenji.join()
+    try:
+        await emma.wait_for_agent()
+        said = await emma.deliver(TYPED_EN)
+
+        def translated() -> list[str]:
+            return [
+                t.text
+                for t in kenji.texts
+                if t.attributes.get("kaiwa.source_segment_id") == said and JAPANESE.search(t.text)
+            ]
+
+        await wait_for(translated, REPLY_TIMEOUT_S, "the line in Japanese", kenji)
+        translation = translated()[-1].strip()
+    finally:
+        await emma.leave()
+        await kenji.leave()
+    await asyncio.sleep(1)  # what the services were writing is written
+    for log in sorted(stack.cfg.logs_dir.glob("*.log")):
+        text = log.read_text(errors="replace")
+        for words in ("periwinkle", "Osaka", translation):
+            assert words not in text, f"{log.name} holds {words!r}"
+
+
 async def test_a_message_typed_offline_is_sent_once_when_the_connection_is_back(
     dialog: DialogPage,
 ) -> None:
@@ -412,56 +520,61 @@ TYPED_EN = "The train to Osaka leaves at nine tomorrow morning."
 TYPED_JA = "駅の前で待っています。"
 
 
-def _voiced_on(caller: SyntheticCaller, track_name: str, after: float) -> bool:
-    return any(h.track_name == track_name and h.at > after and voiced(h) for h in caller.heard)
-
-
 async def test_a_typed_sentence_is_read_and_heard_in_each_listeners_language(
     stack: Stack, tmp_path: Path, screenshots: Path
 ) -> None:
-    """Emma types in English on her page (her microphone is on, and silent); Kenji reads
-    and hears her in Japanese. Aoi, in Japanese with no microphone at all, types too: Emma
+    """Emma types in English on her page (her microphone is on, and silent); Kenji, on his
+    page in Japanese, reads and hears her in Japanese, and so does Aoi's app: what it hears,
+    transcribed, is the Japanese caption. Aoi, with no microphone at all, types too: Emma
     reads and hears her in English, on a voice of Aoi's own."""
     async with _emmas_page(stack, tmp_path) as (page, room):
-        kenji = SyntheticCaller(
-            stack.cfg.api_url, name="Kenji", mode="interpret", language="ja", room_name=room
-        )
+        browser = page.context.browser
+        assert browser is not None
+        kenji = await open_page(browser, stack.cfg.api_url)
+        await join_call(kenji, "Kenji", "interpret", "ja", room)
         aoi = SyntheticCaller(
             stack.cfg.api_url, name="Aoi", mode="interpret", language="ja", room_name=room
         )
-        await kenji.join()
         await aoi.join()
         history = History(stack, room)
         try:
             await expect(page.locator("#people li")).to_have_count(4, timeout=30_000)
-            emma_identity = await page.evaluate(
-                "JSON.parse(sessionStorage.getItem('kaiwa.call')).identity"
-            )
-            typed_at = asyncio.get_running_loop().time()
             row_id = await _type_and_send(page, TYPED_EN)
             await _taken(page, row_id)
 
-            # Kenji reads it in Japanese, as a translation of the typed line...
-            async def translated_for_kenji() -> bool:
-                return any(
-                    t.attributes.get("kaiwa.source_segment_id") == row_id
-                    and t.attributes.get("language") == "ja"
-                    and JAPANESE.search(t.text)
-                    for t in kenji.texts
-                )
-
-            await poll(translated_for_kenji, REPLY_TIMEOUT_S, "Emma's line in Japanese")
-            # ... and hears it on Emma's Japanese voice: her microphone track's.
-            emma = next(p for p in kenji.remote() if p.identity == emma_identity)
+            # Kenji reads it in Japanese, marked as typed, and hears it on Emma's Japanese
+            # voice: her microphone track's.
+            kenji_row = kenji.locator(f'#captions li[data-segment-id="{row_id}"]')
+            await expect(kenji_row.locator(".text")).to_contain_text(
+                JAPANESE, timeout=REPLY_TIMEOUT_S * 1000
+            )
+            await expect(kenji_row).to_have_class(re.compile(r"\btyped\b"))
+            caption_ja = await kenji_row.locator(".text").inner_text()
+            emma_identity = await page.evaluate(
+                "JSON.parse(sessionStorage.getItem('kaiwa.call')).identity"
+            )
+            emma = next(p for p in aoi.remote() if p.identity == emma_identity)
             (mic_sid,) = [pub.sid for pub in emma.track_publications.values()]
+            emma_ja = f"{mic_sid}-ja"
 
-            async def heard_by_kenji() -> bool:
-                return _voiced_on(kenji, f"{mic_sid}-ja", typed_at)
+            async def heard_on_kenjis_page() -> bool:
+                return (await loudest(kenji)).get(emma_ja, 0.0) > 0.02
 
-            await poll(heard_by_kenji, REPLY_TIMEOUT_S, "Emma's typed line in Kenji's ears")
+            await poll(heard_on_kenjis_page, REPLY_TIMEOUT_S, "Emma's line on Kenji's page")
+            # What is heard on that track is the caption spoken: most of its character pairs
+            # come back (Whisper mishears some Japanese words, as speech-eval.md records).
+            await wait_for(
+                lambda: any(h.track_name == emma_ja and voiced(h) for h in aoi.heard),
+                REPLY_TIMEOUT_S,
+                "Emma's line in Aoi's ears",
+                aoi,
+            )
+            await wait_quiet(aoi, emma_ja)
+            heard_ja = await transcribe(aoi, emma_ja, "ja")
+            assert bigram_share(heard_ja, caption_ja) >= 0.4, (heard_ja, caption_ja)
             stored = await _stored(history, row_id)
             assert stored["kind"] == "text" and stored["text"] == TYPED_EN
-            assert JAPANESE.search(str(stored["translations"]["ja"]))
+            assert str(stored["translations"]["ja"]).split() == caption_ja.split()
 
             # Aoi has no microphone: her line is spoken on a voice of her own.
             await aoi.set_typing(True)  # as her app does while she types
@@ -476,29 +589,27 @@ async def test_a_typed_sentence_is_read_and_heard_in_each_listeners_language(
             voice = f"chat-{aoi.identity}-en"
 
             async def heard_on_emmas_page() -> bool:
-                peaks = await loudest(page)
-                return peaks.get(voice, 0.0) > 0.02
+                return (await loudest(page)).get(voice, 0.0) > 0.02
 
             await poll(heard_on_emmas_page, REPLY_TIMEOUT_S, "Aoi's line on Emma's page")
             # Kenji shares Aoi's language: he reads her original, and no voice is made for him.
-            await poll(
-                lambda: _has(kenji, aoi_id, "ja"), REPLY_TIMEOUT_S, "Aoi's original for Kenji"
-            )
-            assert f"chat-{aoi.identity}-ja" not in _track_names(kenji)
+            kenji_reads = kenji.locator(f'#captions li[data-segment-id="{aoi_id}"] .text')
+            await expect(kenji_reads).to_have_text(TYPED_JA, timeout=REPLY_TIMEOUT_S * 1000)
+            assert f"chat-{aoi.identity}-ja" not in _track_names(aoi)
+            assert all(t["name"].endswith("-ja") for t in await audio_tracks(kenji))
             stored = await _stored(history, aoi_id)
             assert (stored["kind"], stored["language"]) == ("text", "ja")
             assert ENGLISH.search(str(stored["translations"]["en"]))
             await shot(page, screenshots, "04-interpreted-typed")
+            await shot(kenji, screenshots, "05-interpreted-typed-ja")
+
+            # Kenji's page types: Emma's page says so, until he has been idle for 5 s.
+            await kenji.get_by_label("Message").fill("ありがとう")
+            await expect(page.locator("#typing")).to_have_text("Kenji is typing…", timeout=10_000)
+            await expect(page.locator("#typing")).to_have_text("", timeout=15_000)
         finally:
-            await kenji.leave()
             await aoi.leave()
-
-
-async def _has(caller: SyntheticCaller, segment_id: str, language: str) -> bool:
-    return any(
-        t.attributes.get("lk.segment_id") == segment_id and t.attributes.get("language") == language
-        for t in caller.texts
-    )
+            await kenji.context.close()
 
 
 def _track_names(caller: SyntheticCaller) -> set[str]:
