@@ -174,6 +174,37 @@ async def test_a_typed_question_is_answered_in_voice_and_stored_as_typed(
     await shot(page, screenshots, "01-dialog-typed-question")
 
 
+async def test_a_message_typed_while_the_agent_speaks_interrupts_it(
+    dialog: DialogPage,
+) -> None:
+    """As talking over the agent does: its reply stops, is stored as interrupted with what
+    was said of it, and the typed message is answered next."""
+    page = dialog.page
+    await _reset_agent_peak(page)
+    story_id = await _type_and_send(page, "Please tell me a long story about a brave little cat.")
+    await _taken(page, story_id)
+
+    told: list[str] = []
+
+    async def telling() -> bool:
+        rows = await caption_rows(page)
+        ids = [r["id"] for r in rows]
+        told[:] = [
+            r["id"] for r in rows[ids.index(story_id) + 1 :] if r["speaker"].startswith("agent-")
+        ]
+        return bool(told) and await _agent_peak(page) > 0.02
+
+    await poll(telling, REPLY_TIMEOUT_S, "the story being told")
+    story_reply = told[0]
+    interrupting = await _type_and_send(page, "Sorry, stop. What time is it in Tokyo?")
+    await _taken(page, interrupting)
+    await _reply_after(page, interrupting)
+    stored = await _stored(dialog.history, story_reply)
+    assert stored["interrupted"], stored
+    turns = [t["id"] for t in (await dialog.history.conversation())["transcript"]]
+    assert turns.index(story_id) < turns.index(story_reply) < turns.index(interrupting), turns
+
+
 STREAM_PROBE = """
 window.replyTexts = [];
 new MutationObserver(() => {
