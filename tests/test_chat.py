@@ -491,6 +491,9 @@ async def test_bad_messages_get_a_clear_answer_and_the_call_goes_on(
     await expect(row.locator(".text")).to_have_text(html)
     assert await row.locator("img, b").count() == 0
     assert await page.evaluate("window.pwned") is None
+    # The page saves its outbox when the agent takes a message; wait for that save, or it
+    # would overwrite the outbox written below.
+    await _taken(page, row_id)
 
     # Past the agent's own checks (an app that does not check): refused, with the reason.
     identity = await page.evaluate("JSON.parse(sessionStorage.getItem('kaiwa.call')).identity")
