@@ -21,6 +21,7 @@ import httpx
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
+from agents.dialog.turn_captions import LEAVE_NOTICE_S
 from core.protocol import MAX_MESSAGE_CHARS, MESSAGE_WINDOW_S, MESSAGES_PER_WINDOW
 from kaiwa.bench.common import metric_values
 from kaiwa.caller import SyntheticCaller
@@ -360,8 +361,9 @@ async def test_a_reply_that_ends_while_the_caller_is_away_is_sent_them_on_return
 ) -> None:
     """With voice replies off, a reply goes on while the caller's connection is gone (a
     reload). One that ends before they are back is sent them whole on return: a page that
-    read the history before the reply was stored would miss it otherwise. What ended before
-    they left (the greeting) is not sent again."""
+    read the history before the reply was stored would miss it otherwise. So is one that
+    ended as they left, before the agent heard they had gone. What ended well before they
+    left (the greeting) is not sent again."""
     caller = SyntheticCaller(stack.cfg.api_url, name="Mio", mode="dialog")
     await caller.join()
     history = History(stack, str(caller.room_name))
@@ -369,7 +371,8 @@ async def test_a_reply_that_ends_while_the_caller_is_away_is_sent_them_on_return
         await caller.wait_for_agent()
         greeting = await history.wait_until(lambda d: d["transcript"], "the greeting stored")
         await caller.set_voice_replies(False)
-        await asyncio.sleep(1.5)  # the agent sees the attribute change
+        # The agent sees the attribute change, and the greeting ends well before the leave.
+        await asyncio.sleep(LEAVE_NOTICE_S + 0.5)
         asked = await caller.deliver("Name three warm things to pack for Kyoto in winter.")
     finally:
         await caller.leave(ended=False)  # as a reload does

@@ -38,6 +38,10 @@ from .log import logger
 
 # Replies kept for a caller who rejoins: more than end in a reload's few seconds.
 ENDED_KEPT = 4
+# The agent hears that a caller left a moment after their page stopped reading (an unload,
+# a clean disconnect, the SFU's notice): a reply that ended in that moment went to a page
+# that was going. Such replies are sent again too; pages merge captions by segment id.
+LEAVE_NOTICE_S = 2.0
 
 
 def _new_id(role: str) -> str:
@@ -234,16 +238,12 @@ class ReplyCaptions(io.TextOutput):
         self._captions.send_in_order(write)
 
     def rejoined(self, identity: str, away_since: float) -> None:
-        """`identity` is back in the room, away since `away_since` (monotonic): the replies
-        that ended meanwhile, and the one under way so far (the rest follows)."""
+        """`identity` is back in the room, away since `away_since` (monotonic, when the
+        agent heard it): the replies that ended meanwhile or just before, and the one under
+        way so far (the rest follows)."""
         for caption, text, ended in self._ended:
-            if ended >= away_since:
-                writer = self._open(to=[identity], text=text, caption=caption)
-
-                async def close(opened: asyncio.Future[rtc.TextStreamWriter] = writer) -> None:
-                    await (await opened).aclose(attributes={FINAL: "true"})
-
-                self._captions.send_in_order(close)
+            if ended >= away_since - LEAVE_NOTICE_S:
+                self._close([self._open(to=[identity], text=text, caption=caption)])
         if self._caption is not None:
             self._writers.append(self._open(to=[identity], text=self._text))
 
@@ -254,6 +254,10 @@ class ReplyCaptions(io.TextOutput):
         writers, self._writers, self._caption = self._writers, [], None
         if not self._claimed:
             self._unclaimed.append(self._segment_id)
+        self._close(writers)
+
+    def _close(self, writers: list[asyncio.Future[rtc.TextStreamWriter]]) -> None:
+        """Close the streams, in order after what was written to them, marked final."""
 
         async def close() -> None:
             for writer in writers:
