@@ -120,10 +120,10 @@ def bigram_share(heard: str, said: str) -> float:
     return len(wanted & pairs(heard)) / max(1, len(wanted))
 
 
-# A question whose answer survives a misheard word: asked "What is the capital city of
-# France?", a machine that heard "friends" was told "New York". Here every word is common, and
-# the answer holds even for "What color is this guy on a clear sunny day?" (tried on the
-# default model). The reply is asserted on the one word the question asks for.
+# A question of common words, which small models hear well: asked "What is the capital city
+# of France?", a machine that heard "friends" was told "New York". The reply is asserted on
+# the one word the question asks for. That word needs "sky" heard: the hand-over test once
+# heard "this guy" and was told "white", so a test that may mishear it asserts no colour.
 SKY_QUESTION = "What color is the sky on a clear sunny day?"
 SKY_WORDS = {"color", "sky", "clear", "sunny", "day"}
 SKY_ANSWER = "blue"
