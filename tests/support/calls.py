@@ -121,16 +121,18 @@ def bigram_share(heard: str, said: str) -> float:
 
 
 # A question of common words, which small models hear well: asked "What is the capital city
-# of France?", a machine that heard "friends" was told "New York". The reply is asserted on
-# the one word the question asks for. That word needs "sky" heard: the hand-over test once
-# heard "this guy" and was told "white", so a test that may mishear it asserts no colour.
+# of France?", a machine that heard "friends" was told "New York". Still, "sky" is sometimes
+# heard as "this guy", and then answered so: "The guy on the clear sunny day is likely
+# wearing a white shirt." (a CI run). So a reply answers it when it names the colour asked
+# for, or takes up at least two of the question's words, as an answer to the words heard
+# does. A greeting or an apology does neither.
 SKY_QUESTION = "What color is the sky on a clear sunny day?"
 SKY_WORDS = {"color", "sky", "clear", "sunny", "day"}
 SKY_ANSWER = "blue"
 
 
 def answers_sky(reply: str) -> bool:
-    return SKY_ANSWER in reply.lower()
+    return SKY_ANSWER in reply.lower() or keyword_share(reply, SKY_WORDS) >= 0.4
 
 
 def keyword_share(text: str, keywords: set[str]) -> float:
