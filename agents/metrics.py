@@ -63,13 +63,43 @@ CHAT_MESSAGES = Counter(
 )
 LLM_ERRORS = Counter(
     "kaiwa_llm_errors",
-    "Language model requests that failed (a dialog reply, a translation), by mode",
-    ["mode"],
+    "Language model requests that failed (a dialog reply, a translation), by mode and reason: "
+    "timeout (no answer in time: the server is behind), refused (it answered with an error "
+    "status), unreachable (no connection), other",
+    ["mode", "reason"],
 )
 GEMINI_FALLBACKS = Counter(
     "kaiwa_gemini_fallbacks",
     "Dialog calls whose Gemini Live session failed and went on with the local pipeline",
 )
+
+
+LlmErrorReason = Literal["timeout", "refused", "unreachable", "other"]
+
+
+def llm_error_reason(error: object) -> LlmErrorReason:
+    """Why a language model request failed, from the error of either client in use (the
+    dialog's livekit-agents plugin, the translator's openai client). A server that is
+    behind times out; one that refuses a request (a prompt too long for its context)
+    answers with a status: the two call for different mends, so they are counted apart."""
+    cause: object = error
+    for _ in range(8):  # a chain of causes, bounded against a cycle
+        if cause is None:
+            break
+        # Both libraries name their errors alike; a timeout is also a connection error in
+        # both, so it is checked first.
+        names = {kind.__name__ for kind in type(cause).__mro__}
+        if "APITimeoutError" in names or isinstance(cause, TimeoutError):
+            return "timeout"
+        if "APIStatusError" in names:
+            return "refused"
+        if "APIConnectionError" in names:
+            return "unreachable"
+        # livekit-agents wraps the plugin's error in an event (LLMError.error); openai
+        # chains the transport's.
+        inner = getattr(cause, "error", None)
+        cause = inner if inner is not None else getattr(cause, "__cause__", None)
+    return "other"
 
 
 def observe_stage(mode: Mode, stage: Stage, language: str, seconds: float) -> float:

@@ -291,7 +291,7 @@ class DialogCall:
             llm=isinstance(error, llm.LLMError),
         )
         if isinstance(error, llm.LLMError):
-            metrics.LLM_ERRORS.labels("dialog").inc()
+            metrics.LLM_ERRORS.labels("dialog", metrics.llm_error_reason(error)).inc()
         if step == "retried":
             logger.warning("dialog engine error, retried", extra={"error": str(error)})
         # Marked recoverable here (the session reads it after this handler) so the session

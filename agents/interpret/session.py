@@ -369,9 +369,9 @@ class Interpreter:
             final = await queue.get()
             try:
                 await self._translate(final)
-            except Exception:
+            except Exception as error:
                 logger.exception("translation failed", extra={"segment_id": final.segment_id})
-                metrics.LLM_ERRORS.labels("interpret").inc()
+                metrics.LLM_ERRORS.labels("interpret", metrics.llm_error_reason(error)).inc()
                 self.store.add(final.segment({}))
             finally:
                 queue.task_done()
