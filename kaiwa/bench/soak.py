@@ -3,7 +3,11 @@
 Two calls run side by side for the whole soak, as in a small office: a dialog (a synthetic
 caller in the `assistant` scenario) and an interpreted call (an English and a Japanese
 caller). Each caller goes round a cycle of speech, silence and noise, so the pipelines see
-every kind of input many times over. Every `SAMPLE_EVERY_S` the harness samples:
+every kind of input many times over. The three callers take turns: one cycle at a time is
+a line every 20 s or so on the node, which 2 cores carry (`kaiwa bench load`: one room of
+either kind, a line every 15 s). All talking at once, they overloaded it: its LLM requests
+queued and timed out, and a leak test must judge leaks, not overload. Every
+`SAMPLE_EVERY_S` the harness samples:
 
 - each process (agent worker, API, recorder, LLM server, livekit-server), with everything
   in its process group: resident memory, open file descriptors, threads;
@@ -192,15 +196,22 @@ def _cycle(language: str, line: str) -> list[np.ndarray[Any, Any]]:
     return [voice.synthesize(line), pause, noise.astype(np.int16), pause]
 
 
-async def _talk(caller: SyntheticCaller, language: str, offset: int, until: float) -> int:
-    """Go round the cycle until `until` (monotonic); returns the lines said. What the caller
-    hears is let go as it goes: a soak must not measure its own harness."""
+async def _talk(
+    caller: SyntheticCaller, language: str, offset: int, until: float, turn: asyncio.Lock
+) -> int:
+    """Go round the cycle until `until` (monotonic), one cycle per `turn`; returns the lines
+    said. What the caller hears is let go as it goes: a soak must not measure its own
+    harness."""
     rate = engines.voice(language).sample_rate
     cycles = [await asyncio.to_thread(_cycle, language, line) for line in LINES[language]]
     said = 0
     while time.monotonic() < until:
-        for part in cycles[(said + offset) % len(cycles)]:
-            await caller.speak(part, rate)
+        # The lock hands turns out in the order they were asked for: the callers alternate.
+        async with turn:
+            if time.monotonic() >= until:
+                break
+            for part in cycles[(said + offset) % len(cycles)]:
+                await caller.speak(part, rate)
         said += 1
         caller.heard.clear()
         caller.texts.clear()
@@ -235,8 +246,9 @@ async def soak(
         await alice.wait_for_agent()
         sampler.started = time.monotonic()
         until = sampler.started + (warmup_minutes + minutes) * 60
+        turn = asyncio.Lock()
         talking = [
-            asyncio.create_task(_talk(caller, language, offset, until))
+            asyncio.create_task(_talk(caller, language, offset, until, turn))
             for caller, language, offset in callers
         ]
         async with httpx.AsyncClient(timeout=10) as client:
@@ -257,6 +269,9 @@ async def soak(
     report["baseline_s"] = baseline_minutes * 60
     report["sample_every_s"] = SAMPLE_EVERY_S
     report["lines_said"] = sum(lines)
+    report["lines_by_caller"] = {
+        caller.name: said for (caller, _, _), said in zip(callers, lines, strict=True)
+    }
     return report
 
 
