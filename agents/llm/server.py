@@ -25,6 +25,8 @@ def serve(
     parallel: int,
     threads: int,
     cache_ram_mib: int,
+    cache_reuse: int,
+    slot_similarity: float,
 ) -> None:
     import xllamacpp
 
@@ -45,6 +47,17 @@ def serve(
     # translated sentence is a new prompt, and in a 30-minute soak the server grew by
     # 0.7 GB with nothing bounding it short of that (docs/operations.md).
     params.cache_ram_mib = cache_ram_mib
+    # A long dialog drops its oldest turns to stay within its context (agents/dialog/
+    # context.py): what follows them is the same, one place earlier. Shifting it in the
+    # slot's cache, rather than reading it again, took one such prompt (735 tokens) from
+    # 9.5 s to 0.5 s here; on a busy node the reading took 22-30 s, past the reply's timeout.
+    params.n_cache_reuse = cache_reuse
+    # A request goes to the slot whose cached prompt shares the most of its start, if that
+    # is at least this share of it; else to the least recently used slot. After a drop, a
+    # dialog shares only its instructions with its own slot (about 5% of the prompt), under
+    # llama.cpp's default of 10%: it was sent to another slot and read whole, and the
+    # translations, which share less still with anything, took the dialog's slot by age.
+    params.slot_prompt_similarity = slot_similarity
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     server = xllamacpp.Server(params)  # blocks until the model is loaded
@@ -74,6 +87,20 @@ def main(argv: list[str] | None = None) -> int:
         default=256,
         help="host memory for cached prompt states (about 28 KiB a token for the 1.5B model)",
     )
+    parser.add_argument(
+        "--cache-reuse",
+        type=int,
+        default=256,
+        help="reuse runs of at least this many tokens of a slot's cached prompt found further "
+        "on in the new one, shifting them instead of reading them again (0: off)",
+    )
+    parser.add_argument(
+        "--slot-similarity",
+        type=float,
+        default=0.02,
+        help="the least share of a prompt's start a slot's cached prompt must share for the "
+        "request to go to it rather than to the least recently used slot",
+    )
     args = parser.parse_args(argv)
     try:
         serve(
@@ -84,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             parallel=args.parallel,
             threads=args.threads,
             cache_ram_mib=args.cache_ram_mib,
+            cache_reuse=args.cache_reuse,
+            slot_similarity=args.slot_similarity,
         )
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
