@@ -68,6 +68,19 @@ LLM_ERRORS = Counter(
     "status), unreachable (no connection), other",
     ["mode", "reason"],
 )
+TRANSLATIONS = Counter(
+    "kaiwa_translations",
+    "Translations by the language model, by result: passed (its checks, agents/"
+    "translation_check.py), retried (failed them, passed on the stricter retry), unavailable "
+    "(failed both: the caption says so and nothing is spoken)",
+    ["result"],
+)
+TRANSLATION_PROBLEMS = Counter(
+    "kaiwa_translation_problems",
+    "Model outputs that failed a translation check, by problem: empty, unchanged, "
+    "wrong_script, refusal, length",
+    ["problem"],
+)
 GEMINI_FALLBACKS = Counter(
     "kaiwa_gemini_fallbacks",
     "Dialog calls whose Gemini Live session failed and went on with the local pipeline",
@@ -82,23 +95,27 @@ def llm_error_reason(error: object) -> LlmErrorReason:
     dialog's livekit-agents plugin, the translator's openai client). A server that is
     behind times out; one that refuses a request (a prompt too long for its context)
     answers with a status: the two call for different mends, so they are counted apart."""
+    # The error and what it wraps: livekit-agents puts the plugin's error in an event
+    # (LLMError.error), and both libraries chain causes ("failed after 4 attempts", caused
+    # by a timeout). Bounded against a cycle.
+    chain: list[set[str]] = []
     cause: object = error
-    for _ in range(8):  # a chain of causes, bounded against a cycle
-        if cause is None:
-            break
-        # Both libraries name their errors alike; a timeout is also a connection error in
-        # both, so it is checked first.
+    while cause is not None and len(chain) < 8:
         names = {kind.__name__ for kind in type(cause).__mro__}
-        if "APITimeoutError" in names or isinstance(cause, TimeoutError):
-            return "timeout"
-        if "APIStatusError" in names:
-            return "refused"
-        if "APIConnectionError" in names:
-            return "unreachable"
-        # livekit-agents wraps the plugin's error in an event (LLMError.error); openai
-        # chains the transport's.
+        if isinstance(cause, TimeoutError):
+            names.add("APITimeoutError")
+        chain.append(names)
         inner = getattr(cause, "error", None)
         cause = inner if inner is not None else getattr(cause, "__cause__", None)
+    # A timeout is also a connection error in both libraries: the most telling name wins.
+    telling: tuple[tuple[str, LlmErrorReason], ...] = (
+        ("APITimeoutError", "timeout"),
+        ("APIStatusError", "refused"),
+        ("APIConnectionError", "unreachable"),
+    )
+    for name, reason in telling:
+        if any(name in names for names in chain):
+            return reason
     return "other"
 
 

@@ -77,6 +77,16 @@ async def test_a_translation_is_counted_as_timed_out_refused_or_unreachable(
     assert llm_error_reason(await _translation_error(unreachable)) == "unreachable"
 
 
+def _retried(error: Exception) -> Exception:
+    try:
+        try:
+            raise error
+        except Exception as last:
+            raise APIConnectionError("failed after 4 attempts") from last
+    except APIConnectionError as raised:
+        return raised
+
+
 @pytest.mark.parametrize(
     ("error", "reason"),
     [
@@ -84,6 +94,8 @@ async def test_a_translation_is_counted_as_timed_out_refused_or_unreachable(
         (APIStatusError("exceeds the context size", status_code=400), "refused"),
         (APIConnectionError("connection refused"), "unreachable"),
         (RuntimeError("something else"), "other"),
+        # livekit-agents' last retry: a connection error raised from the timeout it saw.
+        (_retried(APITimeoutError("no answer in time")), "timeout"),
     ],
 )
 def test_a_dialog_reply_is_counted_by_the_error_inside_the_event(

@@ -52,6 +52,16 @@ def test_metric_values_by_label() -> None:
     )
     assert metric_values(page, "kaiwa_queue_depth", "queue") == {"a": 2.0, "b": 0.0}
     assert metric_values(page, "kaiwa_asyncio_tasks") == {"": 17.0}
+    errors = (
+        "# TYPE kaiwa_llm_errors counter\n"
+        'kaiwa_llm_errors_total{mode="dialog",reason="timeout"} 3.0\n'
+        'kaiwa_llm_errors_total{mode="dialog",reason="refused"} 1.0\n'
+    )
+    assert metric_values(errors, "kaiwa_llm_errors_total", "mode") == {"dialog": 4.0}
+    assert metric_values(errors, "kaiwa_llm_errors_total", "reason") == {
+        "timeout": 3.0,
+        "refused": 1.0,
+    }
 
 
 def test_a_leak_already_climbing_in_the_baseline_is_still_caught() -> None:

@@ -196,10 +196,12 @@ def group_stats(pgid: int) -> dict[str, float]:
 
 
 def metric_values(text: str, name: str, label: str | None = None) -> dict[str, float]:
-    """Values of one metric in a Prometheus page, by `label` (or under "")."""
+    """Values of one metric in a Prometheus page, by `label` (or under ""), summed over the
+    samples that share it (a counter by mode, whatever its other labels)."""
     found: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name:
-                found[sample.labels.get(label, "") if label else ""] = sample.value
+                key = sample.labels.get(label, "") if label else ""
+                found[key] = found.get(key, 0.0) + sample.value
     return found

@@ -123,6 +123,7 @@ class Sampler:
         self.started = time.monotonic()
         # A soak whose calls failed is not a soak: the worker's LLM errors, by mode.
         self.llm_errors: dict[str, float] = {}
+        self.llm_error_reasons: dict[str, float] = {}
 
     def add(self, group: str, name: str, value: float) -> None:
         series = self.series.setdefault(group, {}).setdefault(name, Series())
@@ -153,6 +154,7 @@ class Sampler:
                 self.add("queues", queue, depth)
             if name == "agent":
                 self.llm_errors = metric_values(text, "kaiwa_llm_errors_total", "mode")
+                self.llm_error_reasons = metric_values(text, "kaiwa_llm_errors_total", "reason")
         info = await redis.info("memory")
         self.add("redis", "keys", float(await redis.dbsize()))
         self.add("redis", "used_memory_bytes", float(info["used_memory"]))
@@ -181,6 +183,7 @@ class Sampler:
             s["passed"] for group in report.values() for s in group.values() if "passed" in s
         ]
         report["llm_errors"] = self.llm_errors
+        report["llm_error_reasons"] = self.llm_error_reasons
         no_errors = not any(self.llm_errors.values())
         report["passed"] = bool(checked) and all(p is not False for p in checked) and no_errors
         return report
