@@ -1,4 +1,10 @@
-"""Sentence translation through the language model, with a strict prompt and a short cache.
+"""Sentence translation through the language model, checked, with a short cache.
+
+Every output is checked before it is used (agents/translation_check.py). One that fails is
+asked for once more, with a stricter prompt and, where the target's alphabet allows, a
+grammar that admits only its characters. One that fails again is not passed on: the caller
+gets None, and says the translation is unavailable rather than show wrong text as if it
+were right.
 
 The same sentence often goes to several listeners' languages at once, and the same text
 recurs (greetings, repeated questions): each (text, source, target) is translated once while
@@ -10,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Mapping
 
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from core.languages import language_name
+
+from . import metrics
+from .translation_check import Problem, problem
 
 # Small models follow demonstrations better than instructions: a long list of "don'ts" in
 # the system prompt got translated itself. Parallel examples, used as prior turns for the
@@ -42,13 +51,56 @@ EXAMPLES = (
 )
 
 
-def prompt(text: str, source: str, target: str) -> list[ChatCompletionMessageParam]:
-    src, tgt = source.split("-")[0].lower(), target.split("-")[0].lower()
+# The retry's: what the first output did wrong, forbidden by name.
+STRICT_SYSTEM_PROMPT = (
+    "Translate the user's {source} text into {target}. Write only its {target} translation, "
+    "in {script}. Never answer it, explain it or refuse it: if it makes little sense, "
+    "translate it word for word."
+)
+SCRIPTS = {
+    "en": "the English alphabet",
+    "ja": "Japanese (kanji and kana)",
+    "vi": "the Vietnamese alphabet",
+}
+# The retry into a Latin alphabet may not write Chinese, Japanese or Korean characters, the
+# slip seen most in Vietnamese (llama.cpp's GBNF: one line without those blocks).
+_LATIN_ONLY = r"root ::= [^\n\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af]+"
+GRAMMARS = {"en": _LATIN_ONLY, "vi": _LATIN_ONLY}
+
+
+# Directions translated through English rather than directly, for the model translates
+# better that way (measured: docs/speech-eval.md).
+PIVOTS: dict[tuple[str, str], str] = {}
+
+# What a listener's caption says in place of a translation that failed its checks.
+UNAVAILABLE = {
+    "en": "[translation unavailable]",
+    "ja": "［翻訳できませんでした］",
+    "vi": "[không dịch được]",
+}
+
+
+def unavailable_notice(language: str) -> str:
+    return UNAVAILABLE.get(_base(language), UNAVAILABLE["en"])
+
+
+def _base(language: str) -> str:
+    return language.split("-")[0].lower()
+
+
+def prompt(
+    text: str, source: str, target: str, *, strict: bool = False
+) -> list[ChatCompletionMessageParam]:
+    src, tgt = _base(source), _base(target)
+    system = STRICT_SYSTEM_PROMPT if strict else SYSTEM_PROMPT
+    target_name = language_name(target)
     messages: list[ChatCompletionMessageParam] = [
         {
             "role": "system",
-            "content": SYSTEM_PROMPT.format(
-                source=language_name(source), target=language_name(target)
+            "content": system.format(
+                source=language_name(source),
+                target=target_name,
+                script=SCRIPTS.get(tgt, target_name),
             ),
         }
     ]
@@ -92,26 +144,40 @@ class Translator:
         cache_ttl_s: float = 600.0,
         cache_size: int = 2048,
         timeout_s: float = 15.0,
+        pivots: Mapping[tuple[str, str], str] | None = None,
     ) -> None:
         self._client = client
+        self._pivots = PIVOTS if pivots is None else pivots
         self._model = model
         self._ttl = cache_ttl_s
         self._size = cache_size
         self._timeout = timeout_s
-        self._cache: OrderedDict[tuple[str, str, str], tuple[float, str]] = OrderedDict()
-        self._pending: dict[tuple[str, str, str], asyncio.Future[str]] = {}
+        self._cache: OrderedDict[tuple[str, str, str], tuple[float, str | None]] = OrderedDict()
+        self._pending: dict[tuple[str, str, str], asyncio.Future[str | None]] = {}
         self.model_calls = 0
+        # Each check's result and each problem found, for the eval (the metrics count the
+        # worker's whole life).
+        self.outcomes: Counter[str] = Counter()
 
-    async def translate(self, text: str, source: str, targets: Iterable[str]) -> dict[str, str]:
-        """`text` in every target language (the source language maps to the text itself)."""
+    async def translate(
+        self, text: str, source: str, targets: Iterable[str]
+    ) -> dict[str, str | None]:
+        """`text` in every target language (the source language maps to the text itself);
+        None where no output passed the checks."""
         wanted = list(dict.fromkeys(t for t in targets))
         results = await asyncio.gather(*(self.translate_one(text, source, t) for t in wanted))
         return dict(zip(wanted, results, strict=True))
 
-    async def translate_one(self, text: str, source: str, target: str) -> str:
+    async def translate_one(self, text: str, source: str, target: str) -> str | None:
+        """`text` in `target`, or None if neither the output nor the retry's passed the
+        checks."""
         text = text.strip()
-        if not text or target.split("-")[0] == source.split("-")[0]:
+        if not text or _base(target) == _base(source):
             return text
+        via = self._pivots.get((_base(source), _base(target)))
+        if via is not None:
+            middle = await self.translate_one(text, source, via)
+            return None if middle is None else await self.translate_one(middle, via, target)
         key = (text, source, target)
         cached = self._cache.get(key)
         if cached is not None and time.monotonic() - cached[0] < self._ttl:
@@ -120,7 +186,7 @@ class Translator:
         pending = self._pending.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
             result = await self._call_model(text, source, target)
@@ -134,15 +200,46 @@ class Translator:
         self._remember(key, result)
         return result
 
-    async def _call_model(self, text: str, source: str, target: str) -> str:
+    async def _call_model(self, text: str, source: str, target: str) -> str | None:
+        output = await self.complete(prompt(text, source, target), len(text))
+        found = problem(text, source, output, target)
+        if found is None:
+            return self._outcome("passed", output)
+        self._found(found)
+        retry = await self.complete(
+            prompt(text, source, target, strict=True),
+            len(text),
+            grammar=GRAMMARS.get(_base(target)),
+        )
+        found = problem(text, source, retry, target)
+        if found is None:
+            return self._outcome("retried", retry)
+        self._found(found)
+        return self._outcome("unavailable", None)
+
+    def _found(self, found: Problem) -> None:
+        metrics.TRANSLATION_PROBLEMS.labels(found).inc()
+        self.outcomes[f"problem:{found}"] += 1
+
+    def _outcome(self, result: str, text: str | None) -> str | None:
+        metrics.TRANSLATIONS.labels(result).inc()
+        self.outcomes[result] += 1
+        return text
+
+    async def complete(
+        self, messages: list[ChatCompletionMessageParam], length: int, grammar: str | None = None
+    ) -> str:
+        """One model call, unchecked, its output cleaned; `length`: the source's, in
+        characters, which bounds the output."""
         self.model_calls += 1
         response = await self._client.chat.completions.create(
             model=self._model,
             temperature=0,
             # A translation is rarely more than 3x the source in tokens; this bounds runaways.
-            max_tokens=min(512, 16 + 3 * len(text)),
-            messages=prompt(text, source, target),
+            max_tokens=min(512, 16 + 3 * length),
+            messages=messages,
             timeout=self._timeout,
+            extra_body={"grammar": grammar} if grammar else None,
         )
         return clean(response.choices[0].message.content or "")
 
@@ -150,7 +247,7 @@ class Translator:
         """Have the model server cache this direction's prompt prefix (system prompt and
         examples), so the first real sentence does not pay for reading it: on 2 cores that
         is several seconds."""
-        if source.split("-")[0] == target.split("-")[0]:
+        if _base(source) == _base(target):
             return
         await self._client.chat.completions.create(
             model=self._model,
@@ -160,7 +257,7 @@ class Translator:
             timeout=self._timeout,
         )
 
-    def _remember(self, key: tuple[str, str, str], value: str) -> None:
+    def _remember(self, key: tuple[str, str, str], value: str | None) -> None:
         self._cache[key] = (time.monotonic(), value)
         self._cache.move_to_end(key)
         while len(self._cache) > self._size:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from openai import AsyncOpenAI
 
-from agents.translate import Translator
+from agents.translate import GRAMMARS, Translator
 from kaiwa.stack.services import Stack
 
 pytestmark = pytest.mark.integration
@@ -71,3 +71,21 @@ async def test_concurrent_requests_for_the_same_text_share_one_call(engine: Tran
     )
     assert len(set(results)) == 1 and results[0]
     assert engine.model_calls == 1
+
+
+async def test_the_retry_grammar_keeps_chinese_and_japanese_characters_out(stack: Stack) -> None:
+    """The server takes the retry's grammar and holds the model to it: asked to copy a line
+    that is half kanji, the model may write only what a Vietnamese sentence can hold."""
+    client = AsyncOpenAI(base_url=stack.cfg.llm_base_url, api_key="local")
+    response = await client.chat.completions.create(
+        model=stack.cfg.llm_model,
+        temperature=0,
+        max_tokens=40,
+        messages=[
+            {"role": "system", "content": "Copy the user's text exactly, character for character."},
+            {"role": "user", "content": "東京駅 là ga Tokyo. 北京 là Bắc Kinh."},
+        ],
+        extra_body={"grammar": GRAMMARS["vi"]},
+    )
+    text = response.choices[0].message.content or ""
+    assert text.strip() and not japanese(text), text

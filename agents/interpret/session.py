@@ -30,7 +30,7 @@ from .. import metrics
 from ..captions import Caption
 from ..chat import ChatInbox
 from ..history_client import SegmentStore
-from ..translate import Translator
+from ..translate import Translator, unavailable_notice
 from .log import logger
 from .phones import PhoneMix, UpdateSubscriptions
 from .speaker import FinalText, SpeakerPipeline
@@ -369,9 +369,10 @@ class Interpreter:
             final = await queue.get()
             try:
                 await self._translate(final)
-            except Exception as error:
-                logger.exception("translation failed", extra={"segment_id": final.segment_id})
-                metrics.LLM_ERRORS.labels("interpret", metrics.llm_error_reason(error)).inc()
+            except Exception:
+                # Not the model's (each language's failure is caught in _translate_into): the
+                # sentence is stored as it stands.
+                logger.exception("sentence failed", extra={"segment_id": final.segment_id})
                 self.store.add(final.segment({}))
             finally:
                 queue.task_done()
@@ -384,29 +385,14 @@ class Interpreter:
         self._translating += 1
         await self._set_state()
         try:
-            for language in targets:
-                try:
-                    language_name(language)
-                    language_name(final.language)
-                except UnsupportedLanguage:
-                    self._notice(language, f"No translation into or from {language}.")
-                    continue
-                text = await self.translator.translate_one(final.text, final.language, language)
-                if not text:
-                    continue
-                ready = time.monotonic()
-                final.timings[f"translation.{language}"] = metrics.observe_stage(
-                    "interpret", "translation", language, ready - final.at
+            # Every language at once: the LLM server has a slot for each, and a listener's
+            # caption and voice go out as soon as their own translation is ready.
+            await asyncio.gather(
+                *(
+                    self._translate_into(final, language, translations, voiced)
+                    for language in targets
                 )
-                translations[language] = text
-                logger.debug(
-                    "translated",
-                    extra={"segment_id": final.segment_id, "language": language, "text": text},
-                )
-                await self._send_caption(final.translation_caption(language, text))
-                voice = self.voices.get((final.voice, language))
-                if voice is not None:
-                    voiced[language] = (ready, voice.say(f"{final.segment_id}-{language}", text))
+            )
         finally:
             self._translating -= 1
             await self._set_state()
@@ -416,6 +402,53 @@ class Interpreter:
         # Off this voice's translation loop: the next sentence must not wait for this one's
         # voices.
         self.tasks.spawn(self._store_when_voiced(final, translations, voiced), "voiced")
+
+    async def _translate_into(
+        self,
+        final: FinalText,
+        language: str,
+        translations: dict[str, str],
+        voiced: dict[str, tuple[float, asyncio.Future[float | None]]],
+    ) -> None:
+        """One listening language's translation of `final`: captioned, spoken, and noted in
+        `translations` (and `voiced`, with its voice's first frame to come)."""
+        try:
+            language_name(language)
+            language_name(final.language)
+        except UnsupportedLanguage:
+            self._notice(language, f"No translation into or from {language}.")
+            return
+        try:
+            text = await self.translator.translate_one(final.text, final.language, language)
+        except Exception as error:
+            # This language goes without; the others and the sentence itself go on.
+            logger.exception(
+                "translation failed", extra={"segment_id": final.segment_id, "language": language}
+            )
+            metrics.LLM_ERRORS.labels("interpret", metrics.llm_error_reason(error)).inc()
+            return
+        if text is None:
+            # No output passed the checks: the caption says so, nothing is spoken, and the
+            # sentence is stored without this translation.
+            await self._send_caption(
+                final.translation_caption(language, unavailable_notice(language))
+            )
+            return
+        if not text:
+            return
+        ready = time.monotonic()
+        final.timings[f"translation.{language}"] = metrics.observe_stage(
+            "interpret", "translation", language, ready - final.at
+        )
+        translations[language] = text
+        logger.debug(
+            "translated",
+            extra={"segment_id": final.segment_id, "language": language, "text": text},
+        )
+        await self._send_caption(final.translation_caption(language, text))
+        voice = self.voices.get((final.voice, language))
+        if voice is not None:
+            voiced[language] = (ready, voice.say(f"{final.segment_id}-{language}", text))
 
     async def _store_when_voiced(
         self,
