@@ -23,7 +23,7 @@ from openai import AsyncOpenAI
 from agents import engines
 from agents.stt.whisper import WhisperSTT
 from agents.stt.whisper_model import SAMPLE_RATE, WhisperOptions
-from agents.translate import Translator
+from agents.translate import GRAMMARS, Translator, prompt
 from agents.tts.local import LocalTTS, resample
 from agents.tts.voices import EspeakVoice, Voice
 
@@ -41,8 +41,9 @@ class Utterance:
     pcm16k: np.ndarray  # int16 mono at 16 kHz
 
 
-def load_sentences() -> list[dict[str, str]]:
-    sentences: list[dict[str, str]] = json.loads(SENTENCES.read_text())["sentences"]
+def load_sentences(split: str = "sentences") -> list[dict[str, str]]:
+    """The set (`sentences`), or its held-out split for translation (`held_out`)."""
+    sentences: list[dict[str, str]] = json.loads(SENTENCES.read_text())[split]
     return sentences
 
 
@@ -93,9 +94,13 @@ async def first_audio_s(language: str, text: str, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def score_stt(utterances: list[Utterance], stt_model: str) -> dict[str, Any]:
+def score_stt(
+    utterances: list[Utterance], stt_model: str
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Error and speed per language and voice; and what was heard, by the same key."""
     engine = engines.whisper(stt_model)
     results: dict[str, Any] = {}
+    heard: dict[str, list[str]] = {}
     for key in sorted({(u.language, u.voice) for u in utterances}):
         language, voice = key
         refs, hyps = [], []
@@ -110,13 +115,14 @@ def score_stt(utterances: list[Utterance], stt_model: str) -> dict[str, Any]:
             audio_s += len(audio) / SAMPLE_RATE
             refs.append(normalize(u.text, language))
             hyps.append(normalize(result.text, language))
+            heard.setdefault(f"{language}/{voice}", []).append(result.text)
         metric = "cer" if language == "ja" else "wer"
         error = jiwer.cer(refs, hyps) if metric == "cer" else jiwer.wer(refs, hyps)
         results[f"{language}/{voice}"] = {
             metric: round(float(error), 4),
             "rtf": round(decode_s / audio_s, 3),
         }
-    return results
+    return results, heard
 
 
 async def final_latency(utterances: list[Utterance], stt_model: str) -> dict[str, float]:
@@ -177,23 +183,84 @@ def last_voiced_sample(pcm: np.ndarray, threshold: int = 300) -> int:
     return int(voiced[-1]) if len(voiced) else len(pcm)
 
 
-async def score_mt(sentences: list[dict[str, str]], llm_url: str, model: str) -> dict[str, Any]:
-    translator = Translator(AsyncOpenAI(base_url=llm_url, api_key="local"), model)
+DIRECTIONS = [(source, target) for source in LANGUAGES for target in LANGUAGES if source != target]
+# The directions between the two languages the model knows least, tried through English too.
+PIVOTED = [("ja", "vi"), ("vi", "ja")]
+
+
+async def score_mt(
+    translator: Translator, sentences: list[dict[str, str]], directions: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """chrF against the references, time per sentence, and the checks' outcomes
+    (agents/translation_check.py), per direction. A translation that failed its checks
+    scores as empty: that is what a listener gets."""
     results: dict[str, Any] = {}
-    for source in LANGUAGES:
-        for target in LANGUAGES:
-            if source == target:
-                continue
-            started = time.perf_counter()
-            hyps = [await translator.translate_one(s[source], source, target) for s in sentences]
-            elapsed = time.perf_counter() - started
-            refs = [s[target] for s in sentences]
-            chrf = sacrebleu.corpus_chrf(hyps, [refs]).score
-            results[f"{source}->{target}"] = {
-                "chrf": round(float(chrf), 1),
-                "seconds_per_sentence": round(elapsed / len(sentences), 2),
-            }
+    for source, target in directions:
+        before = translator.outcomes.copy()
+        started = time.perf_counter()
+        hyps = [await translator.translate_one(s[source], source, target) for s in sentences]
+        elapsed = time.perf_counter() - started
+        refs = [s[target] for s in sentences]
+        chrf = sacrebleu.corpus_chrf([h or "" for h in hyps], [refs]).score
+        results[f"{source}->{target}"] = {
+            "chrf": round(float(chrf), 1),
+            "seconds_per_sentence": round(elapsed / len(sentences), 2),
+            "checks": dict(sorted((translator.outcomes - before).items())),
+        }
     return results
+
+
+async def check_heard(translator: Translator, heard: dict[str, list[str]]) -> dict[str, Any]:
+    """What the checks make of translations of what the STT heard, mistakes and all: a
+    caller's real input. Outcomes per voice, into the other two languages."""
+    results: dict[str, Any] = {}
+    for key, texts in heard.items():
+        source = key.split("/")[0]
+        before = translator.outcomes.copy()
+        for text in texts:
+            for target in LANGUAGES:
+                if target != source:
+                    await translator.translate_one(text, source, target)
+        results[key] = dict(sorted((translator.outcomes - before).items()))
+    return results
+
+
+async def score_translation(
+    sets: dict[str, list[dict[str, str]]], heard: dict[str, list[str]], llm_url: str, model: str
+) -> dict[str, Any]:
+    """Each set direct in every direction, then the pivoted directions through English; a
+    fresh translator for each, so no run reads another's cache."""
+    client = AsyncOpenAI(base_url=llm_url, api_key="local")
+    figures: dict[str, Any] = {}
+    for name, sentences in sets.items():
+        figures[name] = await score_mt(Translator(client, model, pivots={}), sentences, DIRECTIONS)
+    via_english = dict.fromkeys(PIVOTED, "en")
+    figures["pivot"] = {
+        name: await score_mt(Translator(client, model, pivots=via_english), sentences, PIVOTED)
+        for name, sentences in sets.items()
+    }
+    figures["heard"] = await check_heard(Translator(client, model), heard)
+    figures["retry_grammar"] = await grammar_cost(Translator(client, model), sets["dev"])
+    return figures
+
+
+async def grammar_cost(translator: Translator, sentences: list[dict[str, str]]) -> dict[str, Any]:
+    """What the retry's grammar costs: the retry's strict prompt, en->vi, each sentence
+    without and then with the grammar (the same prompt prefix, cached for both)."""
+    seconds: dict[str, list[float]] = {"without": [], "with": []}
+    for sentence in sentences:
+        messages = prompt(sentence["en"], "en", "vi", strict=True)
+        for name, grammar in (("without", None), ("with", GRAMMARS["vi"])):
+            started = time.perf_counter()
+            await translator.complete(messages, len(sentence["en"]), grammar=grammar)
+            seconds[name].append(time.perf_counter() - started)
+    without, with_grammar = (statistics.median(seconds[k]) for k in ("without", "with"))
+    return {
+        "median_s_without": round(without, 3),
+        "median_s_with": round(with_grammar, 3),
+        "ratio": round(with_grammar / without, 2),
+        "n": len(sentences),
+    }
 
 
 async def evaluate(llm_url: str, llm_model: str, stt_model: str = "whisper-base") -> dict[str, Any]:
@@ -203,14 +270,18 @@ async def evaluate(llm_url: str, llm_model: str, stt_model: str = "whisper-base"
         name = engines.voice(language).name
         tts[name]["first_audio_s"] = round(await first_audio_s(language, probe), 3)
         tts[name]["first_audio_text"] = probe
+    stt, heard = score_stt(utterances, stt_model)
+    translation = await score_translation(
+        {"dev": sentences, "held_out": load_sentences("held_out")}, heard, llm_url, llm_model
+    )
     return {
         "stt_model": stt_model,
         "llm_model": llm_model,
         "sentences": len(sentences),
-        "stt": score_stt(utterances, stt_model),
+        "stt": stt,
         "stt_final_latency": await final_latency(utterances, stt_model),
         "tts": tts,
-        "mt": await score_mt(sentences, llm_url, llm_model),
+        **{f"mt_{name}": value for name, value in translation.items()},
     }
 
 
@@ -224,15 +295,39 @@ def table(figures: dict[str, Any]) -> str:
         f"  final transcript after end of speech: median {latency['median_s']:.2f} s, "
         f"p95 {latency['p95_s']:.2f} s (n={latency['n']})"
     )
-    lines += [
-        "",
-        f"MT ({figures['llm_model']})",
-        f"  {'direction':<12}{'chrF':>8}{'s/sentence':>12}",
-    ]
-    for key, value in figures["mt"].items():
-        lines.append(f"  {key:<12}{value['chrf']:>8.1f}{value['seconds_per_sentence']:>12.2f}")
+    for name, title in (
+        ("mt_dev", "the set"),
+        ("mt_held_out", "held-out split"),
+    ):
+        lines += ["", f"MT ({figures['llm_model']}), {title}", MT_HEADER]
+        lines += [mt_row(key, value) for key, value in figures[name].items()]
+    lines += ["", "MT through English", MT_HEADER]
+    for name, rows in figures["mt_pivot"].items():
+        lines += [mt_row(f"{key} {name}", value) for key, value in rows.items()]
+    cost = figures["mt_retry_grammar"]
+    lines.append(
+        f"  retry grammar, en->vi: median {cost['median_s_without']:.2f} s without, "
+        f"{cost['median_s_with']:.2f} s with (x{cost['ratio']:.2f}, n={cost['n']})"
+    )
+    lines += ["", "Checks on translations of what the STT heard (into the other two languages)"]
+    for key, value in figures["mt_heard"].items():
+        lines.append(f"  {key:<28}{checks(value)}")
     lines += ["", "TTS", f"  {'voice':<28}{'RTF':>8}{'first audio':>14}"]
     for key, value in figures["tts"].items():
         first = f"{value['first_audio_s']:.3f} s" if "first_audio_s" in value else "-"
         lines.append(f"  {key:<28}{value['rtf']:>8.3f}{first:>14}")
     return "\n".join(lines)
+
+
+MT_HEADER = f"  {'direction':<20}{'chrF':>8}{'s/sentence':>12}  checks"
+
+
+def mt_row(key: str, value: dict[str, Any]) -> str:
+    return (
+        f"  {key:<20}{value['chrf']:>8.1f}{value['seconds_per_sentence']:>12.2f}  "
+        f"{checks(value['checks'])}"
+    )
+
+
+def checks(outcomes: dict[str, int]) -> str:
+    return " ".join(f"{key}={count}" for key, count in outcomes.items())
