@@ -19,6 +19,23 @@ class ScenarioError(KaiwaError, ValueError):
     pass
 
 
+class Exchange(BaseModel, frozen=True):
+    """A sample of the part: what a caller says, and how the agent answers it."""
+
+    caller: str = Field(min_length=1, max_length=500)
+    agent: str = Field(min_length=1, max_length=500)
+
+
+# How a reply's length limit reads in the prompt.
+_SENTENCES = {
+    1: "one short sentence",
+    2: "one or two short sentences",
+    3: "one to three short sentences",
+    4: "one to four short sentences",
+    5: "one to five short sentences",
+}
+
+
 class Scenario(BaseModel, frozen=True):
     id: str = Field(pattern=r"^[a-z0-9_-]{1,64}$")
     title: str = Field(min_length=1, max_length=200)
@@ -33,19 +50,38 @@ class Scenario(BaseModel, frozen=True):
     # stop mid-sentence. Each second here is a second of silence before such a reply, and
     # too short cuts off callers who stop to think: learners more than anyone.
     max_turn_pause_s: float = Field(default=1.2, ge=0.3, le=5.0)
+    # A small model stays in a part it is shown, with the facts of its world at hand: what it
+    # is not given, it invents (asked a ticket's price, it once gave a distance in metres).
+    facts: str | None = Field(default=None, min_length=1, max_length=3000)
+    examples: tuple[Exchange, ...] = Field(default=(), max_length=8)
+    # Spoken replies: a learner follows one or two sentences, not a paragraph.
+    max_reply_sentences: int = Field(default=3, ge=1, le=5)
 
     def opening_for(self, *, phone: bool) -> str:
         return (self.phone_opening or self.opening) if phone else self.opening
 
     def system_prompt(self) -> str:
-        """What the language model is told: its part, and how a spoken reply must look."""
-        return (
+        """What the language model is told: its part, the facts of its world, samples of
+        how it answers, and how a spoken reply must look."""
+        parts = [
             f"You are {self.persona}. Speak only {self.language_name()}, at {self.level} "
-            f"level. {self.instructions.strip()}\n"
-            "Your words are spoken aloud: reply in one to three short sentences, with no "
+            f"level. {self.instructions.strip()}"
+        ]
+        if self.facts:
+            parts.append(
+                "What you know (answer from these facts; never invent prices, times or "
+                f"places):\n{self.facts.strip()}"
+            )
+        if self.examples:
+            samples = "\n".join(f"Caller: {e.caller}\nYou: {e.agent}" for e in self.examples)
+            parts.append(f"How you answer, for example:\n{samples}")
+        length = _SENTENCES[self.max_reply_sentences]
+        parts.append(
+            f"Your words are spoken aloud: reply in {length}, with no "
             "lists, markdown, emoji or stage directions. Never say you are an AI model unless "
             "asked."
         )
+        return "\n".join(parts)
 
     def language_name(self) -> str:
         return language_name(self.language)

@@ -141,13 +141,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from .eval import speech
+    from .eval import dialog, speech
     from .stack.process import free_port
     from .stack.services import llm_service
 
-    llm = None
-    url = args.llm_url
-    if url is None:
+    def evaluate(url: str) -> dict[str, Any]:
+        if args.suite == "dialog":
+            return asyncio.run(dialog.evaluate(url, args.llm_model))
+        return asyncio.run(speech.evaluate(url, args.llm_model, args.stt_model))
+
+    if args.llm_url is None:
         with tempfile.TemporaryDirectory() as state:
             cfg = replace(local_config(), state_dir=Path(state), llm_model=args.llm_model)
             cfg = replace(cfg, ports=replace(cfg.ports, llm=free_port()))
@@ -156,14 +159,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             llm.start()
             try:
                 llm.wait_ready()
-                figures = asyncio.run(
-                    speech.evaluate(cfg.llm_base_url, args.llm_model, args.stt_model)
-                )
+                figures = evaluate(cfg.llm_base_url)
             finally:
                 llm.stop()
     else:
-        figures = asyncio.run(speech.evaluate(url, args.llm_model, args.stt_model))
-    print(json.dumps(figures, ensure_ascii=False, indent=1) if args.json else speech.table(figures))
+        figures = evaluate(args.llm_url)
+    table = dialog.table if args.suite == "dialog" else speech.table
+    print(json.dumps(figures, ensure_ascii=False, indent=1) if args.json else table(figures))
     return 0
 
 
@@ -401,7 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     p_models.set_defaults(func=cmd_models)
 
     p_eval = sub.add_parser("eval", help="measure the engines on the project's evaluation set")
-    p_eval.add_argument("suite", choices=["speech"])
+    p_eval.add_argument(
+        "suite",
+        choices=["speech", "dialog"],
+        help="speech: STT, MT and TTS on the eval set; dialog: sensible replies per scenario",
+    )
     p_eval.add_argument("--json", action="store_true", help="print one JSON object")
     p_eval.add_argument("--llm-url", help="an OpenAI-compatible endpoint (default: start one)")
     p_eval.add_argument("--llm-model", default="qwen2.5-1.5b-instruct")
