@@ -69,7 +69,8 @@ def problems(reply: str, turn: Turn, scenario: Scenario) -> list[str]:
         cjk = len(_CJK.findall(text))
         if cjk < len(_LATIN.findall(text)) or len(_LATIN.findall(text)) > _MOST_LATIN_IN_JAPANESE:
             found.append("not Japanese")
-    elif _CJK.search(text):
+    elif len(_CJK.findall(text)) > 0.3 * sum(c.isalpha() for c in text):
+        # A word quoted in another script ("ありがとう" is thank you) is still an answer.
         found.append(f"not {scenario.language_name()}")
     if _MARKUP.search(text):
         found.append("markup")
@@ -78,7 +79,13 @@ def problems(reply: str, turn: Turn, scenario: Scenario) -> list[str]:
     if sentences > scenario.max_reply_sentences + 1:
         found.append(f"{sentences} sentences")
     lowered = text.lower()
-    if turn.any and not any(word.lower() in lowered for word in turn.any):
+    holds_word = any(word.lower() in lowered for word in turn.any)
+    holds_rule = {"question": _QUESTION, "price": _PRICE}.get(turn.rule or "")
+    # A turn with both passes on either: a beginner's small talk is answered sensibly by
+    # taking up what they said or by asking them more.
+    if turn.any and turn.rule and (holds_word or (holds_rule and holds_rule.search(text))):
+        return found
+    if turn.any and not holds_word:
         found.append(f"none of {list(turn.any)}")
     if turn.rule == "question" and not _QUESTION.search(text):
         found.append("no question back")
