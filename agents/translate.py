@@ -14,6 +14,7 @@ it stays in the cache, and concurrent requests for it share one model call.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections import Counter, OrderedDict
@@ -26,6 +27,8 @@ from core.languages import language_name
 
 from . import metrics
 from .translation_check import Problem, problem
+
+logger = logging.getLogger("kaiwa.translate")
 
 # Small models follow demonstrations better than instructions: a long list of "don'ts" in
 # the system prompt got translated itself. Parallel examples, used as prior turns for the
@@ -208,7 +211,7 @@ class Translator:
         found = problem(text, source, output, target)
         if found is None:
             return self._outcome("passed", output)
-        self._found(found)
+        self._found(found, source, target, output)
         retry = await self.complete(
             prompt(text, source, target, strict=True),
             len(text),
@@ -217,10 +220,15 @@ class Translator:
         found = problem(text, source, retry, target)
         if found is None:
             return self._outcome("retried", retry)
-        self._found(found)
+        self._found(found, source, target, retry)
         return self._outcome("unavailable", None)
 
-    def _found(self, found: Problem) -> None:
+    def _found(self, found: Problem, source: str, target: str, output: str) -> None:
+        # Which check, not the words: a call's words stay out of the logs.
+        logger.info(
+            "translation failed a check",
+            extra={"problem": found, "source": source, "target": target, "chars": len(output)},
+        )
         metrics.TRANSLATION_PROBLEMS.labels(found).inc()
         self.outcomes[f"problem:{found}"] += 1
 

@@ -44,7 +44,7 @@ _NOT_VI_SYLLABLE = re.compile(r"[fjwz]|[^aeiouycmnptgh]$|[^n]g$|[^cn]h$|.{8,}")
 _REFUSAL = re.compile(
     r"\bas an ai\b|\bi(?:'m| am) (?:sorry|unable|not able)\b|\bi can(?:'|no)t (?:assist|help|"
     r"provide|translate|comply)|\bplease provide\b|申し訳(?:あり|ござい)ませんが|"
-    r"お手伝い(?:でき|いたし)|xin lỗi,? (?:nhưng )?tôi không thể",
+    r"お手伝い(?:できません|いたしかねます|できかねます)|xin lỗi,? (?:nhưng )?tôi không thể",
     re.IGNORECASE,
 )
 _APOLOGY = re.compile(r"sorry|apolog|afraid|unable|すみません|ごめん|申し訳|xin lỗi|rất tiếc", re.I)

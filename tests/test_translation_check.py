@@ -106,6 +106,14 @@ def test_what_is_not_a_translation_fails(
         ("I bought a MacBook at Apple.", "en", "アップルでMacBookを買いました。", "ja"),
         ("Yes.", "en", "はい、そうです。", "ja"),
         ("OK", "en", "OK", "vi"),
+        # A poor translation is still one: "so that I can help" slipped into an order, seen
+        # in a call (a refusal says it cannot help).
+        (
+            "Good morning. I would like a large cup of hot coffee with milk, please.",
+            "en",
+            "おはようございます。お手伝いできるように、大杯のホットコーヒーとミルクをお願いします。",
+            "ja",
+        ),
         # A place name with Vietnamese marks inside English.
         ("Tôi sống ở Hà Nội.", "vi", "I live in Hà Nội.", "en"),
     ],
