@@ -72,3 +72,13 @@ def make_llm(settings: AgentSettings, *, reply_tokens: int | None = None) -> llm
         # (The server takes this over `max_tokens`: a per-request `max_tokens` cannot lower it.)
         max_completion_tokens=reply_tokens or settings.llm_reply_tokens,
     )
+
+
+async def chat_text(model: llm.LLM[Any], chat: llm.ChatContext) -> str:
+    """The whole text of one completion of `chat`, streamed and joined."""
+    parts: list[str] = []
+    async with model.chat(chat_ctx=chat) as stream:
+        async for chunk in stream:
+            if chunk.delta is not None and chunk.delta.content:
+                parts.append(chunk.delta.content)
+    return "".join(parts)

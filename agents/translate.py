@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from core.languages import language_name
+from core.languages import base_language, language_name
 
 from . import metrics
 from .translation_check import Problem, problem
@@ -87,17 +87,13 @@ UNAVAILABLE = {
 
 
 def unavailable_notice(language: str) -> str:
-    return UNAVAILABLE.get(_base(language), UNAVAILABLE["en"])
-
-
-def _base(language: str) -> str:
-    return language.split("-")[0].lower()
+    return UNAVAILABLE.get(base_language(language), UNAVAILABLE["en"])
 
 
 def prompt(
     text: str, source: str, target: str, *, strict: bool = False
 ) -> list[ChatCompletionMessageParam]:
-    src, tgt = _base(source), _base(target)
+    src, tgt = base_language(source), base_language(target)
     system = STRICT_SYSTEM_PROMPT if strict else SYSTEM_PROMPT
     target_name = language_name(target)
     messages: list[ChatCompletionMessageParam] = [
@@ -178,9 +174,9 @@ class Translator:
         """`text` in `target`, or None if neither the output nor the retry's passed the
         checks."""
         text = text.strip()
-        if not text or _base(target) == _base(source):
+        if not text or base_language(target) == base_language(source):
             return text
-        via = self._pivots.get((_base(source), _base(target)))
+        via = self._pivots.get((base_language(source), base_language(target)))
         if via is not None:
             middle = await self.translate_one(text, source, via)
             return None if middle is None else await self.translate_one(middle, via, target)
@@ -215,7 +211,7 @@ class Translator:
         retry = await self.complete(
             prompt(text, source, target, strict=True),
             len(text),
-            grammar=GRAMMARS.get(_base(target)),
+            grammar=GRAMMARS.get(base_language(target)),
         )
         found = problem(text, source, retry, target)
         if found is None:
@@ -258,7 +254,7 @@ class Translator:
         """Have the model server cache this direction's prompt prefix (system prompt and
         examples), so the first real sentence does not pay for reading it: on 2 cores that
         is several seconds."""
-        if _base(source) == _base(target):
+        if base_language(source) == base_language(target):
             return
         await self._client.chat.completions.create(
             model=self._model,

@@ -21,6 +21,8 @@ import re
 import unicodedata
 from typing import Literal
 
+from core.languages import base_language
+
 Problem = Literal["empty", "wrong_script", "unchanged", "refusal", "length"]
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -60,7 +62,7 @@ LENGTH_RATIO = (0.35, 2.8)
 
 def problem(source_text: str, source: str, output: str, target: str) -> Problem | None:
     """What is wrong with `output` as a translation of `source_text`, or None."""
-    src, tgt = _base(source), _base(target)
+    src, tgt = base_language(source), base_language(target)
     if not _letters(output):
         return "empty" if _letters(source_text) else None
     if _unchanged(source_text, output):
@@ -72,10 +74,6 @@ def problem(source_text: str, source: str, output: str, target: str) -> Problem 
     if _implausible_length(source_text, src, output, tgt):
         return "length"
     return None
-
-
-def _base(language: str) -> str:
-    return language.split("-")[0].lower()
 
 
 def _letters(text: str) -> str:

@@ -51,10 +51,15 @@ LANGUAGE_NAMES = {
 }
 
 
+def base_language(code: str) -> str:
+    """ "ja" for "ja", "ja-JP" or "JA"."""
+    return code.split("-")[0].lower()
+
+
 def language_name(code: str) -> str:
     """ "Japanese" for "ja" or "ja-JP". Raises UnsupportedLanguage for a language the models
     are not told how to name (and so cannot be asked to translate)."""
     try:
-        return LANGUAGE_NAMES[code.split("-")[0].lower()]
+        return LANGUAGE_NAMES[base_language(code)]
     except KeyError:
         raise UnsupportedLanguage("translation", code) from None

@@ -22,6 +22,7 @@ from kaiwa.stack.services import Stack
 from .support.calls import (
     History,
     bigram_share,
+    interpreted_pair,
     keyword_share,
     similarity,
     speech,
@@ -73,22 +74,8 @@ STATION_WORDS = {"where", "nearest", "train", "station"}
 
 @pytest.fixture
 async def alice_and_kenji(stack: Stack) -> AsyncIterator[tuple[SyntheticCaller, SyntheticCaller]]:
-    alice = SyntheticCaller(stack.cfg.api_url, name="Alice", mode="interpret", language="en")
-    await alice.join()
-    kenji = SyntheticCaller(
-        stack.cfg.api_url, name="Kenji", mode="interpret", language="ja", room_name=alice.room_name
-    )
-    await kenji.join()
-    try:
-        # Microphones open at join, as the caller page's do; the voices they speak in.
-        await alice.open_microphone(engines.voice("en").sample_rate)
-        await kenji.open_microphone(engines.voice("ja").sample_rate)
-        await wait_interpreted(kenji, alice)
-        await wait_interpreted(alice, kenji)
-        yield alice, kenji
-    finally:
-        await kenji.leave()
-        await alice.leave()
+    async with interpreted_pair(stack.cfg.api_url) as pair:
+        yield pair
 
 
 async def test_english_and_japanese_callers_understand_each_other(

@@ -14,12 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from agents import engines
 from agents.translate import unavailable_notice
-from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 
-from .support.calls import History, keyword_share, speech, voiced, wait_for, wait_interpreted
+from .support.calls import History, interpreted_pair, keyword_share, speech, voiced, wait_for
 from .support.chat_model import ScriptedChatModel
 from .support.servers import SMALL_LLM, make_stack_config, running_stack
 from .test_interpret_e2e import STATION, STATION_WORDS, finals, text_of
@@ -51,18 +49,7 @@ def refusing_stack(
 async def test_a_translation_that_fails_every_check_is_captioned_as_unavailable(
     refusing_stack: Stack, refusing_model: ScriptedChatModel
 ) -> None:
-    api_url = refusing_stack.cfg.api_url
-    alice = SyntheticCaller(api_url, name="Alice", mode="interpret", language="en")
-    await alice.join()
-    kenji = SyntheticCaller(
-        api_url, name="Kenji", mode="interpret", language="ja", room_name=alice.room_name
-    )
-    await kenji.join()
-    try:
-        await alice.open_microphone(engines.voice("en").sample_rate)
-        await kenji.open_microphone(engines.voice("ja").sample_rate)
-        await wait_interpreted(kenji, alice)
-
+    async with interpreted_pair(refusing_stack.cfg.api_url) as (alice, kenji):
         await alice.say(*speech("en", STATION))
         await wait_for(lambda: finals(kenji, "ja", source=False), 40, "Kenji's caption", kenji)
         await asyncio.sleep(3)  # a voice, had one been started, would be heard by now
@@ -84,6 +71,3 @@ async def test_a_translation_that_fails_every_check_is_captioned_as_unavailable(
         stored = await history.wait_for_segments(ids)
         assert {s["id"] for s in stored} >= ids, stored
         assert all(s["translations"] == {} for s in stored if s["id"] in ids), stored
-    finally:
-        await kenji.leave()
-        await alice.leave()

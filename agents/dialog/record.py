@@ -19,6 +19,7 @@ from livekit.agents.metrics.usage import LLMModelUsage, STTModelUsage, TTSModelU
 from .. import metrics
 from ..chat import TypedMessage
 from ..history_client import SegmentStore
+from ..roles import chat_text
 from .log import logger
 from .turn_captions import TurnCaptions
 
@@ -151,12 +152,7 @@ async def summarize(
     # server's 2048 a slot, in Japanese as in English.
     recent = (so_far + lines).encode()[-4500:].decode(errors="ignore")
     chat.add_message(role="user", content=recent)
-    parts: list[str] = []
-    async with model.chat(chat_ctx=chat) as stream:
-        async for chunk in stream:
-            if chunk.delta and chunk.delta.content:
-                parts.append(chunk.delta.content)
-    return "".join(parts).strip() or previous
+    return (await chat_text(model, chat)).strip() or previous
 
 
 def stage_seconds(report: llm.MetricsReport) -> dict[metrics.Stage, float]:

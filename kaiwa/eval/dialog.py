@@ -23,7 +23,7 @@ from typing import Any
 
 from livekit.agents import llm
 
-from agents.roles import make_llm
+from agents.roles import chat_text, make_llm
 from agents.settings import AgentSettings
 from core import scenarios
 from core.scenarios import Scenario
@@ -94,15 +94,6 @@ def problems(reply: str, turn: Turn, scenario: Scenario) -> list[str]:
     return found
 
 
-async def reply(model: llm.LLM[Any], chat: llm.ChatContext) -> str:
-    parts: list[str] = []
-    async with model.chat(chat_ctx=chat) as stream:
-        async for chunk in stream:
-            if chunk.delta is not None and chunk.delta.content:
-                parts.append(chunk.delta.content)
-    return "".join(parts)
-
-
 async def score_scenario(
     model: llm.LLM[Any], scenario: Scenario, turns: list[Turn]
 ) -> dict[str, Any]:
@@ -114,7 +105,7 @@ async def score_scenario(
     for turn in turns:
         chat.add_message(role="user", content=turn.says)
         started = time.perf_counter()
-        said = await reply(model, chat)
+        said = await chat_text(model, chat)
         seconds.append(time.perf_counter() - started)
         chat.add_message(role="assistant", content=said)
         results.append(

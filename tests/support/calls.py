@@ -173,6 +173,27 @@ async def wait_interpreted(listener: SyntheticCaller, speaker: SyntheticCaller) 
     await wait_for(offered, 30, f"the interpreter's {name} voice")
 
 
+@contextlib.asynccontextmanager
+async def interpreted_pair(api_url: str) -> AsyncIterator[tuple[SyntheticCaller, SyntheticCaller]]:
+    """Alice (en) and Kenji (ja) in one interpreted call, microphones open as the caller
+    page's are, each offered the other's translated voice."""
+    alice = SyntheticCaller(api_url, name="Alice", mode="interpret", language="en")
+    await alice.join()
+    kenji = SyntheticCaller(
+        api_url, name="Kenji", mode="interpret", language="ja", room_name=alice.room_name
+    )
+    await kenji.join()
+    try:
+        await alice.open_microphone(engines.voice("en").sample_rate)
+        await kenji.open_microphone(engines.voice("ja").sample_rate)
+        await wait_interpreted(kenji, alice)
+        await wait_interpreted(alice, kenji)
+        yield alice, kenji
+    finally:
+        await kenji.leave()
+        await alice.leave()
+
+
 async def wait_quiet(caller: SyntheticCaller, track_name: str, quiet_s: float = 1.0) -> None:
     """Until the last voiced frame heard on `track_name` is `quiet_s` old (the voice is done)."""
 
