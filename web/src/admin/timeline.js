@@ -20,6 +20,9 @@ const SPEAKER_COLOURS = 6;
 const LEDGER_SCALE_S = 4;
 // After the reader scrolls the transcript themselves, leave it where they put it this long.
 const USER_SCROLL_HOLD_MS = 4000;
+// A seek in an Ogg file lands on a page boundary, and the player keeps time in whole
+// microseconds: either can put the playhead a little before the line the reader chose.
+const SEEK_SLOP_S = 1.0;
 
 function node(tag, className, text) {
   const made = document.createElement(tag);
@@ -41,6 +44,7 @@ export class Timeline {
     this.current = null;
     this.offset = 0;
     this.active = -1;
+    this.chosen = -1; // the line the reader chose, until the playhead reaches it
     this.pendingSeek = null;
     this.frame = 0;
     this.userScrolledAt = 0;
@@ -124,6 +128,7 @@ export class Timeline {
     this.current = null;
     this.offset = 0;
     this.active = -1;
+    this.chosen = -1;
     this.pendingSeek = null;
     this.note.textContent = "";
   }
@@ -226,6 +231,7 @@ export class Timeline {
   play(index, { andPlay = true } = {}) {
     const segment = this.segments[index];
     if (!segment) return;
+    this.chosen = index;
     if (!this.current) {
       this.mark(index, true);
       return;
@@ -283,7 +289,13 @@ export class Timeline {
 
   sync() {
     if (!this.current || this.pendingSeek !== null) return;
-    const index = this.segmentAt(this.audio.currentTime + this.offset);
+    const at = this.audio.currentTime + this.offset;
+    let index = this.segmentAt(at);
+    // The chosen line stays marked while the seek's landing puts the playhead just short
+    // of it; once the playhead reaches it, or the reader goes elsewhere, time alone rules.
+    const chosen = this.segments[this.chosen];
+    if (chosen && at < chosen.start_s && chosen.start_s - at <= SEEK_SLOP_S) index = this.chosen;
+    else this.chosen = -1;
     if (index !== this.active) this.mark(index, false);
   }
 
