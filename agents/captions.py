@@ -15,6 +15,7 @@ from core.protocol import (
     FINAL,
     KIND,
     LANGUAGE_ATTRIBUTE,
+    LANGUAGE_SETTING,
     SEGMENT_ID,
     SOURCE_SEGMENT_ID,
     SPEAKER,
@@ -36,6 +37,8 @@ class Caption:
     end_s: float
     source_segment_id: str | None = None
     kind: SegmentKind = "speech"
+    # The speaker's language setting, on a caption of speech heard in another language.
+    language_setting: str | None = None
 
     def attributes(self) -> dict[str, str]:
         attributes = {
@@ -51,4 +54,6 @@ class Caption:
             attributes[SOURCE_SEGMENT_ID] = self.source_segment_id
         if self.kind == "text":
             attributes[KIND] = "text"
+        if self.language_setting is not None:
+            attributes[LANGUAGE_SETTING] = self.language_setting
         return attributes

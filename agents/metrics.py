@@ -81,6 +81,12 @@ TRANSLATION_PROBLEMS = Counter(
     "wrong_script, refusal, length",
     ["problem"],
 )
+OTHER_LANGUAGE_SPEECH = Counter(
+    "kaiwa_other_language_speech",
+    "Interpreted sentences heard in another language than their speaker set: captioned as "
+    "heard and not translated, by the language set and the language heard",
+    ["setting", "heard"],
+)
 GEMINI_FALLBACKS = Counter(
     "kaiwa_gemini_fallbacks",
     "Dialog calls whose Gemini Live session failed and went on with the local pipeline",

@@ -63,6 +63,9 @@ START_S = "kaiwa.start_s"
 END_S = "kaiwa.end_s"
 # "text" on the caption of a typed message; absent on speech.
 KIND = "kaiwa.kind"
+# On a caption of speech heard in another language than its speaker set: that setting. The
+# caption's own language is the one heard; such speech is not translated.
+LANGUAGE_SETTING = "kaiwa.language_setting"
 
 # Identities of the platform's own participants; a caller may not pose as one.
 RESERVED_IDENTITY_PREFIXES = ("agent-", "kaiwa-", "recorder-", "sip_")

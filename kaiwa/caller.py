@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 from livekit import rtc
 
-from core.protocol import CAPTION_TOPIC, CHAT_TOPIC, MESSAGE_ID
+from core.protocol import CAPTION_TOPIC, CHAT_TOPIC, MESSAGE_ID, NOTICE_TOPIC
 
 FRAME_MS = 10
 # A played file goes out in larger frames: the SDK cuts them into 10 ms packets itself, and a
@@ -135,7 +135,8 @@ class SyntheticCaller:
 
     room: rtc.Room = field(default_factory=rtc.Room)
     heard: list[HeardAudio] = field(default_factory=list)
-    texts: list[ReceivedText] = field(default_factory=list)
+    texts: list[ReceivedText] = field(default_factory=list)  # captions
+    notices: list[ReceivedText] = field(default_factory=list)  # the agents' notices
     grant: dict[str, Any] = field(default_factory=dict)
     microphone: Microphone | None = None
     wav_started_at: float = 0.0  # when `speak_wav` sent its first frame (time.time())
@@ -166,6 +167,7 @@ class SyntheticCaller:
         self.rejoin = self.grant.get("rejoin")
         self.room.on("track_subscribed", self._on_track_subscribed)
         self.room.register_text_stream_handler(CAPTION_TOPIC, self._on_text_stream)
+        self.room.register_text_stream_handler(NOTICE_TOPIC, self._on_text_stream)
         if self.listens_to_translations:
             self.room.on("track_published", lambda pub, _p: self._choose(pub))
         subscribe_all = self.listen != "none" and not self.listens_to_translations
@@ -286,7 +288,8 @@ class SyntheticCaller:
         except rtc.StreamError:
             return  # cut off by a disconnect (ours, leaving mid-caption): no whole text came
         info = reader.info
-        self.texts.append(
+        received = self.notices if info.topic == NOTICE_TOPIC else self.texts
+        received.append(
             ReceivedText(
                 at=time.monotonic(),
                 participant=identity,

@@ -145,6 +145,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .stack.process import free_port
     from .stack.services import llm_service
 
+    if args.suite == "languages":  # speech-to-text only: no language model to start
+        figures = speech.evaluate_languages(args.stt_model)
+        print(json.dumps(figures, indent=1) if args.json else speech.languages_table(figures))
+        return 0
+
     def evaluate(url: str) -> dict[str, Any]:
         if args.suite == "dialog":
             return asyncio.run(dialog.evaluate(url, args.llm_model))
@@ -405,8 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     p_eval = sub.add_parser("eval", help="measure the engines on the project's evaluation set")
     p_eval.add_argument(
         "suite",
-        choices=["speech", "dialog"],
-        help="speech: STT, MT and TTS on the eval set; dialog: sensible replies per scenario",
+        choices=["speech", "dialog", "languages"],
+        help="speech: STT, MT and TTS on the eval set; dialog: sensible replies per scenario; "
+        "languages: speech in another language than the one set, told apart",
     )
     p_eval.add_argument("--json", action="store_true", help="print one JSON object")
     p_eval.add_argument("--llm-url", help="an OpenAI-compatible endpoint (default: start one)")

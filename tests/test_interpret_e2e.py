@@ -32,6 +32,7 @@ from .support.calls import (
     wait_interpreted,
     wait_quiet,
 )
+from .support.speech.synth import resample
 
 pytestmark = [pytest.mark.e2e, pytest.mark.models]
 
@@ -291,5 +292,43 @@ async def test_noise_for_a_while_is_not_translated(
     noise = np.random.default_rng(11).normal(0, 600, rate * 15).clip(-32768, 32767)
     await alice.say(noise.astype(np.int16), rate)
     await asyncio.sleep(5)
-    assert not finals(kenji, "en") and not finals(kenji, "ja"), [t.text for t in kenji.texts]
+    # No caption in any language: noise is not heard as some other language either.
+    captions = [t for t in kenji.texts if t.attributes.get("lk.transcription_final") == "true"]
+    assert not captions, [(t.text, t.attributes.get("language")) for t in captions]
     assert not [h for h in kenji.heard if voiced(h)]
+
+
+async def test_speech_in_another_language_is_captioned_as_heard_and_not_translated(
+    stack: Stack, alice_and_kenji: tuple[SyntheticCaller, SyntheticCaller]
+) -> None:
+    # Alice is set to English and says a Japanese sentence. Forced to English, speech-to-text
+    # would write garbage (or its own translation), and the interpreter would voice a
+    # confident Japanese "translation" of it.
+    alice, kenji = alice_and_kenji
+    pcm, rate = speech("ja", KENJI_ASKS)
+    microphone_rate = engines.voice("en").sample_rate  # her open microphone's
+    await alice.say(resample(pcm, rate, microphone_rate), microphone_rate)
+    await wait_for(lambda: finals(kenji, "ja", source=True), 40, "Alice's caption", kenji)
+    await asyncio.sleep(4)  # a translation or a voice, had one been made, is out by now
+
+    # Captioned as heard, in Japanese, naming the language she set.
+    heard = finals(kenji, "ja", source=True)
+    assert bigram_share(text_of(heard), KENJI_ASKS) >= 0.4, heard
+    assert all(c.attributes["kaiwa.language_setting"] == "en" for c in heard), heard
+    assert not finals(kenji, "en", source=True), "captioned in the language she set"
+    # Not translated into anything, not voiced; and the room is told why.
+    ids = {c.attributes["lk.segment_id"] for c in heard}
+    translated = [
+        t
+        for caller in (alice, kenji)
+        for t in caller.texts
+        if t.attributes.get("kaiwa.source_segment_id") in ids
+    ]
+    assert not translated, translated
+    assert not [h for h in kenji.heard if voiced(h)], "a voice spoke it"
+    notices = [n.text for n in alice.notices]
+    assert any("Heard Japanese" in n and "set to English" in n for n in notices), notices
+    # Stored as heard, without translations.
+    stored = await History(stack, alice.room_name or "").wait_for_segments(ids)
+    mine = [s for s in stored if s["id"] in ids]
+    assert mine and all(s["language"] == "ja" and s["translations"] == {} for s in mine), mine

@@ -66,7 +66,7 @@ async def test_a_translation_that_fails_every_check_is_captioned_as_unavailable(
         # Nothing was spoken in Japanese.
         assert not any(voiced(frame) for frame in kenji.heard), "a voice spoke the notice"
         # The sentence is stored, without the translation that failed.
-        history = History(refusing_stack, alice.room_name)
+        history = History(refusing_stack, alice.room_name or "")
         ids = {s.attributes["lk.segment_id"] for s in source}
         stored = await history.wait_for_segments(ids)
         assert {s["id"] for s in stored} >= ids, stored

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import jiwer
 import numpy as np
@@ -12,7 +13,10 @@ from livekit.agents import stt
 
 from agents import engines
 from agents.stt.whisper import WhisperSTT
+from agents.stt.whisper_model import WhisperOptions
 
+from .support.calls import bigram_share
+from .support.calls import speech as tts_speech
 from .support.speech.synth import espeak_wav, frames, read_wav, resample, silence
 
 pytestmark = pytest.mark.models
@@ -200,3 +204,25 @@ async def test_a_recording_longer_than_whisper_window_is_transcribed_in_full(
     event = await make_stt("whisper-base").recognize(frames(audio, rate), language="en")
     text = event.alternatives[0].text
     assert wer(text, f"{PASSAGE} {PASSAGE}") <= MAX_WER, text
+
+
+KANA_OR_KANJI = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
+
+
+async def test_speech_in_another_language_than_the_one_set_is_transcribed_as_heard() -> None:
+    # Japanese said by someone set to English. Forced to English, Whisper writes garbage or
+    # an English translation of its own; heard plainly as Japanese, it is written as said.
+    said = "明日は雨が降りますか。"
+    pcm, rate = tts_speech("ja", said)
+    audio = frames(np.concatenate([pcm, silence(0.5, rate)]), rate)
+    engine = engines.whisper("whisper-base")
+
+    event = await WhisperSTT(engine, engines.vad()).recognize(audio, language="en")
+    data = event.alternatives[0]
+    assert data.language == "ja", data
+    assert KANA_OR_KANJI.search(data.text) and bigram_share(data.text, said) >= 0.4, data.text
+
+    # Told to keep to the set language, it does (and the text shows why it should not).
+    forced = WhisperSTT(engine, engines.vad(), WhisperOptions(follow_heard_language_p=None))
+    event = await forced.recognize(audio, language="en")
+    assert event.alternatives[0].language == "en", event.alternatives[0]

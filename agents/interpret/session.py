@@ -55,6 +55,13 @@ END_CANCEL_S = 1.0
 VOICED_WAIT_S = 15.0
 
 
+def _named(language: str) -> str:
+    try:
+        return language_name(language)
+    except UnsupportedLanguage:
+        return language
+
+
 def language_of(participant: rtc.Participant) -> str:
     return (participant.attributes.get(LANGUAGE_ATTRIBUTE) or "en").strip() or "en"
 
@@ -355,6 +362,18 @@ class Interpreter:
             extra={"segment_id": final.segment_id, "text": final.text, "language": final.language},
         )
         self.tasks.spawn(self._send_caption(final.caption()), "caption")
+        if final.language_setting is not None:
+            # Transcribed as heard, it is still not what the listeners were promised: a
+            # sentence in an unexpected language, or a misheard one. Not translated, so no
+            # voice says a confident translation of it; the caption shows it as heard.
+            metrics.OTHER_LANGUAGE_SPEECH.labels(final.language_setting, final.language).inc()
+            self._notice(
+                final.language_setting,
+                f"Heard {_named(final.language)} from a speaker set to "
+                f"{_named(final.language_setting)}: captioned as heard, not translated.",
+            )
+            self.store.add(final.segment({}))
+            return
         queue = self._queues.get(final.voice)
         if queue is not None and not queue.full():
             queue.put_nowait(final)

@@ -16,6 +16,7 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import stt
 
+from core.languages import base_language
 from core.payloads import MAX_SEGMENT_TEXT, SegmentKind
 from core.tasks import TaskOwner
 
@@ -43,7 +44,7 @@ class FinalText:
     # from someone with none, `chat-<identity>` (typed.py).
     voice: str
     text: str
-    language: str
+    language: str  # as heard
     start_s: float
     end_s: float
     # When the text was known (monotonic): the start of its translation's lag.
@@ -52,6 +53,9 @@ class FinalText:
     # goes through the pipeline and stored with it.
     timings: dict[str, float] = field(default_factory=dict)
     kind: SegmentKind = "speech"
+    # The language the person set, where speech-to-text heard another one plainly (and
+    # transcribed it as heard: agents/stt/whisper_model.py); else None.
+    language_setting: str | None = None
 
     def caption(self) -> Caption:
         """The sentence's final caption."""
@@ -65,6 +69,7 @@ class FinalText:
             start_s=self.start_s,
             end_s=self.end_s,
             kind=self.kind,
+            language_setting=self.language_setting,
         )
 
     def translation_caption(self, language: str, text: str) -> Caption:
@@ -169,7 +174,9 @@ class SpeakerPipeline:
                     self._final(f"{utterance}-{index}", sentence, data, start, end)
                 if rest:
                     segment_id = f"{utterance}-{len(committer.committed)}"
-                    await self._send_caption(self._caption(segment_id, rest, start, end, False))
+                    await self._send_caption(
+                        self._caption(segment_id, rest, self._heard(data), start, end, False)
+                    )
             elif event.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
                 rest = committer.final(data.text)
                 if rest:
@@ -177,18 +184,27 @@ class SpeakerPipeline:
                         f"{utterance}-{part}", rest, data, start, end, event.speech_end_time
                     )
 
+    def _heard(self, data: stt.SpeechData) -> str:
+        """The language the text is in: the person's setting, unless speech-to-text heard
+        another one plainly."""
+        heard = str(data.language or "")
+        if heard in ("", "und") or heard == base_language(self.language):
+            return self.language
+        return heard
+
     def _caption(
-        self, segment_id: str, text: str, start: float, end: float, final: bool
+        self, segment_id: str, text: str, language: str, start: float, end: float, final: bool
     ) -> Caption:
         return Caption(
             segment_id=segment_id,
             track_id=self.track_sid,
             speaker=self.identity,
-            language=self.language,
+            language=language,
             text=text,
             final=final,
             start_s=round(start, 3),
             end_s=round(end, 3),
+            language_setting=None if language == self.language else self.language,
         )
 
     def _final(
@@ -207,17 +223,19 @@ class SpeakerPipeline:
             timings["final_transcript"] = metrics.observe_stage(
                 "interpret", "final_transcript", self.language, time.time() - speech_ended_at
             )
+        heard = self._heard(data)
         self._on_final(
             FinalText(
                 segment_id=segment_id,
                 speaker=self.identity,
                 voice=self.track_sid,
                 text=text,
-                language=self.language,
+                language=heard,
                 start_s=round(start, 3),
                 end_s=round(max(end, start), 3),
                 at=time.monotonic(),
                 timings=timings,
+                language_setting=None if heard == self.language else self.language,
             ),
         )
 

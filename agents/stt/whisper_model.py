@@ -48,6 +48,16 @@ class WhisperOptions:
     # The shortest encoder window (see WhisperEngine._encode). Measured on 2 cores,
     # whisper-base: one decode of a 2 s question 1.0 s with the full 30 s, 0.3 s with 10 s.
     min_window_s: float = 10.0
+    # Speech plainly in another language than the one set (Whisper's own language detection
+    # gives that language at least this probability) is transcribed as the language heard:
+    # forced into the set language, Whisper writes garbage or a translation of its own.
+    # Detection is one decoder step on the encoder output the decode uses anyway: 15 ms, a
+    # decode of the eval set's sentences 0.263 s against 0.247 s without (whisper-base, 2
+    # cores). At 0.9, one espeak Vietnamese sentence in 44 on 8 kHz audio was taken for
+    # another language (p 0.93); at 0.95 none of 352 utterances in three languages were, and
+    # Japanese and piper English speech were still caught 100% and 98%
+    # (`kaiwa eval languages`, docs/speech-eval.md). None: always the set language.
+    follow_heard_language_p: float | None = 0.95
 
 
 @dataclass(frozen=True)
@@ -82,9 +92,8 @@ class WhisperEngine:
         for start in range(0, len(audio), WINDOW_SAMPLES):
             chunk = audio[start : start + WINDOW_SAMPLES]
             encoded = self._encode(chunk, options.min_window_s)
-            if language is None:
-                # [(token "<|ja|>", probability), ...], most likely first.
-                language = self.model.model.detect_language(encoded)[0][0][0][2:-2]
+            if language is None or (start == 0 and options.follow_heard_language_p is not None):
+                language = self._heard_language(encoded, language, options)
             text, probability = self._decode(encoded, len(chunk), language, options)
             if text:
                 texts.append(text)
@@ -108,6 +117,30 @@ class WhisperEngine:
         frames = int(window_s * FRAMES_PER_S)
         features = self.model.feature_extractor(chunk)[:, :frames]
         return self.model.encode(pad_or_trim(features, frames))
+
+    def detect_language(self, audio: np.ndarray, min_window_s: float = 10.0) -> tuple[str, float]:
+        """The language Whisper hears in the first window of `audio`, with its probability."""
+        return self._detect(self._encode(audio[:WINDOW_SAMPLES], min_window_s))
+
+    def _detect(self, encoded: ctranslate2.StorageView) -> tuple[str, float]:
+        # [(token "<|ja|>", probability), ...], most likely first.
+        token, probability = self.model.model.detect_language(encoded)[0][0]
+        return str(token[2:-2]), float(probability)
+
+    def _heard_language(
+        self, encoded: ctranslate2.StorageView, language: str | None, options: WhisperOptions
+    ) -> str:
+        """The language to decode in: the one detected when none is set, else the set one
+        unless another is plainly heard (`follow_heard_language_p`)."""
+        if not self.model.model.is_multilingual:
+            return language or "en"  # an English-only model: nothing to detect
+        heard, probability = self._detect(encoded)
+        if language is None:
+            return heard
+        threshold = options.follow_heard_language_p
+        if threshold is not None and heard != language and probability >= threshold:
+            return heard
+        return language
 
     def _decode(
         self,

@@ -52,6 +52,11 @@ def to_16k(pcm: np.ndarray, rate: int) -> np.ndarray:
     return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
 
 
+def to_8k(pcm16k: np.ndarray) -> np.ndarray:
+    frames = resample(pcm16k, SAMPLE_RATE, 8000)
+    return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
+
+
 def voices() -> dict[str, list[Voice]]:
     return {
         "en": [engines.voice("en"), EspeakVoice("en-us")],
@@ -123,6 +128,68 @@ def score_stt(
             "rtf": round(decode_s / audio_s, 3),
         }
     return results, heard
+
+
+def language_detection(utterances: list[Utterance], stt_model: str) -> dict[str, Any]:
+    """How well speech in another language than the one set is told apart, per voice, at the
+    threshold the STT uses (`WhisperOptions.follow_heard_language_p`):
+    - `caught`: the share Whisper names as its own language with at least that probability.
+      Spoken by someone set to another language, it is transcribed as heard and captioned
+      as such, not translated.
+    - `false_switch`: the share it names as another language with at least that
+      probability. Spoken by someone set to its own language, it would be transcribed as
+      that other language: a lost sentence.
+    """
+    engine = engines.whisper(stt_model)
+    threshold = WhisperOptions().follow_heard_language_p or 1.0
+    results: dict[str, Any] = {"threshold": threshold}
+    for key in sorted({(u.language, u.voice) for u in utterances}):
+        language, voice = key
+        detected = [
+            engine.detect_language(u.pcm16k.astype(np.float32) / 32768.0)
+            for u in utterances
+            if (u.language, u.voice) == key
+        ]
+        sure = [heard for heard, p in detected if p >= threshold]
+        results[f"{language}/{voice}"] = {
+            "n": len(detected),
+            "caught": round(sure.count(language) / len(detected), 3),
+            "false_switch": round((len(sure) - sure.count(language)) / len(detected), 3),
+            "median_p_own": round(
+                statistics.median(p if heard == language else 0.0 for heard, p in detected), 3
+            ),
+            "heard_instead": sorted({heard for heard, _p in detected if heard != language}),
+        }
+    return results
+
+
+def evaluate_languages(stt_model: str = "whisper-base") -> dict[str, Any]:
+    """Language detection on both splits' speech (no language model needed)."""
+    wideband = [
+        u for split in ("sentences", "held_out") for u in synthesize_set(load_sentences(split))[0]
+    ]
+    # The same speech through a phone's 8 kHz band, as SIP callers' arrives.
+    phone = [
+        Utterance(u.language, f"{u.voice} @8kHz", u.text, to_16k(to_8k(u.pcm16k), 8000))
+        for u in wideband
+    ]
+    utterances = wideband + phone
+    return {"stt_model": stt_model, "languages": language_detection(utterances, stt_model)}
+
+
+def languages_table(figures: dict[str, Any]) -> str:
+    detection = dict(figures["languages"])
+    threshold = detection.pop("threshold")
+    lines = [
+        f"Speech in another language ({figures['stt_model']}, threshold p >= {threshold})",
+        f"  {'language/voice':<34}{'n':>4}{'caught':>9}{'false switch':>14}{'median p':>10}",
+    ]
+    for key, value in detection.items():
+        lines.append(
+            f"  {key:<34}{value['n']:>4}{value['caught'] * 100:>8.0f}%"
+            f"{value['false_switch'] * 100:>13.0f}%{value['median_p_own']:>10.2f}"
+        )
+    return "\n".join(lines)
 
 
 async def final_latency(utterances: list[Utterance], stt_model: str) -> dict[str, float]:

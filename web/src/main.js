@@ -635,7 +635,8 @@ function captionView(row) {
   return {
     text: translated ?? row.text,
     original: translated !== undefined && foreign ? row.text : "",
-    pending: !own && foreign && translated === undefined,
+    // Speech heard in another language than its speaker set is not translated: no wait.
+    pending: !own && foreign && translated === undefined && !row.otherLanguage,
   };
 }
 
@@ -691,6 +692,12 @@ function renderCaptions() {
       original.lang = row.language;
       original.textContent = view.original;
       li.append(original);
+    }
+    if (row.otherLanguage) {
+      const heard = document.createElement("span");
+      heard.className = "heard-as";
+      heard.textContent = `heard in ${row.language.toUpperCase()}, not translated`;
+      li.append(heard);
     }
     const sent = outbox?.byRow(row.id);
     if (sent) li.append(deliveryNote(sent, row.id));

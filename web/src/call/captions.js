@@ -12,6 +12,9 @@ const SOURCE_SEGMENT_ID = "kaiwa.source_segment_id";
 const SPEAKER = "kaiwa.speaker";
 const START_S = "kaiwa.start_s";
 const KIND = "kaiwa.kind";
+// On speech heard in another language than its speaker set: that setting. Such speech is
+// captioned as heard and never translated.
+const LANGUAGE_SETTING = "kaiwa.language_setting";
 
 export class CaptionBook {
   constructor(onChange) {
@@ -33,6 +36,7 @@ export class CaptionBook {
         text: "",
         final: false,
         kind: "speech", // or "text": typed into the chat
+        otherLanguage: false, // heard in another language than its speaker set
         translations: {},
         startS: null,
         sortS: this.latestS,
@@ -75,6 +79,7 @@ export class CaptionBook {
       row.speaker = attributes[SPEAKER] || sender;
       if (language) row.language = language;
       if (attributes[KIND] === "text") row.kind = "text";
+      row.otherLanguage = Boolean(attributes[LANGUAGE_SETTING]);
       this.placeAt(row, attributes[START_S]);
     }
     this.onChange();
