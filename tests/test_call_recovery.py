@@ -106,9 +106,15 @@ async def test_a_dialog_survives_its_worker_killed_and_goes_on_with_what_was_sai
         await caller.say(*await asyncio.to_thread(speech, "en", FACT))
         await wait_for(lambda: len(agent_finals(caller)) >= 2, 60, "the reply", caller)
         # What the new agent restores is what the history has: wait until the fact is there.
-        await history.wait_until(
-            lambda d: any(t["role"] == "user" for t in d["transcript"]), "the caller's turn"
+        # Not only a first turn: on a busy machine the VAD may cut the line after "Ken," and
+        # the worker, killed while it heard the rest, never stored where he lives (a CI run).
+        told = await history.wait_until(
+            lambda d: any(
+                t["role"] == "user" and "liv" in t["text"].lower() for t in d["transcript"]
+            ),
+            "the caller's turn with where he lives",
         )
+        told_turns = sum(t["role"] == "user" for t in told["transcript"])
         first_agent = agents_in(caller)
         worker = await serving_worker(stack, caller.grant["room"])
         assert worker.proc is not None
@@ -122,11 +128,12 @@ async def test_a_dialog_survives_its_worker_killed_and_goes_on_with_what_was_sai
         await wait_for(lambda: len(agent_finals(caller)) > replies, 60, "the answer", caller)
         answer = " ".join(t.text for t in agent_finals(caller)[replies:])
         detail = await history.wait_until(
-            lambda d: sum(t["role"] == "user" for t in d["transcript"]) >= 2, "the question"
+            lambda d: sum(t["role"] == "user" for t in d["transcript"]) > told_turns,
+            "the question",
         )
         said = [t["text"].lower() for t in detail["transcript"] if t["role"] == "user"]
         # The new agent knows what the caller told the old one, as the history holds it.
-        assert names_the_city(answer, heard=said[0]), (answer, said)
+        assert names_the_city(answer, heard=" ".join(said[:told_turns])), (answer, said)
         # Every turn once: the fact was not stored again by the new agent.
         assert sum("ken" in t or "name" in t for t in said) == 1, said
         ids = [t["id"] for t in detail["transcript"]]
