@@ -47,14 +47,13 @@ def load_sentences(split: str = "sentences") -> list[dict[str, str]]:
     return sentences
 
 
+def resampled(pcm: np.ndarray, rate: int, out_rate: int) -> np.ndarray:
+    frames = resample(pcm, rate, out_rate)
+    return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
+
+
 def to_16k(pcm: np.ndarray, rate: int) -> np.ndarray:
-    frames = resample(pcm, rate, SAMPLE_RATE)
-    return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
-
-
-def to_8k(pcm16k: np.ndarray) -> np.ndarray:
-    frames = resample(pcm16k, SAMPLE_RATE, 8000)
-    return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
+    return resampled(pcm, rate, SAMPLE_RATE)
 
 
 def voices() -> dict[str, list[Voice]]:
@@ -170,7 +169,12 @@ def evaluate_languages(stt_model: str = "whisper-base") -> dict[str, Any]:
     ]
     # The same speech through a phone's 8 kHz band, as SIP callers' arrives.
     phone = [
-        Utterance(u.language, f"{u.voice} @8kHz", u.text, to_16k(to_8k(u.pcm16k), 8000))
+        Utterance(
+            u.language,
+            f"{u.voice} @8kHz",
+            u.text,
+            to_16k(resampled(u.pcm16k, SAMPLE_RATE, 8000), 8000),
+        )
         for u in wideband
     ]
     utterances = wideband + phone
