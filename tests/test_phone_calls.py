@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from livekit import api as lkapi
+from livekit import rtc
 
 from agents import engines
 from kaiwa import sip
@@ -71,6 +72,22 @@ async def phone_participant(stack: Stack, room_prefix: str, timeout_s: float = 2
                         return room, p
             await asyncio.sleep(0.2)
     raise AssertionError(f"no active phone caller in a room named {room_prefix}…")
+
+
+async def phone_in_call(caller: SyntheticCaller, timeout_s: float = 20) -> None:
+    """Until `caller` sees a phone caller in its room whose call is answered.
+
+    Read from the room, as the agent reads it: LiveKit's ListParticipants reads a copy in
+    Redis that updates written concurrently can leave stale. A phone answered within
+    milliseconds of publishing its audio stayed "ringing" there for its whole call.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for phone in caller.remote(rtc.ParticipantKind.PARTICIPANT_KIND_SIP):
+            if phone.attributes.get("sip.callStatus") == "active":
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no answered phone caller seen in {caller.room_name}")
 
 
 async def test_a_phone_call_is_greeted_answered_recorded_and_kept(
@@ -318,7 +335,7 @@ async def test_a_phone_caller_hears_only_the_translation_in_its_language(stack: 
                 hang_up_after_s=30.0,
             )
             placing = asyncio.create_task(place_call(call))
-            await phone_participant(stack, alice.room_name)
+            await phone_in_call(alice)
             await asyncio.sleep(1.0)  # the phone's mix set once its voice exists
             await alice.say(*order)
             result = await placing
