@@ -205,7 +205,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_bench_interpret(args: argparse.Namespace) -> int:
     from .bench import interpret
 
-    print_figures(args, lambda: interpret.run(args.compare))
+    print_figures(args, lambda: interpret.run(args.compare, args.keep_logs))
     return 0
 
 
@@ -439,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
         "--compare", action="store_true", help="also run LiveKit's multi-user translator design"
     )
     p_interpret.add_argument("--json", action="store_true", help="print one JSON object")
+    p_interpret.add_argument(
+        "--keep-logs", type=Path, metavar="DIR", help="copy the stack's logs here at the end"
+    )
     p_interpret.set_defaults(func=cmd_bench_interpret)
     p_dialog = bench.add_parser(
         "dialog", help="voice-to-voice latency, barge-in stop, CPU (a stack of its own)"

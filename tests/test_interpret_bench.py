@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kaiwa.bench.interpret import Turn, _onsets, _pipeline_times, figures_of
+from kaiwa.bench.interpret import (
+    Turn,
+    _onsets,
+    _pipeline_times,
+    compared,
+    distance_to_floor,
+    figures_of,
+)
 from kaiwa.caller import HeardAudio, ReceivedText, SyntheticCaller
 
 pytestmark = pytest.mark.unit
@@ -81,6 +88,47 @@ async def test_a_caption_holding_two_sentences_completes_both() -> None:
 
     assert figures["caption_lag_s_median"] == pytest.approx(2.0)  # 3.0 and 1.0
     assert figures["sentences_unmatched"] == 1  # one stretch of speech for two sentences
+    # Which sentence the stretch is would be a guess: said, heard, not measured.
+    assert figures["translation_lags_measured"] == 0
+    assert figures["translation_lag_s_median"] is None
+    assert figures["completeness"] == pytest.approx(0.5)
+    assert [s["translation_lag_s"] for s in figures["per_sentence"]] == [None, None]
+
+
+def lags(values: list[float | None]) -> dict[str, object]:
+    return {
+        "per_sentence": [
+            {"turn": i, "sentence": 0, "text": "", "translation_lag_s": v}
+            for i, v in enumerate(values)
+        ]
+    }
+
+
+def test_designs_are_compared_on_the_sentences_both_measured() -> None:
+    # The other design measured only its two easiest sentences: on those, ours is 2.0
+    # against its 1.0, whatever ours did with the rest.
+    ours = lags([2.0, 2.0, 9.0, 9.0])
+    theirs = lags([1.0, 1.0, None, None])
+
+    result = compared(ours, theirs)
+
+    assert result["sentences_both_voiced"] == 2
+    assert result["kaiwa_translation_lag_s_median"] == pytest.approx(2.0)
+    assert result["other_translation_lag_s_median"] == pytest.approx(1.0)
+    assert result["translation_lag_ratio_median"] == pytest.approx(2.0)
+
+
+def test_the_distance_to_the_floor_is_taken_sentence_by_sentence() -> None:
+    figures = lags([2.5, None, 4.0])
+    floor = {
+        "per_sentence": [
+            {"turn": 0, "sentence": 0, "floor_s": 1.5},
+            {"turn": 1, "sentence": 0, "floor_s": 1.0},
+            {"turn": 2, "sentence": 0, "floor_s": 2.0},
+        ]
+    }
+    result = distance_to_floor(figures, floor)
+    assert result["above_floor_s_median"] == pytest.approx(1.5)  # 1.0 and 2.0
 
 
 def test_the_pipeline_time_is_the_ledger_from_end_of_speech_to_first_frame() -> None:

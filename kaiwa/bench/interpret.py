@@ -9,9 +9,13 @@ the callers, on arrival:
 - caption lag: end of a spoken sentence → the listener receives the final source caption
   that completes it;
 - translation lag: end of a spoken sentence → the first frame of its translated audio
-  received by the other caller (the translated track is cut into sentences at its pauses,
-  and the n-th sentence heard is taken as the translation of the n-th sentence spoken;
-  `sentences_unmatched` counts the turns where the counts differ);
+  received by the other caller. The translated track is cut into stretches at its pauses,
+  and in a turn voiced in as many stretches as it has sentences, the n-th stretch heard is
+  the translation of the n-th sentence spoken. Where the counts differ (sentences merged
+  into one stretch, or one cut in two) pairing would be a guess: such a turn's sentences
+  count as said but not measured (`sentences_unmatched` counts the turns);
+- completeness: stretches of translated speech heard, at most one per sentence, per
+  sentence said;
 - interim cadence: the intervals between caption updates while the speaker speaks;
 - CPU per session: CPU seconds of the agent worker and the LLM server per second of call;
 - drops: translated sentences the interpreter did not speak (its own counter);
@@ -23,13 +27,18 @@ the callers, on arrival:
 With `--compare` the same exchange runs again against LiveKit's multi-user translator design
 (kaiwa/bench/reference/multi_user_translator.py), on the same stack and engines, in the
 reference worker started beside the stack (whose CPU is then measured instead of the product
-worker's), and the ratio of the median translation lags is printed.
+worker's). The two are compared on the sentences both measured: a design that merges or
+drops its hard sentences would otherwise be judged on its easy ones alone.
+
+Last, the floor: each sentence's stages run alone on the idle stack (`stage_floor`), and
+how far each measured lag is above it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -40,10 +49,14 @@ from typing import Any
 
 import numpy as np
 from livekit import rtc
+from openai import AsyncOpenAI
 
 from agents import engines
+from agents.stt.whisper_model import WhisperOptions
+from agents.translate import Translator
 from core.protocol import DROPPED_SENTENCES_ATTRIBUTE, FINAL, SOURCE_SEGMENT_ID, TRACK_ID
 from kaiwa.caller import HeardAudio, ReceivedText, SyntheticCaller
+from kaiwa.eval.speech import to_16k
 from kaiwa.stack.config import StackConfig
 from kaiwa.stack.services import Stack, ephemeral_config
 
@@ -89,6 +102,9 @@ class Turn:
     sentence_ends: list[float] = field(default_factory=list)
     track_sid: str = ""
     until: float = 0.0
+    # What was said, as sent (mono 16-bit, at `rate`).
+    speech: np.ndarray[Any, Any] | None = None
+    rate: int = 0
 
 
 def turn_speech(language: str, sentences: list[str]) -> tuple[np.ndarray[Any, Any], int, list[int]]:
@@ -136,6 +152,24 @@ async def _quiet(listener: SyntheticCaller, track: str, since: float, quiet_s: f
         await asyncio.sleep(0.1)
 
 
+async def open_microphones(*callers: SyntheticCaller, timeout_s: float = 20.0) -> None:
+    """Every caller's microphone open, and its audio reaching the server, before anyone
+    speaks: an app opens its microphone on joining, not on the first word. LiveKit tells the
+    others of a track once its media arrives, so each waits to be seen by another caller.
+    (Opened on the first word, a lossy link's slow negotiation cut that word off.)"""
+    await asyncio.gather(
+        *(c.open_microphone(engines.voice(c.language).sample_rate) for c in callers)
+    )
+    deadline = time.monotonic() + timeout_s
+    for caller in callers:
+        sid = caller.microphone_sid
+        others = [c for c in callers if c is not caller]
+        while not all(any(sid in p.track_publications for p in other.remote()) for other in others):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{caller.name}'s microphone reached nobody in {timeout_s} s")
+            await asyncio.sleep(0.05)
+
+
 async def converse(
     alice: SyntheticCaller,
     kenji: SyntheticCaller,
@@ -144,11 +178,12 @@ async def converse(
     """Alice (en) and Kenji (ja) take the script's turns, each turn spoken whole and its
     translation heard out before the next begins."""
     callers = {"en": (alice, kenji), "ja": (kenji, alice)}
+    await open_microphones(alice, kenji)
     turns: list[Turn] = []
     for language, sentences in script:
         speaker, listener = callers[language]
         pcm, rate, ends = await asyncio.to_thread(turn_speech, language, sentences)
-        turn = Turn(speaker, listener, sentences, started=time.monotonic())
+        turn = Turn(speaker, listener, sentences, started=time.monotonic(), speech=pcm, rate=rate)
         finished = await speaker.say(pcm, rate)
         turn.sentence_ends = [finished - (len(pcm) - end) / rate for end in ends]
         turn.track_sid = speaker.microphone_sid
@@ -259,8 +294,9 @@ def figures_of(turns: list[Turn]) -> dict[str, Any]:
     # The last sentence of each turn: the one that ends the speaker's utterance.
     turn_end_lags: list[float] = []
     intervals: list[float] = []
-    unmatched = 0
-    for turn in turns:
+    per_sentence: list[dict[str, Any]] = []
+    unmatched = voiced = 0
+    for number, turn in enumerate(turns):
         updates = captions_of(turn, translated=False)
         # Caption lag: each sentence against the final caption that completes it.
         # (A caption that holds two sentences completes both, the first one late.)
@@ -272,30 +308,142 @@ def figures_of(turns: list[Turn]) -> dict[str, Any]:
         # Interim cadence: updates while the speaker is still speaking.
         speaking = [u.at for u in updates if u.at <= turn.sentence_ends[-1]]
         intervals += [b - a for a, b in zip(speaking, speaking[1:], strict=False)]
-        # Translation lag: the n-th sentence heard against the n-th sentence spoken.
+        # Translation lag: the n-th sentence heard against the n-th sentence spoken, in a
+        # turn voiced in as many stretches as it has sentences. Where the counts differ
+        # (sentences merged into one stretch, or one cut in two), the pairing would be a
+        # guess: those sentences count as said, not as measured.
         onsets = voice_onsets(turn)
-        if len(onsets) != len(turn.sentence_ends):
-            unmatched += 1
-        for end, onset in zip(turn.sentence_ends, onsets, strict=False):
-            translation_lags.append(onset - end)
-        if len(onsets) == len(turn.sentence_ends):
-            turn_end_lags.append(onsets[-1] - turn.sentence_ends[-1])
+        voiced += min(len(onsets), len(turn.sentence_ends))
+        paired = len(onsets) == len(turn.sentence_ends)
+        unmatched += not paired
+        lags = [onset - end for end, onset in zip(turn.sentence_ends, onsets, strict=False)]
+        if paired:
+            translation_lags += lags
+            turn_end_lags.append(lags[-1])
+        per_sentence += [
+            {
+                "turn": number,
+                "sentence": index,
+                "text": text,
+                "translation_lag_s": round(lags[index], 3) if paired else None,
+                "stretches_in_turn": len(onsets),
+            }
+            for index, text in enumerate(turn.sentences)
+        ]
+    said = sum(len(t.sentence_ends) for t in turns)
     return {
-        "sentences": sum(len(t.sentence_ends) for t in turns),
+        "sentences": said,
         "caption_lag_s_median": median(caption_lags),
         "caption_lag_s_p95": percentile(caption_lags, 95),
         "translation_lag_s_median": median(translation_lags),
         "translation_lag_s_p95": percentile(translation_lags, 95),
         "translation_lags_measured": len(translation_lags),
+        # Stretches of translated speech heard, at most one per sentence; per sentence said.
+        "sentences_voiced": voiced,
+        "completeness": round(voiced / said, 3) if said else None,
         "turn_end_to_voice_s_median": median(turn_end_lags),
         "sentences_unmatched": unmatched,
         "interim_interval_s_median": median(intervals),
         "interim_interval_s_p95": percentile(intervals, 95),
         "interim_interval_s_max": round(max(intervals), 3) if intervals else None,
+        "per_sentence": per_sentence,
     }
 
 
-async def run(compare: bool) -> dict[str, Any]:
+def compared(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """The two designs on the sentences both voiced in a form the bench could pair: a
+    design that merges or drops its hard sentences is not judged on its easy ones alone."""
+
+    def lags(figures: dict[str, Any]) -> dict[tuple[int, int], float]:
+        return {
+            (s["turn"], s["sentence"]): s["translation_lag_s"]
+            for s in figures["per_sentence"]
+            if s["translation_lag_s"] is not None
+        }
+
+    mine, other = lags(ours), lags(theirs)
+    both = sorted(mine.keys() & other.keys())
+    ours_median = median([mine[k] for k in both])
+    theirs_median = median([other[k] for k in both])
+    return {
+        "sentences_both_voiced": len(both),
+        "kaiwa_translation_lag_s_median": ours_median,
+        "kaiwa_translation_lag_s_p95": percentile([mine[k] for k in both], 95),
+        "other_translation_lag_s_median": theirs_median,
+        "other_translation_lag_s_p95": percentile([other[k] for k in both], 95),
+        "translation_lag_ratio_median": (
+            round(ours_median / theirs_median, 3) if ours_median and theirs_median else None
+        ),
+    }
+
+
+async def stage_floor(cfg: StackConfig) -> dict[str, Any]:
+    """The translation lag's floor: each sentence's stages, alone on the idle stack, end to
+    end, as the interpreter chains them for a sentence that ends an utterance.
+
+    - final transcript: the VAD's silence window, or the final decode (started that far
+      into the pause, `WhisperOptions.early_final_after_s`) where it ends later;
+    - translation: one model call through the product's translator (its prompt prefix
+      already cached by the exchange, as the interpreter's warm-up caches it in a call);
+    - synthesis: the whole translation, as the product's voices synthesize it before its
+      first frame goes out.
+
+    Network and playout are not in it: the ledger's comparison with the caller gives them.
+    """
+    whisper = await asyncio.to_thread(engines.whisper)
+    client = AsyncOpenAI(base_url=cfg.llm_base_url, api_key="local")
+    translator = Translator(client, cfg.llm_model)
+    early_s = WhisperOptions().early_final_after_s
+    rows: list[dict[str, Any]] = []
+    try:
+        for number, (language, sentences) in enumerate(SCRIPT):
+            target = "ja" if language == "en" else "en"
+            speaker, listener = engines.voice(language), engines.voice(target)
+            for index, text in enumerate(sentences):
+                pcm = await asyncio.to_thread(speaker.synthesize, text)
+                audio = to_16k(pcm, speaker.sample_rate).astype(np.float32) / 32768.0
+                options = WhisperOptions(language=language)
+                started = time.perf_counter()
+                heard = await asyncio.to_thread(whisper.transcribe, audio, options)
+                stt_s = time.perf_counter() - started
+                started = time.perf_counter()
+                translation = await translator.translate_one(heard.text, language, target)
+                translate_s = time.perf_counter() - started
+                started = time.perf_counter()
+                await asyncio.to_thread(listener.synthesize, translation or heard.text)
+                synthesis_s = time.perf_counter() - started
+                final_s = max(engines.VAD_MIN_SILENCE_S, early_s + stt_s)
+                rows.append(
+                    {
+                        "turn": number,
+                        "sentence": index,
+                        "decode_s": round(stt_s, 3),
+                        "final_transcript_s": round(final_s, 3),
+                        "translation_s": round(translate_s, 3),
+                        "synthesis_s": round(synthesis_s, 3),
+                        "floor_s": round(final_s + translate_s + synthesis_s, 3),
+                    }
+                )
+    finally:
+        await client.close()
+    return {
+        stage: median([row[stage] for row in rows])
+        for stage in ("decode_s", "final_transcript_s", "translation_s", "synthesis_s", "floor_s")
+    } | {"floor_s_p95": percentile([row["floor_s"] for row in rows], 95), "per_sentence": rows}
+
+
+def distance_to_floor(figures: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
+    """The caller's translation lag less the floor, sentence by sentence, where measured."""
+    floors = {(row["turn"], row["sentence"]): row["floor_s"] for row in floor["per_sentence"]}
+    gaps = [
+        s["translation_lag_s"] - floors[(s["turn"], s["sentence"])]
+        for s in figures["per_sentence"]
+        if s["translation_lag_s"] is not None and (s["turn"], s["sentence"]) in floors
+    ]
+    return {"above_floor_s_median": median(gaps), "above_floor_s_p95": percentile(gaps, 95)}
+
+
+async def run(compare: bool, keep_logs: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kaiwa-bench-") as state_dir:
         cfg = ephemeral_config(Path(state_dir))
         stack = Stack(cfg)
@@ -304,16 +452,14 @@ async def run(compare: bool) -> dict[str, Any]:
             results: dict[str, Any] = {"kaiwa": await _exchange(cfg, stack, "kaiwa", PRODUCT)}
             if compare:
                 await asyncio.to_thread(start_reference_worker, stack)
-                example = await _exchange(cfg, stack, DESIGN, REFERENCE)
-                results[DESIGN] = example
-                ours, theirs = (
-                    results["kaiwa"]["translation_lag_s_median"],
-                    example["translation_lag_s_median"],
-                )
-                if ours is not None and theirs:
-                    results["translation_lag_ratio_median"] = round(ours / theirs, 3)
+                results[DESIGN] = await _exchange(cfg, stack, DESIGN, REFERENCE)
+                results["compared"] = compared(results["kaiwa"], results[DESIGN])
+            results["floor"] = await stage_floor(cfg)
+            results["kaiwa"].update(distance_to_floor(results["kaiwa"], results["floor"]))
         finally:
             await asyncio.to_thread(stack.stop)
+            if keep_logs is not None:
+                shutil.copytree(cfg.logs_dir, keep_logs, dirs_exist_ok=True)
     results["engines"] = {"stt": "whisper-base", "llm": cfg.llm_model, "tts": "piper, Open JTalk"}
     results["machine_cpus"] = os.cpu_count()
     return results
