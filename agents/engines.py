@@ -36,12 +36,17 @@ def whisper(model: str = "whisper-base") -> WhisperEngine:
     return _once("stt", model, lambda: WhisperEngine(str(ModelStore().path(model))))
 
 
+# 0.4 s of silence ends a segment: shorter splits sentences at commas, longer adds lag.
+VAD_MIN_SILENCE_S = 0.4
+
+
 def vad() -> agents_vad.VAD:
-    # 0.4 s of silence ends a segment: shorter splits sentences at commas, longer adds lag.
     return _once(
         "vad",
         "silero",
-        lambda: silero.VAD.load(min_silence_duration=0.4, prefix_padding_duration=0.3),
+        lambda: silero.VAD.load(
+            min_silence_duration=VAD_MIN_SILENCE_S, prefix_padding_duration=0.3
+        ),
     )
 
 

@@ -66,6 +66,13 @@ class AgentSettings(LiveKitSettings, RedisSettings, GoogleSettings):
         default="gemini-2.5-flash", description="The Gemini model when LLM_ENGINE=google."
     )
 
+    interpret_warm_languages: list[str] = Field(
+        default=["en", "ja", "vi"],
+        description="Interpretation: the worker has the language model read the prompts "
+        "for translating between these languages when it starts, before it takes calls. "
+        "A direction not read before is read when a call first needs it: several seconds "
+        "on 2 cores, which the call's first sentence waits for.",
+    )
     interpret_max_lag_s: float = Field(
         default=4.0,
         description="Interpretation: a listener's translated audio never falls further "

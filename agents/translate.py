@@ -264,6 +264,34 @@ class Translator:
             timeout=self._timeout,
         )
 
+    async def warm_directions(self, languages: Iterable[str]) -> int:
+        """Warm every direction between `languages` the model is asked for (a pivoted
+        direction's legs are the ones through its pivot), one after another: the server
+        reads one prompt at a time whatever its slots. Returns how many were warmed."""
+        wanted = list(dict.fromkeys(base_language(language) for language in languages))
+        legs = dict.fromkeys(
+            leg
+            for source in wanted
+            for target in wanted
+            if source != target
+            for leg in self._legs(source, target)
+        )
+        warmed = 0
+        for source, target in legs:
+            try:
+                await self.warm(source, target)
+                warmed += 1
+            except Exception as error:  # only an optimisation: a call warms its own
+                logger.warning(
+                    "translation warm-up failed",
+                    extra={"source": source, "target": target, "error": type(error).__name__},
+                )
+        return warmed
+
+    def _legs(self, source: str, target: str) -> list[tuple[str, str]]:
+        via = self._pivots.get((source, target))
+        return [(source, target)] if via is None else [(source, via), (via, target)]
+
     def _remember(self, key: tuple[str, str, str], value: str | None) -> None:
         self._cache[key] = (time.monotonic(), value)
         self._cache.move_to_end(key)

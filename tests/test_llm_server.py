@@ -6,9 +6,12 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from livekit.agents import llm
 
 from agents.dialog.context import STEP, bounded, estimated_tokens
+from agents.translate import prompt
+from core.presence import registered_workers
 from kaiwa.stack.services import Stack
 
 pytestmark = pytest.mark.integration
@@ -79,3 +82,40 @@ async def test_a_dialog_that_drops_its_oldest_turns_is_not_read_whole_again(stac
     # Read again: the new question, the chat template's framing around the cut, and what
     # the reuse cannot shift (runs shorter than its 256-token least).
     assert prompt >= 300 and read <= prompt / 3, answer
+
+
+# A sentence none of the tests before has had translated, in each direction's source.
+UNSEEN = {
+    "en": "The blue ferry to the island leaves twice a week.",
+    "ja": "島へ行く青いフェリーは週に二回出ます。",
+    "vi": "Chiếc phà xanh ra đảo chạy hai lần một tuần.",
+}
+
+
+async def test_the_worker_has_the_translation_prompts_read_before_it_takes_calls(
+    stack: Stack,
+) -> None:
+    # Each direction's prompt starts with its instructions and examples, about 100 tokens:
+    # read cold on 2 cores, several seconds a call's first sentence would wait for.
+    presence = redis.Redis.from_url(stack.cfg.redis_url)
+    try:
+        workers = registered_workers(presence)
+    finally:
+        presence.close()
+    # en<->ja and en<->vi; ja<->vi goes through English.
+    assert [w.get("translations_warmed") for w in workers] == [4], workers
+    for source, target in (("en", "ja"), ("ja", "en"), ("en", "vi"), ("vi", "en")):
+        async with httpx.AsyncClient(timeout=120) as client:
+            response = await client.post(
+                f"{stack.cfg.llm_base_url}/chat/completions",
+                json={
+                    "model": stack.cfg.llm_model,
+                    "messages": prompt(UNSEEN[source], source, target),
+                    "max_tokens": 1,
+                    "temperature": 0,
+                },
+            )
+        answer = response.raise_for_status().json()
+        read, total = answer["timings"]["prompt_n"], answer["usage"]["prompt_tokens"]
+        # Read: the new sentence and its framing; the instructions and examples were there.
+        assert read <= total / 3, (source, target, answer)
