@@ -94,6 +94,44 @@ async def test_call_is_recorded_whole_with_each_speaker_in_place(
             assert rms(samples, other_at - offset + 0.5, other_at - offset + 5.5) < SILENT
 
 
+async def test_a_caller_who_joins_after_another_left_is_recorded(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """LiveKit gives a newcomer's track the place of one that has gone: it is recorded too."""
+    cfg = stack.cfg
+    low = write_tone(tmp_path / "low.wav", freq=330, seconds=3)
+    high = write_tone(tmp_path / "high.wav", freq=990, seconds=3)
+    alice, bob, room_sid = await _start_call(stack)
+    await asyncio.sleep(2)
+    await alice.speak_wav(low)
+    await bob.speak_wav(low)
+    await bob.leave()
+    await asyncio.sleep(4)  # Bob's track is gone from the recorder's connection
+    carol = SyntheticCaller(
+        cfg.api_url, name="Carol", mode="interpret", language="ja", room_name=alice.room_name
+    )
+    await carol.join()
+    await asyncio.sleep(2)
+    said = time.time()
+    await carol.speak_wav(high)
+    await asyncio.sleep(2)
+    await carol.leave()
+    await alice.leave()
+
+    deadline = time.monotonic() + 60
+    while True:
+        recordings = await wait_for_recordings(cfg, room_sid, count=4)
+        own = [r for r in recordings if r.identity == carol.identity]
+        if own or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
+    assert own, [(r.kind, r.identity) for r in recordings]
+    for recording in (own[0], next(r for r in recordings if r.kind == "room")):
+        audio = decode_ogg(recording.data)
+        at = max(0.0, said - recording.started_ns / 1e9)
+        assert rms(audio, at + 0.5, at + 2.5) > VOICED, (recording.kind, at)
+
+
 async def _start_call(stack: Stack) -> tuple[SyntheticCaller, SyntheticCaller, str]:
     alice = SyntheticCaller(stack.cfg.api_url, name="Alice", mode="interpret", language="en")
     await alice.join()

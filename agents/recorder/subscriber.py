@@ -21,6 +21,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -108,6 +109,10 @@ class Subscriber:
         self._pc.on("track", self._on_track)
         self._pc.on("connectionstatechange", self._on_connection_state)
         self._ssrc_tracks: dict[int, str] = {}
+        # What aiortc's RTP routers hand a packet to, once `_route_by_offer` has them: only its
+        # `_handle_rtp_packet` is called.
+        self._tapper = SimpleNamespace(_handle_rtp_packet=self._tap)
+        self._routed: set[int] = set()  # id() of each router already routing by offer
         self._opus_types: set[int] = set()
         self._early_candidates: list[dict[str, Any]] = []
         self._tasks = TaskOwner(logger)
@@ -206,6 +211,7 @@ class Subscriber:
     async def _answer(self, offer: lkrtc.SessionDescription) -> None:
         self._ssrc_tracks.update(ssrc_tracks(offer.sdp))
         await self._pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
+        self._route_by_offer()
         for candidate in self._early_candidates:
             await self._add_candidate(candidate)
         self._early_candidates.clear()
@@ -237,6 +243,27 @@ class Subscriber:
             self._end(f"media connection {self._pc.connectionState}", lost=True)
 
     # --- media -------------------------------------------------------------------------------
+
+    def _route_by_offer(self) -> None:
+        """Every packet of a track an offer declared goes to `_tap`, before aiortc's own
+        routing, which loses some.
+
+        LiveKit gives a new track the transceiver of one that has gone. aiortc registers a
+        receiver's SSRCs once, when it starts, so the new track's SSRC is known nowhere; it
+        then routes by payload type, which with two audio receivers or more names none, and
+        drops the packet. A caller who joined after another had left was not recorded at
+        all, neither on their own nor in the mix."""
+        for transceiver in self._pc.getTransceivers():
+            router = transceiver.receiver.transport._rtp_router
+            if id(router) in self._routed:
+                continue
+            self._routed.add(id(router))
+            by_aiortc = router.route_rtp
+
+            def route(packet: RtpPacket, by_aiortc: Any = by_aiortc) -> Any:
+                return self._tapper if packet.ssrc in self._ssrc_tracks else by_aiortc(packet)
+
+            router.route_rtp = route  # type: ignore[method-assign]
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "audio":
