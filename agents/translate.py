@@ -251,23 +251,17 @@ class Translator:
         return clean(response.choices[0].message.content or "")
 
     async def warm(self, source: str, target: str) -> None:
-        """Have the model server cache this direction's prompt prefix (system prompt and
-        examples), so the first real sentence does not pay for reading it: on 2 cores that
-        is several seconds."""
-        if base_language(source) == base_language(target):
-            return
-        await self._client.chat.completions.create(
-            model=self._model,
-            temperature=0,
-            max_tokens=1,
-            messages=prompt("Hello.", source, target),
-            timeout=self._timeout,
-        )
+        """Have the model server cache the prompt prefixes (system prompt and examples) a
+        sentence from `source` into `target` reads, through its pivot where it has one, so
+        the first real sentence does not pay for reading them: on 2 cores that is several
+        seconds."""
+        for leg in self._legs(source, target):
+            await self._warm_leg(*leg)
 
     async def warm_directions(self, languages: Iterable[str]) -> int:
-        """Warm every direction between `languages` the model is asked for (a pivoted
-        direction's legs are the ones through its pivot), one after another: the server
-        reads one prompt at a time whatever its slots. Returns how many were warmed."""
+        """`warm` every direction between `languages`, one prompt after another (the server
+        reads one prompt at a time whatever its slots), each shared leg once. Returns how
+        many prompts were warmed."""
         wanted = list(dict.fromkeys(base_language(language) for language in languages))
         legs = dict.fromkeys(
             leg
@@ -279,7 +273,7 @@ class Translator:
         warmed = 0
         for source, target in legs:
             try:
-                await self.warm(source, target)
+                await self._warm_leg(source, target)
                 warmed += 1
             except Exception as error:  # only an optimisation: a call warms its own
                 logger.warning(
@@ -289,8 +283,21 @@ class Translator:
         return warmed
 
     def _legs(self, source: str, target: str) -> list[tuple[str, str]]:
+        """The model calls a sentence from `source` into `target` takes."""
+        source, target = base_language(source), base_language(target)
+        if source == target:
+            return []
         via = self._pivots.get((source, target))
         return [(source, target)] if via is None else [(source, via), (via, target)]
+
+    async def _warm_leg(self, source: str, target: str) -> None:
+        await self._client.chat.completions.create(
+            model=self._model,
+            temperature=0,
+            max_tokens=1,
+            messages=prompt("Hello.", source, target),
+            timeout=self._timeout,
+        )
 
     def _remember(self, key: tuple[str, str, str], value: str | None) -> None:
         self._cache[key] = (time.monotonic(), value)

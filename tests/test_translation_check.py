@@ -180,3 +180,22 @@ async def test_a_pivoted_direction_goes_through_english(
     assert "into English" in first["messages"][0]["content"]
     assert second["messages"][-1]["content"] == "Where is the station?"
     assert "into Vietnamese" in second["messages"][0]["content"]
+
+
+async def test_warming_reads_the_prompts_sentences_will_read_each_once(
+    scripted: Callable[..., tuple[Translator, ScriptedChatModel]],
+) -> None:
+    translator, model = scripted(*["."] * 8, pivots={("ja", "vi"): "en", ("vi", "ja"): "en"})
+
+    # A room of Japanese and Vietnamese callers: their sentences go through English.
+    await translator.warm("ja", "vi")
+    assert [(r["messages"][0]["content"], r["max_tokens"]) for r in model.requests] == [
+        ("Translate Japanese into English. Reply with the translation only.", 1),
+        ("Translate English into Vietnamese. Reply with the translation only.", 1),
+    ]
+
+    # A worker's start: the six directions between three languages are four prompts.
+    model.requests.clear()
+    assert await translator.warm_directions(["en", "ja", "vi", "ja-JP"]) == 4
+    systems = [r["messages"][0]["content"] for r in model.requests]
+    assert len(set(systems)) == 4 and not any("Japanese into Vietnamese" in s for s in systems)
