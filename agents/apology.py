@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from livekit.agents import Agent, AgentSession, JobContext, tts
+from livekit.agents import Agent, JobContext, tts
 
 from core.protocol import LANGUAGE_ATTRIBUTE
 
 from .dialog.lines import line
+from .dialog.sessions import CallSession
 from .phone import first_caller
 
 # The apology plays in well under this; a voice that hangs must not keep the call open.
@@ -24,8 +25,8 @@ CALLER_WAIT_S = 5.0
 
 async def apologise(ctx: JobContext, voice: tts.TTS[Any], language: str) -> None:
     """Say the apology in `language` (spoken, with its caption), then end the call."""
-    session: AgentSession[Any] = AgentSession(tts=voice)
-    await session.start(agent=Agent(instructions=""), room=ctx.room)
+    session = CallSession(tts=voice)
+    await session.start(agent=Agent(instructions=""), room=ctx.room, session_host=False)
     try:
         await first_caller(ctx.room, timeout_s=CALLER_WAIT_S)
         handle = session.say(line(language, "apology"), allow_interruptions=False)

@@ -11,9 +11,12 @@ import httpx
 import psutil
 import pytest
 from livekit import rtc
+from livekit.agents.voice import RemoteSession
 
 from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
+
+from .support.calls import after_greeting, dialog_caller
 
 pytestmark = pytest.mark.e2e
 
@@ -120,6 +123,30 @@ async def test_nobody_else_joins_a_dialog_call(stack: Stack) -> None:
         assert again.status_code == 200, again.text
     finally:
         await dana.leave()
+
+
+@pytest.mark.models
+async def test_a_caller_neither_watches_nor_drives_the_dialog_agents_session(
+    stack: Stack,
+) -> None:
+    """By default livekit-agents opens an AgentSession to everyone in its room (topic
+    `lk.agent.session`): its events, transcripts and usage among them, go to every
+    participant, and any of them may read its history, type into it or turn its audio off.
+    Here the client LiveKit ships for that, RemoteSession, gets nothing out of the agent."""
+    async with dialog_caller(stack, "Erin") as erin:
+        agent = await erin.wait_for_agent()
+        remote = RemoteSession.from_room(erin.room, agent.identity)
+        seen: list[str] = []
+        for event in ("agent_state_changed", "conversation_item_added", "session_usage_updated"):
+            remote.on(event, lambda _message, event=event: seen.append(event))
+        await remote.start()
+        try:
+            await after_greeting(erin)  # the agent spoke: its state changed, a turn was added
+            with pytest.raises(TimeoutError):
+                await remote.wait_for_ready(timeout=5)
+        finally:
+            await remote.aclose()
+        assert seen == []
 
 
 def test_the_stacks_services_listen_on_loopback_only(stack: Stack) -> None:

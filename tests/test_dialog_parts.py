@@ -1,14 +1,22 @@
-"""The dialog agent's pure parts: the scenario catalogue and what counts as a backchannel."""
+"""The dialog agent's pure parts: the scenario catalogue, what counts as a backchannel, and
+the session's hold on its events."""
 
 from __future__ import annotations
 
+import gc
+import time
+import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
-from livekit.agents import llm
+from livekit.agents import AgentSession, llm
+from livekit.agents.metrics import VADMetrics
+from livekit.agents.voice.events import MetricsCollectedEvent
 
 from agents.dialog.lines import is_backchannel
 from agents.dialog.record import TurnTimer
+from agents.dialog.sessions import CallSession
 from core import scenarios
 
 pytestmark = pytest.mark.unit
@@ -89,3 +97,35 @@ def test_a_turns_ledger_adds_up_to_livekits_end_to_end_latency() -> None:
     greeting = llm.ChatMessage(role="assistant", content=["Hello!"])
     greeting.metrics.update(llm_node_ttft=0.4)
     assert TurnTimer("en").timings(greeting) == {"llm_first_token": 0.4}
+
+
+def _vad_metrics() -> MetricsCollectedEvent:
+    """What a call's VAD reports about once a second, all call long."""
+    return MetricsCollectedEvent(
+        metrics=VADMetrics(
+            label="vad",
+            timestamp=time.time(),
+            idle_time=0.0,
+            inference_duration_total=0.01,
+            inference_count=31,
+        )
+    )
+
+
+async def test_a_call_session_lets_its_events_go_once_its_listeners_have_them() -> None:
+    """livekit-agents' AgentSession keeps every event it emits, for a report Kaiwa never
+    makes: an hour's call kept thousands. A CallSession's listeners hear each event, and
+    then nothing holds it. Should livekit-agents keep events some other way, this fails."""
+    plain: AgentSession[Any] = AgentSession()
+    session = CallSession()
+    heard: list[str] = []
+    session.on("metrics_collected", lambda event: heard.append(event.metrics.label))
+    kept, let_go = _vad_metrics(), _vad_metrics()
+    plain.emit("metrics_collected", kept)
+    session.emit("metrics_collected", let_go)
+    alive = [weakref.ref(kept), weakref.ref(let_go)]
+    del kept, let_go
+    gc.collect()
+    assert heard == ["vad"]
+    assert alive[0]() is not None, "livekit-agents no longer keeps events: see CallSession"
+    assert alive[1]() is None

@@ -142,6 +142,8 @@ class DialogCall:
             agent=self._make_agent(),
             room=self.room,
             room_options=room_options(self._on_typed),
+            # The caller talks to the agent, not to its session: see CallSession.
+            session_host=False,
         )
         self.room.on("participant_disconnected", self._on_caller_left)
         self.room.on("participant_connected", self._on_caller_back)

@@ -18,6 +18,7 @@ from typing import Any
 from google.genai import types
 from livekit import rtc
 from livekit.agents import AgentSession, room_io
+from livekit.agents.voice.events import AgentEvent, EventTypes
 from livekit.agents.voice.room_io.types import TextInputCallback
 from livekit.agents.voice.turn import TurnHandlingOptions
 from livekit.plugins import google
@@ -50,10 +51,29 @@ def local_engines(settings: AgentSettings, scenario: Scenario) -> dict[str, Any]
     }
 
 
+class CallSession(AgentSession[Any]):
+    """An AgentSession that lets its events go once its listeners have had them.
+
+    livekit-agents keeps every event a session emits, for a report made when the job ends
+    (LiveKit Cloud's observability); Kaiwa makes none. The VAD's metrics and the usage
+    update that follows each come about once a second, so the list only grew: about
+    1.5 MiB of a dialog's memory a minute in the soak, and the worker's creep of about
+    80 MiB an hour (docs/operations.md). Checked against livekit-agents 1.8.9, whose
+    `AgentSession.emit` does nothing else (tests/test_dialog_parts.py).
+
+    Start it with `session_host=False` (DialogCall.run): by default a session also
+    publishes its events to everyone in the room and answers requests from any of them,
+    to read its history, type into it or turn its audio off.
+    """
+
+    def emit(self, event: EventTypes, arg: AgentEvent) -> None:
+        super(AgentSession, self).emit(event, arg)
+
+
 def local_session(
     settings: AgentSettings, scenario: Scenario, *, idle_s: float
 ) -> AgentSession[Any]:
-    return AgentSession(**local_engines(settings, scenario), user_away_timeout=idle_s)
+    return CallSession(**local_engines(settings, scenario), user_away_timeout=idle_s)
 
 
 def room_options(on_typed: TextInputCallback) -> room_io.RoomOptions:
@@ -121,7 +141,7 @@ def gemini_session(
     settings: AgentSettings, scenario: Scenario, *, idle_s: float
 ) -> AgentSession[Any]:
     """Turns are detected by Gemini itself (server-side activity detection)."""
-    return AgentSession(llm=gemini_model(settings), user_away_timeout=idle_s)
+    return CallSession(llm=gemini_model(settings), user_away_timeout=idle_s)
 
 
 def use_gemini(settings: AgentSettings) -> bool:
