@@ -180,6 +180,31 @@ def test_a_silence_the_sender_skipped_is_filled_but_not_counted_lost() -> None:
     assert timeline.stats.lost_samples == 0
 
 
+def test_a_packet_lost_beside_a_skipped_silence_is_no_audible_gap() -> None:
+    # DTX, and the packet that ended the silence lost: 20 ms of audio went, not 2 s.
+    timeline = Timeline()
+    timeline.accept(rtp([bytes([0xF8])]))
+    after = OpusPacket(
+        sequence=2, timestamp=2 * FRAME_20MS + 2 * SAMPLE_RATE, payload=b"\xf8", arrived_ns=0
+    )
+    ((_, _, silence),) = timeline.accept([after])
+    assert silence == FRAME_20MS + 2 * SAMPLE_RATE  # still filled, to keep the timeline
+    assert timeline.stats.lost_samples == FRAME_20MS
+    assert timeline.stats.gaps_over_100ms == 0
+    # Six packets in a row lost while talking (120 ms) are one.
+    speech = [
+        OpusPacket(
+            sequence=3 + i,
+            timestamp=after.timestamp + (1 + i) * FRAME_20MS,
+            payload=b"\xf8",
+            arrived_ns=0,
+        )
+        for i in range(8)
+    ]
+    timeline.accept([speech[0], speech[7]])
+    assert timeline.stats.gaps_over_100ms == 1
+
+
 def test_a_track_file_keeps_the_packets_and_the_senders_timeline() -> None:
     payloads = opus_packets(3.0)
     packets = rtp(payloads)

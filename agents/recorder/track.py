@@ -106,9 +106,12 @@ class Timeline:
             silence = max(0, timestamp - self._end)
             skipped = extended - self._sequence - 1
             if skipped:
-                self.stats.lost_samples += min(silence, skipped * FRAME_20MS)
+                # What was lost is at most the packets that never came: a loss beside a
+                # silence the sender skipped (DTX) loses a packet's audio, not the silence.
+                lost = min(silence, skipped * FRAME_20MS)
+                self.stats.lost_samples += lost
                 LOST_PACKETS.inc(skipped)
-                if silence > SAMPLE_RATE // 10:
+                if lost > SAMPLE_RATE // 10:
                     self.stats.gaps_over_100ms += 1
                     GAPS.inc()
             length = opus_samples(packet.payload)
