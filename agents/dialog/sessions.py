@@ -57,7 +57,7 @@ class CallSession(AgentSession[Any]):
     livekit-agents keeps every event a session emits, for a report made when the job ends
     (LiveKit Cloud's observability); Kaiwa makes none. The VAD's metrics and the usage
     update that follows each come about once a second, so the list only grew: about
-    1.5 MiB of a dialog's memory a minute in the soak, and the worker's creep of about
+    1.6 MiB of a dialog's memory a minute in the soak, and the worker's creep of about
     80 MiB an hour (docs/operations.md). Checked against livekit-agents 1.8.9, whose
     `AgentSession.emit` does nothing else (tests/test_dialog_parts.py).
 
