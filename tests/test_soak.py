@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from kaiwa.bench.soak import PROCESSES, SAMPLE_EVERY_S, soak
+from kaiwa.bench.soak import PROCESSES, SAMPLE_EVERY_S, fill_llm_cache, soak
 from kaiwa.stack.services import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.models]
@@ -42,3 +42,12 @@ async def test_the_stack_holds_through_a_soak(stack: Stack) -> None:
     assert not any(report["llm_errors"].values()), report["llm_errors"]
     if FULL:
         assert report["passed"], report
+
+
+async def test_the_harness_fills_the_llm_servers_cache_with_prompts_it_takes(
+    stack: Stack,
+) -> None:
+    # Short prompts, and only two: the full run sends long ones until memory levels off.
+    fill = await fill_llm_cache(stack, max_prompts=2, prompt_words=40)
+
+    assert fill["prompts"] == 2 and len(fill["rises_mib"]) == 2, fill

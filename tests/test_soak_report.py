@@ -7,7 +7,7 @@ import os
 import pytest
 
 from kaiwa.bench.common import group_stats, metric_values
-from kaiwa.bench.soak import Series
+from kaiwa.bench.soak import Series, cache_filled
 
 pytestmark = pytest.mark.unit
 
@@ -99,3 +99,23 @@ def test_a_climb_that_goes_on_after_the_warmup_fails() -> None:
     assert report["passed"] is False
     assert report["slope_per_h"] == pytest.approx(180, rel=0.05)
     assert report["first"] < report["baseline_first"]
+
+
+MIB = float(1 << 20)
+
+
+def test_the_llm_cache_is_full_once_memory_rose_and_then_stopped_rising() -> None:
+    # As measured: two prompts fill the slots, five are saved, then the cache evicts.
+    rises = [70 * MIB, 40 * MIB, 39 * MIB, 39 * MIB, 38 * MIB, 39 * MIB, 38 * MIB, 0.0]
+    assert not cache_filled(rises)
+    assert cache_filled([*rises, 1 * MIB])
+
+
+def test_a_cache_that_never_rose_is_not_called_full() -> None:
+    # A server that saved nothing (its cache off, or the prompts never reached it): the
+    # flat memory says nothing about a bound.
+    assert not cache_filled([0.0, 1 * MIB, 0.0, 0.0])
+
+
+def test_one_flat_prompt_between_rises_is_not_the_end() -> None:
+    assert not cache_filled([40 * MIB, 0.0, 40 * MIB])
