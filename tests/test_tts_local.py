@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import jiwer
@@ -80,3 +82,35 @@ async def test_streaming_speaks_the_first_sentence_before_the_rest_is_done() -> 
     total_audio_s = sum(n for _, n in arrivals) / OUTPUT_RATE
     assert total_audio_s > 4.0
     assert first_audio < finished / 2, (first_audio, finished)
+
+
+# A fresh process, so that no sentence another test synthesized has sized the voice's memory.
+LONG_SENTENCE_MEMORY = """
+from agents.models import ModelStore
+from agents.tts.voices import PiperVoice
+
+def rss_mib():
+    status = open("/proc/self/status").read()
+    return int(status.split("VmRSS:")[1].split()[0]) // 1024
+
+voice = PiperVoice(ModelStore().path("piper-en-joe"), "en_US-joe-medium.onnx")
+voice.synthesize("The train leaves at nine.")
+before = rss_mib()
+words = "the train to the station leaves at nine and the river is quiet this morning "
+assert len(voice.synthesize((words * 6)[:450] + ".")) > 0
+print(rss_mib() - before)
+"""
+
+
+def test_a_long_sentence_does_not_leave_the_voice_holding_its_memory() -> None:
+    # Measured: onnxruntime's arena kept 374 MiB after this sentence; handed back, 38.
+    done = subprocess.run(
+        [sys.executable, "-c", LONG_SENTENCE_MEMORY],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    kept_mib = int(done.stdout.split()[-1])
+
+    assert kept_mib < 150, done.stdout

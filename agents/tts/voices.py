@@ -16,7 +16,7 @@ import subprocess
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -51,11 +51,34 @@ class OwnThread:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self.synthesize, text)
 
 
+class ArenaReleasingSession:
+    """An onnxruntime session that hands its arena's unused memory back after every run.
+
+    By default onnxruntime keeps the memory of the largest run so far, and a voice's run
+    grows with its sentence: a worker kept what its longest sentence took for good, and
+    stepped up whenever a longer one came (the soak's worker, docs/operations.md). Forty
+    sentences of 20 to 450 characters took piper from 140 to 793 MiB; handing the memory
+    back, to 271 MiB, with synthesis about a tenth slower (0.25 s per 100 characters
+    instead of 0.22).
+    """
+
+    def __init__(self, session: Any) -> None:
+        import onnxruntime
+
+        self._session = session
+        self._options = onnxruntime.RunOptions()
+        self._options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    def run(self, output_names: Any, input_feed: Any) -> Any:
+        return self._session.run(output_names, input_feed, self._options)
+
+
 class PiperVoice(OwnThread):
     def __init__(self, model_dir: Path, onnx_name: str) -> None:
         from piper import PiperVoice as _Piper
 
         self._voice = _Piper.load(str(model_dir / onnx_name), str(model_dir / f"{onnx_name}.json"))
+        self._voice.session = ArenaReleasingSession(self._voice.session)
         self.name = f"piper:{onnx_name.removesuffix('.onnx')}"
         self.sample_rate = int(self._voice.config.sample_rate)
         self._start_thread()
