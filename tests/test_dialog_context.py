@@ -6,7 +6,7 @@ import httpx
 import pytest
 from livekit.agents import llm
 
-from agents.dialog.context import STEP, bounded, estimated_tokens
+from agents.dialog.context import STEP, bounded, estimated_tokens, without_said
 from kaiwa.stack.services import Stack
 
 LINES = {
@@ -89,3 +89,22 @@ async def test_the_server_answers_a_long_dialog_once_bounded(stack: Stack) -> No
     assert refused.status_code == 400 and "context" in refused.text, refused.text
     answered = await ask(bounded(chat, 1400))
     assert answered.status_code == 200, answered.text
+
+
+@pytest.mark.unit
+def test_the_calls_apology_is_not_shown_to_the_model_as_its_own_turn() -> None:
+    sorry = "Sorry, I lost my train of thought. Could you say that again?"
+    chat = conversation(1)
+    chat.add_message(role="assistant", content=sorry)
+    chat.add_message(role="user", content=sorry)  # the caller's words are theirs, whatever
+
+    shown = without_said(chat, frozenset({sorry}))
+
+    messages = [m for m in shown.items if isinstance(m, llm.ChatMessage)]
+    assert [(m.role, m.text_content) for m in messages] == [
+        ("system", "You are a station attendant. Reply briefly."),
+        ("user", LINES["user"][0]),
+        ("assistant", LINES["assistant"][0]),
+        ("user", "Thank you. One more question, please."),
+        ("user", sorry),
+    ]

@@ -21,7 +21,7 @@ from core.scenarios import Scenario
 from core.tasks import TaskOwner
 
 from ..tts.chunks import speakable_pieces
-from .context import bounded
+from .context import bounded, without_said
 from .lines import is_backchannel, line
 from .log import logger
 
@@ -86,6 +86,10 @@ class ScenarioAgent(Agent):
         self.eager = eager
         self.history_tokens = history_tokens  # the conversation the LLM gets (context.py)
         self._reader = reader
+        # The apology the call says when the LLM failed is the call's, not the model's: shown
+        # it as its own turn, the small local model learned to answer with it, word for word
+        # (after the server restarted, in a CI run). The history keeps it.
+        self._unshown = frozenset({line(scenario.language, "sorry")})
         self._tasks = TaskOwner(logger, scenario=scenario.id)
         self._reading: asyncio.Task[None] | None = None
 
@@ -123,9 +127,13 @@ class ScenarioAgent(Agent):
         if self._reading is not None and not self._reading.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._reading), READ_AHEAD_WAIT_S)
-        chat_ctx = bounded(chat_ctx, self.history_tokens)
+        chat_ctx = self.as_shown(chat_ctx)
         async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
             yield chunk
+
+    def as_shown(self, chat: llm.ChatContext) -> llm.ChatContext:
+        """The conversation as the LLM reads it: without the call's apologies, and bounded."""
+        return bounded(without_said(chat, self._unshown), self.history_tokens)
 
     def greet(self, *, phone: bool = False) -> None:
         opening = self.scenario.opening_for(phone=phone)
@@ -169,7 +177,7 @@ class ScenarioAgent(Agent):
             return None
         chat = self.chat_ctx.copy()
         chat.add_message(role=role, content=text)
-        chat = bounded(chat, self.history_tokens)  # as the answer will read it
+        chat = self.as_shown(chat)  # as the answer will read it
         self._reading = self._tasks.spawn(self._read(self._reader, chat), "llm-read")
         return self._reading
 

@@ -53,5 +53,18 @@ def bounded(chat: llm.ChatContext, budget_tokens: int) -> llm.ChatContext:
     return llm.ChatContext([*instructions, *talk[cut:]])
 
 
+def without_said(chat: llm.ChatContext, lines: frozenset[str]) -> llm.ChatContext:
+    """A copy of `chat` without the agent's messages that are one of `lines`."""
+    return llm.ChatContext([item for item in chat.items if not _said(item, lines)])
+
+
+def _said(item: llm.ChatItem, lines: frozenset[str]) -> bool:
+    return (
+        isinstance(item, llm.ChatMessage)
+        and item.role == "assistant"
+        and (item.text_content or "") in lines
+    )
+
+
 def _has_role(item: llm.ChatItem, roles: tuple[str, ...]) -> bool:
     return isinstance(item, llm.ChatMessage) and item.role in roles
