@@ -1,8 +1,10 @@
-"""A translation that fails every check, on the real stack: the listener is told, not misled.
+"""A translation that fails every check, or that the model server fails, on the real stack:
+the listener is told, not misled, and not left waiting in silence.
 
 The stack runs as users run it, except that its agent worker's language model is a
-stand-in that answers every request with a refusal (tests/support/chat_model.py): a real
-model refuses only now and then, on garbled speech. Everything else is real: the caller's
+stand-in that answers every request with a refusal, or with an error (tests/support/
+chat_model.py): a real model refuses only now and then, on garbled speech, and a real
+server fails when it is overloaded or broken. Everything else is real: the caller's
 speech is heard by Whisper, and the captions, voices and history are the product's.
 """
 
@@ -18,7 +20,7 @@ from agents.translate import unavailable_notice
 from kaiwa.stack.services import Stack
 
 from .support.calls import History, interpreted_pair, keyword_share, speech, voiced, wait_for
-from .support.chat_model import ScriptedChatModel
+from .support.chat_model import ModelServerError, Request, ScriptedChatModel
 from .support.servers import SMALL_LLM, make_stack_config, running_stack
 from .test_interpret_e2e import STATION, STATION_WORDS, finals, text_of
 
@@ -71,3 +73,34 @@ async def test_a_translation_that_fails_every_check_is_captioned_as_unavailable(
         stored = await history.wait_for_segments(ids)
         assert {s["id"] for s in stored} >= ids, stored
         assert all(s["translations"] == {} for s in stored if s["id"] in ids), stored
+
+
+def _overloaded(_request: Request) -> str:
+    raise ModelServerError(503)
+
+
+async def test_a_translation_the_model_server_fails_is_captioned_as_unavailable(
+    refusing_stack: Stack, refusing_model: ScriptedChatModel
+) -> None:
+    """Retried by the client, the request still fails: the listener sees the notice in the
+    translation's place, at once, and the call goes on."""
+    refusing_model.answer = _overloaded
+    try:
+        async with interpreted_pair(refusing_stack.cfg.api_url) as (alice, kenji):
+            asked_before = len(refusing_model.requests)
+            said = await alice.deliver("The museum opens at ten.")
+
+            def translated() -> list[str]:
+                return [
+                    t.text
+                    for t in kenji.texts
+                    if t.attributes.get("kaiwa.source_segment_id") == said
+                ]
+
+            await wait_for(translated, 40, "Kenji's caption of the translation", kenji)
+            assert translated() == [unavailable_notice("ja")]
+            assert len(refusing_model.requests) > asked_before, "the model was never asked"
+            await asyncio.sleep(3)  # a voice, had one been started, would be heard by now
+            assert not any(voiced(frame) for frame in kenji.heard), "a voice spoke the notice"
+    finally:
+        refusing_model.answer = lambda _request: REFUSAL

@@ -53,6 +53,9 @@ END_CANCEL_S = 1.0
 # A sentence is stored once its voices have started (their first frames are in its ledger);
 # a voice that has not started by then is not waited for.
 VOICED_WAIT_S = 15.0
+# Telling the room the agent's state: how long one try may take, and the pause before the next.
+STATE_PUBLISH_TIMEOUT_S = 5.0
+STATE_RETRY_S = 1.0
 
 
 def _named(language: str) -> str:
@@ -105,7 +108,9 @@ class Interpreter:
         self._voices_changed = asyncio.Event()
         self._translating = 0
         self._speaking = 0
+        # What the agent is doing (`_note_state`), and what the room was last told of it.
         self._state = ""
+        self._state_changed = asyncio.Event()
         self.dropped = 0
         self.phones = PhoneMix(
             room,
@@ -133,7 +138,8 @@ class Interpreter:
                 if publication.track is not None and publication.subscribed:
                     self._on_track_subscribed(publication.track, publication, participant)
         self.store.start()
-        await self._set_state()
+        self._note_state()
+        self.tasks.spawn(self._publish_state(), "publish-state")
         reconcile = self.tasks.spawn(self._reconcile_voices(), "reconcile-voices")
         try:
             await done.wait()
@@ -402,7 +408,7 @@ class Interpreter:
         # Each voice's sentence, with when its translation was ready (monotonic).
         voiced: dict[str, tuple[float, asyncio.Future[float | None]]] = {}
         self._translating += 1
-        await self._set_state()
+        self._note_state()
         try:
             # Every language at once: the LLM server has a slot for each, and a listener's
             # caption and voice go out as soon as their own translation is ready.
@@ -414,7 +420,7 @@ class Interpreter:
             )
         finally:
             self._translating -= 1
-            await self._set_state()
+            self._note_state()
         if not voiced:
             self.store.add(final.segment(translations))
             return
@@ -445,10 +451,10 @@ class Interpreter:
                 "translation failed", extra={"segment_id": final.segment_id, "language": language}
             )
             metrics.LLM_ERRORS.labels("interpret", metrics.llm_error_reason(error)).inc()
-            return
+            text = None
         if text is None:
-            # No output passed the checks: the caption says so, nothing is spoken, and the
-            # sentence is stored without this translation.
+            # No translation (the model failed, or no output passed the checks): the caption
+            # says so, nothing is spoken, and the sentence is stored without this translation.
             await self._send_caption(
                 final.translation_caption(language, unavailable_notice(language))
             )
@@ -536,7 +542,7 @@ class Interpreter:
 
     def _on_speaking(self, speaking: bool) -> None:
         self._speaking = max(0, self._speaking + (1 if speaking else -1))
-        self.tasks.spawn(self._set_state(), "state")
+        self._note_state()
 
     def _on_drop(self) -> None:
         self.dropped += 1
@@ -547,8 +553,10 @@ class Interpreter:
             "dropped",
         )
 
-    async def _set_state(self) -> None:
-        """LiveKit's agent-state convention: what the agent is doing, for clients to show."""
+    def _note_state(self) -> None:
+        """LiveKit's agent-state convention: what the agent is doing, for clients to show.
+        Published by `_publish_state`: a sentence never waits on the room's signalling for it
+        (a round trip each time, and as long as a reconnection takes)."""
         if self._speaking:
             state = "speaking"
         elif self._translating:
@@ -557,8 +565,27 @@ class Interpreter:
             state = "listening"
         if state != self._state:
             self._state = state
-            with contextlib.suppress(Exception):
-                await self.room.local_participant.set_attributes({AGENT_STATE_ATTRIBUTE: state})
+            self._state_changed.set()
+
+    async def _publish_state(self) -> None:
+        """One writer, so the room hears the states in order; a state that lasted less than
+        the last one's round trip is skipped, as clients would not have seen it anyway."""
+        published = ""
+        while True:
+            await self._state_changed.wait()
+            self._state_changed.clear()
+            state = self._state
+            if state == published:
+                continue
+            try:
+                await asyncio.wait_for(
+                    self.room.local_participant.set_attributes({AGENT_STATE_ATTRIBUTE: state}),
+                    STATE_PUBLISH_TIMEOUT_S,
+                )
+                published = state
+            except Exception:  # a room reconnecting: try again shortly, with the latest state
+                await asyncio.sleep(STATE_RETRY_S)
+                self._state_changed.set()
 
     async def aclose(self) -> None:
         with contextlib.suppress(ValueError):  # never registered: the run did not start

@@ -1,8 +1,9 @@
 """A stand-in for the language model server: OpenAI's chat-completions protocol, answered
 from a script, on a thread of its own (a stack outlives each test's event loop).
 
-For what a real model does not do on cue: fail every check on a translation. Clients reach
-it through the real openai client, as they reach the llama.cpp server.
+For what a real model does not do on cue: fail every check on a translation, or fail
+outright (`ModelServerError`). Clients reach it through the real openai client, as they
+reach the llama.cpp server.
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Request = dict[str, Any]
+
+
+class ModelServerError(Exception):
+    """Raised by a script: the request is answered with this HTTP status and an error body,
+    as a model server that is overloaded or broken answers."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class ScriptedChatModel:
@@ -29,7 +39,13 @@ class ScriptedChatModel:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 model.requests.append(body)
-                reply = json.dumps(
+                try:
+                    content = model.answer(body)
+                except ModelServerError as error:
+                    self._send(error.status, {"error": {"message": "scripted failure"}})
+                    return
+                self._send(
+                    200,
                     {
                         "id": f"scripted-{len(model.requests)}",
                         "object": "chat.completion",
@@ -38,13 +54,16 @@ class ScriptedChatModel:
                         "choices": [
                             {
                                 "index": 0,
-                                "message": {"role": "assistant", "content": model.answer(body)},
+                                "message": {"role": "assistant", "content": content},
                                 "finish_reason": "stop",
                             }
                         ],
-                    }
-                ).encode()
-                self.send_response(200)
+                    },
+                )
+
+            def _send(self, status: int, body: dict[str, Any]) -> None:
+                reply = json.dumps(body).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
