@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,65 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "test modules without a category marker (pytestmark = pytest.mark.unit, "
             "integration, models or e2e): " + ", ".join(uncategorized)
         )
+
+
+# A failed test on a stack: what its services warned of meanwhile, printed at the end of the
+# run (a CI log keeps its tail), since the services' own logs go with the machine.
+WARNINGS_SHOWN = 30
+failed_stack_warnings: dict[str, list[str]] = {}
+log_offsets: pytest.StashKey[dict[Path, int]] = pytest.StashKey()
+
+
+def _stack_logs(item: pytest.Item) -> list[Path]:
+    funcargs: dict[str, object] = getattr(item, "funcargs", {})
+    stacks = [value for value in funcargs.values() if isinstance(value, Stack)]
+    return [log for stack in stacks for log in sorted(stack.cfg.logs_dir.glob("*.log"))]
+
+
+def _warnings_since(log: Path, offset: int) -> list[str]:
+    lines = []
+    with log.open("rb") as file:
+        file.seek(offset)
+        for raw in file:
+            line = raw.decode(errors="replace").strip()
+            try:
+                level = str(json.loads(line).get("level", ""))
+            except (ValueError, AttributeError):
+                level = "WARNING" if " W " in line or " E " in line else ""
+            if level.upper() in {"WARN", "WARNING", "ERROR", "CRITICAL"}:
+                lines.append(f"{log.name}: {line[:240]}")
+    return lines
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None]:
+    item.stash[log_offsets] = {log: log.stat().st_size for log in _stack_logs(item)}
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call" and report.failed and log_offsets in item.stash:
+        found = [
+            line
+            for log, offset in item.stash[log_offsets].items()
+            for line in _warnings_since(log, offset)
+        ]
+        failed_stack_warnings[item.nodeid] = found[-WARNINGS_SHOWN:]
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not failed_stack_warnings:
+        return
+    terminalreporter.section("the stack's warnings during failed tests")
+    for nodeid, lines in failed_stack_warnings.items():
+        terminalreporter.write_line(f"{nodeid}: {len(lines)} (the last {WARNINGS_SHOWN} at most)")
+        for line in lines:
+            terminalreporter.write_line(f"  {line}")
 
 
 @pytest.fixture(scope="session")
