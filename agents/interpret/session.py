@@ -108,7 +108,7 @@ class Interpreter:
         self._voices_changed = asyncio.Event()
         self._translating = 0
         self._speaking = 0
-        # What the agent is doing (`_note_state`), and what the room was last told of it.
+        # What the agent is doing (`_note_state`), set when it changes for `_publish_state`.
         self._state = ""
         self._state_changed = asyncio.Event()
         self.dropped = 0
