@@ -71,3 +71,36 @@ def test_the_committer_starts_afresh_after_a_final() -> None:
     committer.final("One. Two.")
     assert committer.committed == []
     assert committer.final("Three.") == "Three."
+
+
+def test_an_ellipsis_or_a_decimal_point_ends_no_sentence() -> None:
+    assert split_sentences("Well... I would like a cup of...") == [
+        "Well... I would like a cup of..."
+    ]
+    assert split_sentences("It costs 3.50 dollars. Thanks") == ["It costs 3.50 dollars.", "Thanks"]
+    assert split_sentences("「はい」。次です") == ["「はい」。", "次です"]
+
+
+def test_a_sentence_the_speaker_paused_after_is_committed_at_once() -> None:
+    committer = SentenceCommitter()
+    assert committer.interim("Good morning.", paused=True) == (["Good morning."], "")
+    # What follows the pause goes on by the usual rule.
+    assert committer.interim("Good morning. I would") == ([], "I would")
+    assert committer.final("Good morning. I would like a coffee.") == "I would like a coffee."
+
+
+def test_a_pause_commits_every_sentence_before_it_but_not_an_unfinished_one() -> None:
+    committer = SentenceCommitter()
+    assert committer.interim("おはようございます。コーヒーを", paused=True) == (
+        ["おはようございます。"],
+        "コーヒーを",
+    )
+    # A speaker trailing off ("...") has not finished the sentence either.
+    committer = SentenceCommitter()
+    assert committer.interim("I would like a cup of...", paused=True) == (
+        [],
+        "I would like a cup of...",
+    )
+    # Nor has one the decoder left open: "Good morning" may go on ("... everyone").
+    committer = SentenceCommitter()
+    assert committer.interim("Good morning", paused=True) == ([], "Good morning")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
 import jiwer
 import numpy as np
@@ -15,7 +16,7 @@ from agents import engines
 from agents.stt.whisper import WhisperSTT
 from agents.stt.whisper_model import WhisperOptions
 
-from .support.calls import bigram_share
+from .support.calls import bigram_share, keyword_share
 from .support.calls import speech as tts_speech
 from .support.speech.synth import espeak_wav, frames, read_wav, resample, silence
 
@@ -161,6 +162,40 @@ async def test_interims_arrive_while_speaking_then_one_final(
     assert kinds.index(stt.SpeechEventType.FINAL_TRANSCRIPT) > kinds.index(interims[-1].type)
     assert kinds[-1] == stt.SpeechEventType.END_OF_SPEECH
     assert len(finals(events)) == 1
+
+
+def voiced(pcm: np.ndarray) -> np.ndarray:
+    """The speech without the synthesiser's leading and trailing silence."""
+    loud = np.nonzero(np.abs(pcm) > 300)[0]
+    return pcm[loud[0] : loud[-1] + 1]
+
+
+async def test_the_speech_before_a_short_pause_goes_out_as_an_interim_marked_with_the_pause(
+    tmp_path: Path,
+) -> None:
+    """A pause shorter than the VAD's end of speech (0.4 s) does not end the utterance, but
+    the decode made during it goes out as an interim marked with the pause, holding what was
+    said before it, not seconds later with the final. (What the interpreter commits from such
+    an interim depends on how the decoder punctuated it: tests/test_interpret_sentences.py.)"""
+    first, rate, _ = read_wav(espeak_wav("Good morning.", tmp_path / "a.wav"))
+    second, _, _ = read_wav(espeak_wav("Please book a table for four people.", tmp_path / "b.wav"))
+    audio = np.concatenate(
+        [silence(0.3, rate), voiced(first), silence(0.3, rate), voiced(second), silence(1.0, rate)]
+    )
+    events = await run_stream(make_stt("whisper-base"), frames(audio, rate), realtime=True)
+    texts = [e for e in events if e.alternatives]
+    heard = [(e.type, e.speech_end_time is not None, e.alternatives[0].text) for e in texts]
+    paused = [
+        e for e in texts if e.type == stt.SpeechEventType.INTERIM_TRANSCRIPT and e.speech_end_time
+    ]
+    final = [e for e in texts if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
+    assert len(final) == 1 and len(paused) == 1, heard
+    assert texts.index(paused[0]) < texts.index(final[0]), heard
+    assert paused[0].alternatives[0].end_time < final[0].alternatives[0].end_time, heard
+    # Shares of words, not must-have words: another CPU may hear one differently.
+    before_pause = paused[0].alternatives[0].text
+    assert keyword_share(before_pause, {"good", "morning"}) >= 0.5, heard
+    assert keyword_share(before_pause, {"book", "table", "four", "people"}) <= 0.25, heard
 
 
 @pytest.mark.parametrize("kind", ["silence", "noise"])

@@ -3,6 +3,12 @@
 Whisper re-decodes the whole utterance for each interim, so its text can still change. A
 sentence is committed once two interims in a row agree on it and more text follows it: the
 speaker has moved on to the next sentence, and the decoder has stopped revising this one.
+
+An interim decoded at a pause (the speaker stopped for a quarter of a second, then went on)
+heard everything before the pause, as a final would have: its sentences are committed
+without waiting for another interim, the last one too where the decoder ended it with
+terminal punctuation. Without this, a sentence followed by a short pause and a long one went
+out only with the utterance's final, seconds after it was said.
 """
 
 from __future__ import annotations
@@ -10,8 +16,13 @@ from __future__ import annotations
 import re
 from difflib import SequenceMatcher
 
-# A sentence ends at terminal punctuation (Latin or CJK), followed by a space or the end.
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])[\"'”」』)]*\s*")
+# Terminal punctuation (Latin or CJK), then closing quotes or brackets. Not a trailing-off
+# ellipsis ("cup of..."): the speaker has not finished.
+_TERMINAL = r"(?:[。！？]+|(?<!\.)\.(?!\.)|[!?]+)[\"'”」』)）]*"
+# A sentence ends there where a space or the text's end follows, or at once after CJK
+# punctuation (Japanese puts no space between sentences). "3.50" and "e.g.x" go on.
+_SENTENCE_END = re.compile(_TERMINAL + r"(?:(?<=[。！？」』）])\s*|\s+|$)")
+_ENDED = re.compile(_TERMINAL + r"$")
 _WORD = re.compile(r"\w")
 
 
@@ -49,15 +60,21 @@ class SentenceCommitter:
         self.committed: list[str] = []
         self._previous: list[str] = []
 
-    def interim(self, text: str) -> tuple[list[str], str]:
-        """(newly committed sentences, the uncommitted rest to show as interim)."""
+    def interim(self, text: str, *, paused: bool = False) -> tuple[list[str], str]:
+        """(newly committed sentences, the uncommitted rest to show as interim).
+
+        `paused`: the text was decoded at a pause in the speech (see the module's doc).
+        """
         sentences = split_sentences(text)
         done = len(self.committed)
         new: list[str] = []
-        # Never the last sentence: it may still be growing.
-        for index in range(done, len(sentences) - 1):
-            agreed = index < len(self._previous) and _key(self._previous[index]) == _key(
-                sentences[index]
+        # Not the last sentence, which may still be growing, unless the speaker paused
+        # after its terminal punctuation.
+        ended = paused and bool(sentences) and _ENDED.search(sentences[-1]) is not None
+        for index in range(done, len(sentences) - (0 if ended else 1)):
+            agreed = paused or (
+                index < len(self._previous)
+                and _key(self._previous[index]) == _key(sentences[index])
             )
             if not agreed:
                 break

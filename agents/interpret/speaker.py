@@ -169,9 +169,13 @@ class SpeakerPipeline:
             start, end = self.call_offset_s + data.start_time, self.call_offset_s + data.end_time
             part = len(committer.committed)
             if event.type == stt.SpeechEventType.INTERIM_TRANSCRIPT:
-                done, rest = committer.interim(data.text)
+                # An interim with an end of speech was decoded at a pause (agents/stt).
+                paused_at = event.speech_end_time
+                done, rest = committer.interim(data.text, paused=paused_at is not None)
                 for index, sentence in enumerate(done, start=part):
-                    self._final(f"{utterance}-{index}", sentence, data, start, end)
+                    # Only a sentence that ends the text was followed by the pause.
+                    ended = paused_at if not rest and index == part + len(done) - 1 else None
+                    self._final(f"{utterance}-{index}", sentence, data, start, end, ended)
                 if rest:
                     segment_id = f"{utterance}-{len(committer.committed)}"
                     await self._send_caption(
@@ -216,8 +220,9 @@ class SpeakerPipeline:
         end: float,
         speech_ended_at: float | None = None,
     ) -> None:
-        """`speech_ended_at` (unix time) is known for an utterance's last sentence only: one
-        finished while its speaker goes on has no end of speech to measure from."""
+        """`speech_ended_at` (unix time) is known for a sentence the speaker paused or
+        stopped after: one finished while its speaker goes on has no end of speech to
+        measure from."""
         timings: dict[str, float] = {}
         if speech_ended_at is not None:
             timings["final_transcript"] = metrics.observe_stage(

@@ -158,7 +158,11 @@ class WhisperStream(stt.RecognizeStream):
                     vad_stream.flush()
             vad_stream.end_input()
 
-        async def interim(pending: asyncio.Task[Transcript] | None = None) -> None:
+        async def interim(
+            pending: asyncio.Task[Transcript] | None = None, paused_at: float | None = None
+        ) -> None:
+            """`pending`, if given, is an early decode that speech resumed after: it covers
+            the speech up to a pause that began at `paused_at` (unix time)."""
             try:
                 result = await (
                     pending
@@ -170,19 +174,22 @@ class WhisperStream(stt.RecognizeStream):
                 if pending is not None and not pending.done():
                     pending.cancel()
             if segment.active and result.text:
-                self._event_ch.send_nowait(
-                    _event(
-                        stt.SpeechEventType.INTERIM_TRANSCRIPT,
-                        result.text,
-                        result.language,
-                        segment.start_s,
-                        segment.start_s + result.duration_s,
-                        confidence=result.confidence,
-                        request_id=segment.id,
-                    )
+                event = _event(
+                    stt.SpeechEventType.INTERIM_TRANSCRIPT,
+                    result.text,
+                    result.language,
+                    segment.start_s,
+                    segment.start_s + result.duration_s,
+                    confidence=result.confidence,
+                    request_id=segment.id,
                 )
+                # Set on an interim only where it ends at a pause: the reader may then take
+                # the sentence it ends with as finished (interpret/sentences.py).
+                event.speech_end_time = paused_at
+                self._event_ch.send_nowait(event)
 
         early: asyncio.Task[Transcript] | None = None
+        paused_at: float | None = None
 
         def decode(frames: list[rtc.AudioFrame]) -> asyncio.Task[Transcript]:
             audio = to_float32(frames)
@@ -248,17 +255,20 @@ class WhisperStream(stt.RecognizeStream):
                     if pausing:
                         if early is None:
                             early = decode(list(segment.frames))
+                            paused_at = time.time() - event.raw_accumulated_silence
                         continue  # no interims during a pause: the decode thread is the final's
                     if early is not None:
-                        # Speech resumed: that decode is no longer the final, but it is a
-                        # fresh interim (its decode thread cannot be stopped anyway).
-                        if interim_task is None or interim_task.done():
-                            segment.last_interim = now
-                            interim_task = asyncio.create_task(
-                                interim(early), name="whisper-interim"
-                            )
-                        else:
-                            early.cancel()
+                        # Speech resumed: that decode is no longer the final, but it is the
+                        # best interim there is: it heard all the speech before the pause.
+                        # It replaces an interim still running, which heard less (a decode
+                        # already started goes on in the engine's bounded pool; one queued
+                        # there is dropped).
+                        if interim_task is not None and not interim_task.done():
+                            interim_task.cancel()
+                        segment.last_interim = now
+                        interim_task = asyncio.create_task(
+                            interim(early, paused_at), name="whisper-interim"
+                        )
                         early = None
                     if segment.duration_s >= self._options.max_segment_s:
                         await finalize(list(segment.frames))
