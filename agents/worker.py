@@ -200,11 +200,18 @@ async def serve_call(ctx: JobContext, run: RunCall) -> None:
     def _on_disconnected(_: rtc.DisconnectReason) -> None:
         done.set()
 
+    @ctx.room.on("reconnecting")
+    def _on_reconnecting() -> None:
+        if done.is_set():
+            tasks.spawn(ctx.room.disconnect(), "leave-not-rejoin")
+
     deadline = tasks.spawn(hand_over_before_the_drain_ends(done), "drain-deadline")
+    tasks.spawn(leave_if_reconnecting_once_over(ctx.room, done), "leave-once-over")
 
     try:
         await run(ctx, done, mode, metadata)
     finally:
+        done.set()  # however the call ended: nothing of this job waits on it any more
         await tasks.cancel(holding)
         await tasks.cancel(deadline)
         await tasks.wait(ATTRIBUTES_WAIT_S)
@@ -215,6 +222,26 @@ async def serve_call(ctx: JobContext, run: RunCall) -> None:
         # The call is over: leave now, which frees this call's slot on the worker. The job
         # would otherwise stay until LiveKit closes the empty room (departure_timeout).
         ctx.shutdown(reason="call ended" if not lease.lost else "replaced by a newer agent")
+
+
+async def leave_if_reconnecting_once_over(room: rtc.Room, done: asyncio.Event) -> None:
+    """An agent whose call is over never rejoins its room.
+
+    A call can end while the agent's own connection is down: after a Redis or network outage
+    the SDK rejoins as a new session, and meanwhile it sees no caller, so the rejoin grace
+    runs out. Were the agent to rejoin then, it would stand in the room during its call's
+    last writes (history, summary, lease), beside the agent the watchdog sends to the room
+    it finds without a lease: a caller saw two agents at once. So it leaves at once instead.
+    (While connected it stays for those writes, as before; the room learns of its end when
+    it leaves. Not at the outage's start: a node's death also begins with a reconnect, and
+    the agent's lease, held meanwhile, is what keeps the watchdog from sending a second
+    agent beside the one LiveKit dispatches to the re-created room.)"""
+    await done.wait()
+    if room.connection_state == rtc.ConnectionState.CONN_RECONNECTING:
+        logger.warning(
+            "the call ended while reconnecting: not rejoining", extra={"room": room.name}
+        )
+        await room.disconnect()
 
 
 # Before the drain's deadline, so the call ends its own way: what it has is stored and its

@@ -294,10 +294,11 @@ async def test_past_the_limit_an_agent_apologises_and_ends_the_call(stack: Stack
 async def test_a_redis_pause_of_35_s_leaves_the_call_one_agent_that_answers(stack: Stack) -> None:
     """Redis frozen (SIGSTOP) for 35 s under a live call: leases cannot be refreshed, the
     watchdog cannot look, and livekit-server, which routes signalling through Redis, drops
-    the participants' signal connections (they resume once it is back). The agent may
-    take the caller for gone and end its side after the rejoin grace: then the watchdog
-    gives the call a new agent. Either way the call has one agent, which answers, and a new
-    caller gets a room, an agent and a greeting."""
+    the participants' signal connections, and their SDKs rejoin as new sessions. The agent
+    may take the caller for gone and end its side after the rejoin grace: it then leaves
+    rather than rejoin (agents/worker.py), and the watchdog gives the call a new agent.
+    Either way the call has one agent, which answers, and a new caller gets a room, an agent
+    and a greeting."""
     redis_server = stack.services["redis"]
     assert redis_server.proc is not None
     async with dialog_caller(stack, "Rei") as caller:
