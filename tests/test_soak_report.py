@@ -7,7 +7,7 @@ import os
 import pytest
 
 from kaiwa.bench.common import group_stats, metric_values
-from kaiwa.bench.soak import Series, cache_filled
+from kaiwa.bench.soak import Series, cache_filled, judge_queue
 
 pytestmark = pytest.mark.unit
 
@@ -37,6 +37,16 @@ def test_a_series_flat_in_its_baseline_is_judged_against_its_floor() -> None:
 
 def test_too_few_samples_are_not_judged() -> None:
     assert series([1.0, 2.0]).report(baseline_s=300, run_s=1800, floor=1)["passed"] is None
+
+
+def test_a_queue_in_use_passes_and_one_that_never_drains_fails() -> None:
+    # Empty in its baseline, then an item in flight now and then, one at the last sample.
+    in_use = [0.0] * 6 + [0.0, 1.0, 0.0, 0.0, 2.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+    assert judge_queue(series(in_use), judged_from_s=60)["passed"] is True
+    # Backing up: it never drains again.
+    backing_up = [0.0, 1.0, 0.0, 1.0, 0.0, 1.0] + [1.0, 2.0, 2.0, 3.0, 4.0, 4.0, 5.0, 6.0]
+    report = judge_queue(series(backing_up), judged_from_s=60)
+    assert report["passed"] is False and report["end_min"] == 4.0, report
 
 
 def test_a_process_group_is_measured_whole() -> None:

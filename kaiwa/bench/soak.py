@@ -30,9 +30,9 @@ first minutes after the warm-up). What is noise comes from the baseline: a serie
 fitted growth over the rest of the run stays within three standard deviations of the
 baseline's scatter around its own trend (or a floor of the series' kind, for one that did
 not move in the baseline) is flat. Only growth fails: a leak grows, and memory handed back
-(a cache evicting) is not one. A queue passes when its depth at the end is no higher than
-the most it held before the judged run. And the calls must have worked: no LLM request
-may fail (`kaiwa_llm_errors_total`, by mode).
+(a cache evicting) is not one. A queue passes when its lowest depth over the last
+`QUEUE_END_SAMPLES` samples is no higher than the most it held before the judged run. And
+the calls must have worked: no LLM request may fail (`kaiwa_llm_errors_total`, by mode).
 """
 
 from __future__ import annotations
@@ -59,6 +59,11 @@ from kaiwa.stack.services import Stack, ephemeral_config
 from .common import group_stats, metric_values
 
 SAMPLE_EVERY_S = 10.0
+# A queue is judged by its lowest depth over its last samples, not by the last one alone: a
+# queue in use holds a packet or a sentence at any instant (the recorder's packet queue was
+# once one deep at the end of a run, against none in its baseline), while one that leaks
+# never drains back.
+QUEUE_END_SAMPLES = 3
 PROCESSES = ("agent", "api", "recorder", "llm", "livekit")
 # Below these, a drift over the run is not a leak even when the baseline did not move.
 FLOORS = {"rss_bytes": 32 << 20, "fds": 4, "threads": 4, "asyncio_tasks": 8, "keys": 8}
@@ -128,6 +133,20 @@ class Series:
         }
 
 
+def judge_queue(series: Series, judged_from_s: float) -> dict[str, Any]:
+    """A queue passes when its lowest depth over its last samples is no higher than the most
+    it held before `judged_from_s` (see QUEUE_END_SAMPLES)."""
+    base = [v for t, v in series.samples if t <= judged_from_s] or [0.0]
+    end = [v for _, v in series.samples[-QUEUE_END_SAMPLES:]]
+    return {
+        "baseline_max": max(base),
+        "max": max(v for _, v in series.samples),
+        "last": end[-1],
+        "end_min": min(end),
+        "passed": min(end) <= max(base),
+    }
+
+
 def _slope_per_h(samples: list[tuple[float, float]]) -> float:
     hours = np.array([t for t, _ in samples]) / 3600
     return float(np.polyfit(hours, np.array([v for _, v in samples]), 1)[0])
@@ -187,14 +206,7 @@ class Sampler:
             }
         queues: dict[str, Any] = {}
         for queue, series in sorted(self.series.get("queues", {}).items()):
-            base = [v for t, v in series.samples if t <= warmup_s + baseline_s] or [0.0]
-            last = series.samples[-1][1]
-            queues[queue] = {
-                "baseline_max": max(base),
-                "max": max(v for _, v in series.samples),
-                "last": last,
-                "passed": last <= max(base),
-            }
+            queues[queue] = judge_queue(series, judged_from_s=warmup_s + baseline_s)
         report["queues"] = queues
         checked = [
             s["passed"] for group in report.values() for s in group.values() if "passed" in s
