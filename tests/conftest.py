@@ -39,8 +39,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # A failed test on a stack: what its services warned of meanwhile, printed at the end of the
-# run (a CI log keeps its tail), since the services' own logs go with the machine.
-WARNINGS_SHOWN = 30
+# run (a CI log keeps its tail), since the services' own logs go with the machine. The last
+# few of each log: the whole stack's last 30 together were once all the watchdog's and
+# LiveKit's, and the agent's side of the failure went unseen.
+WARNINGS_SHOWN_PER_LOG = 8
 failed_stack_warnings: dict[str, list[str]] = {}
 log_offsets: pytest.StashKey[dict[Path, int]] = pytest.StashKey()
 
@@ -77,22 +79,40 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if report.when == "call" and report.failed and log_offsets in item.stash:
-        found = [
+    marks = {m.name for m in item.iter_markers()}
+    category = next((name for name in LANES if name in marks), "other")
+    seconds, tests = time_by_category.get(category, (0.0, 0))
+    time_by_category[category] = (seconds + report.duration, tests + (report.when == "call"))
+    if report.when == "call" and report.failed and item.stash.get(log_offsets, None):
+        failed_stack_warnings[item.nodeid] = [
             line
             for log, offset in item.stash[log_offsets].items()
-            for line in _warnings_since(log, offset)
+            for line in _warnings_since(log, offset)[-WARNINGS_SHOWN_PER_LOG:]
         ]
-        failed_stack_warnings[item.nodeid] = found[-WARNINGS_SHOWN:]
     return report
 
 
+# A module marked both e2e and models counts as e2e, and so on down.
+LANES = ("e2e", "integration", "models", "unit")
+# Where the run's time goes, by lane (set-up, the test and tear-down; a session fixture's
+# start counts in the lane of the first test that needs it), printed with every run.
+time_by_category: dict[str, tuple[float, int]] = {}
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if time_by_category:
+        terminalreporter.section("time by category")
+        for category, (seconds, tests) in sorted(
+            time_by_category.items(), key=lambda kv: -kv[1][0]
+        ):
+            terminalreporter.write_line(f"{category:12} {seconds:8.1f} s  {tests:4d} tests")
     if not failed_stack_warnings:
         return
     terminalreporter.section("the stack's warnings during failed tests")
     for nodeid, lines in failed_stack_warnings.items():
-        terminalreporter.write_line(f"{nodeid}: {len(lines)} (the last {WARNINGS_SHOWN} at most)")
+        terminalreporter.write_line(
+            f"{nodeid}: the last {WARNINGS_SHOWN_PER_LOG} at most of each service's log"
+        )
         for line in lines:
             terminalreporter.write_line(f"  {line}")
 
