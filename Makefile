@@ -40,8 +40,8 @@ pytest: $(VENV)/.installed
 
 # The tests of what real models say, again under another instruction set than the machine's
 # own (docs/model-content-tests.md): CTranslate2 (Whisper) reads CT2_FORCE_CPU_ISA. An
-# AVX-512 machine then runs AVX2's kernels, an AVX2 one AVX's. (onnxruntime and llama.cpp
-# have no such switch: they choose their kernels from the CPU alone.)
+# AVX-512 machine then runs AVX2's kernels, an AVX2 one AVX's. (onnxruntime has no such
+# switch; xllamacpp's wheel is one llama.cpp build, the same kernels on every machine.)
 MODELS_ISA ?= $(shell grep -qw avx512f /proc/cpuinfo && echo AVX2 || echo AVX)
 test-models-isa: install
 	@echo "==> pytest -m 'models and not e2e' with CT2_FORCE_CPU_ISA=$(MODELS_ISA)"
