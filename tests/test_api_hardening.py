@@ -30,6 +30,10 @@ def settings(services_config: StackConfig, redis_url: str, tmp_path: Path) -> Se
         tmp_path,
         token_rate_limit=3,
         admin_login_rate_limit=3,
+        # Long windows: the limiter counts in fixed windows, and requests that straddle a
+        # window's end would rightly start counting again.
+        token_rate_window_s=86400,
+        admin_login_rate_window_s=86400,
         web_dir=REPO_ROOT / "web" / "dist",
     )
 
