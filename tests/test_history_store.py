@@ -32,8 +32,8 @@ def count(sessions: sessionmaker[Session], model: type[object]) -> int:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
-def test_migrations_are_idempotent(database_url: str) -> None:
-    engine = make_engine(database_url)
+def test_migrations_are_idempotent(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
     migrate(engine)
     migrate(engine)
     with engine.connect() as conn:

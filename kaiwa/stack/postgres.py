@@ -108,8 +108,10 @@ def postgres_cluster(settings: dict[str, str] | None = None) -> Iterator[Postgre
         shutil.rmtree(data, ignore_errors=True)
 
 
-def fresh_postgres_database(server_url: str, name: str) -> str:
+def fresh_postgres_database(server_url: str, name: str, *, template: str | None = None) -> str:
+    """A new database `name` (dropped first if it exists): empty, or a copy of `template`,
+    a database nobody is connected to."""
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     return server_url.rsplit("/", 1)[0] + f"/{name}"
