@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from livekit import rtc
 from playwright.async_api import Page, async_playwright, expect
 
 from agents.dialog.turn_captions import LEAVE_NOTICE_S
@@ -38,6 +37,7 @@ from .support.calls import (
     transcribe,
     voiced,
     wait_for,
+    wait_offered,
     wait_quiet,
 )
 from .support.pages import (
@@ -603,14 +603,7 @@ async def test_a_typed_sentence_is_read_and_heard_in_each_listeners_language(
             await wait_for(emmas_microphone, 30, "Emma's microphone", aoi)
             (mic_sid,) = emmas_microphone()
             emma_ja = f"{mic_sid}-ja"
-
-            def emmas_japanese_voice() -> bool:
-                agents = aoi.remote(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
-                return any(
-                    pub.name == emma_ja for p in agents for pub in p.track_publications.values()
-                )
-
-            await wait_for(emmas_japanese_voice, 30, "Emma's Japanese voice published", aoi)
+            await wait_offered(aoi, mic_sid)
             row_id = await _type_and_send(page, TYPED_EN)
             await _taken(page, row_id)
 

@@ -161,7 +161,13 @@ async def wait_interpreted(listener: SyntheticCaller, speaker: SyntheticCaller) 
     open) in the listener's language: from then on it knows both, and translates what the
     speaker says. (It learns of a participant a moment after the server does: up to about
     2.5 s on 2 busy cores.)"""
-    name = f"{speaker.microphone_sid}-{listener.language}"
+    await wait_offered(listener, speaker.microphone_sid)
+
+
+async def wait_offered(listener: SyntheticCaller, microphone_sid: str) -> None:
+    """Until the interpreter offers `listener` the voice of the microphone track
+    `microphone_sid` in the listener's language (it then hears that microphone)."""
+    name = f"{microphone_sid}-{listener.language}"
 
     def offered() -> bool:
         return any(
