@@ -23,9 +23,13 @@ SUPPORTED_LANGUAGES = frozenset(
 )
 
 
-# A BCP 47 tag ("en", "pt-BR", "zh-Hant") whose language is one we serve, as one pattern so
-# that the OpenAPI schema says what the API accepts.
-LANGUAGE_TAG_PATTERN = "^(" + "|".join(sorted(SUPPORTED_LANGUAGES)) + r")(-[A-Za-z0-9]{2,8}){0,2}$"
+# A BCP 47 tag ("en", "pt-BR", "zh-Hant", "ja-Jpan-JP") whose language is one we serve. One
+# grammar for every place a tag goes (a caller's language, a translation's key, a ledger key
+# such as "translation.ja-Jpan-JP"): a key narrower than the tag it carries refused whole
+# segments, and lost a call's transcript, for one listener's tag.
+LANGUAGE_TAG = "(" + "|".join(sorted(SUPPORTED_LANGUAGES)) + r")(-[A-Za-z0-9]{2,8}){0,2}"
+# As one pattern, so that the OpenAPI schema says what the API accepts.
+LANGUAGE_TAG_PATTERN = f"^{LANGUAGE_TAG}$"
 
 # BCP 47 language tags as callers send them ("en", "ja", "pt-BR", "zh-Hant"), of a language
 # the speech-to-text serves.

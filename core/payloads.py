@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from .languages import Language
+from .languages import LANGUAGE_TAG, Language
 from .text import valid_unicode
 
 SegmentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-:.]{1,64}$")]
@@ -68,9 +68,7 @@ LATENCY_STAGES: tuple[LatencyStage, ...] = get_args(LatencyStage)
 # A ledger key: a stage, or a stage in one target language ("translation.ja").
 TimingName = Annotated[
     str,
-    StringConstraints(
-        pattern=r"^(" + "|".join(LATENCY_STAGES) + r")(\.[a-z]{2,3}(-[A-Za-z0-9]{2,8})?)?$"
-    ),
+    StringConstraints(pattern=r"^(" + "|".join(LATENCY_STAGES) + r")(\." + LANGUAGE_TAG + ")?$"),
 ]
 Timings = Annotated[
     dict[TimingName, Annotated[float, Field(ge=0, le=3600)]],

@@ -55,6 +55,20 @@ def test_posting_twice_stores_once_and_adds_translations(
     assert segments[0]["translations"] == {"ja": "こんにちは", "vi": "Xin chào"}
 
 
+def test_a_line_for_a_listener_with_a_script_and_region_tag_is_stored(
+    client: TestClient, settings: Settings
+) -> None:
+    """A listener who joined as "ja-Jpan-JP" (as native apps send it) has their translation
+    and its ledger keyed by that tag; the line is kept whole."""
+    line = {
+        **seg("s-1", "Good morning", 0.5, translations={"ja-Jpan-JP": "おはようございます"}),
+        "timings": {"final_transcript": 0.4, "translation.ja-Jpan-JP": 0.9},
+    }
+    assert counts(post_segments(client, settings, "RM_a", [line])) == (1, 0)
+    (stored,) = transcript_of(client, settings, "RM_a")
+    assert stored["translations"] == {"ja-Jpan-JP": "おはようございます"}
+
+
 def test_same_id_in_one_batch_counts_once(client: TestClient, settings: Settings) -> None:
     batch = [seg("s-1", "Hello", 0.0), seg("s-1", "Hello", 0.0)]
     assert counts(post_segments(client, settings, "RM_a", batch)) == (1, 1)
