@@ -296,3 +296,26 @@ def delete_conversation(
         extra={"conversation_id": conversation_id, "objects": len(keys), "actor": actor},
     )
     return keys
+
+
+def rooms_started(session: Session, room_names: Sequence[str]) -> set[str]:
+    """Those of the names whose room ever began (LiveKit told us, by webhook)."""
+    found = session.scalars(
+        select(Conversation.room_name).where(Conversation.room_name.in_(room_names))
+    )
+    return set(found)
+
+
+def call_open(session: Session, room_name: str) -> bool:
+    """Whether a call in the room of that name began and has not been seen to end (a room
+    whose node died ends without a webhook, and its callers may still come back)."""
+    found = session.scalar(
+        select(Conversation.id)
+        .where(
+            Conversation.room_name == room_name,
+            Conversation.ended_at.is_(None),
+            Conversation.deleted_at.is_(None),
+        )
+        .limit(1)
+    )
+    return found is not None

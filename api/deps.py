@@ -23,6 +23,7 @@ from core.service_auth import (
 from core.storage import s3_client
 
 from .admin_auth import COOKIE_NAME, AdminTokenInvalid, verify_admin_token
+from .calls_held import CallsHeld
 from .db import make_engine, make_sessionmaker, migrate
 from .ratelimit import RateLimiter
 from .settings import Settings
@@ -32,6 +33,10 @@ from .tokens import RejoinRefused, read_rejoin_ticket
 # A page updates its typing state at most once in 2 s, and clears it on send: 30 a minute,
 # and as many again for the clears.
 TYPING_UPDATES_PER_MINUTE = 60
+# Language, voice-reply and leave changes, together: a person makes a few in a call, and each
+# is broadcast to the room (a language change also restarts the caller's speech-to-text), so
+# a page that sent more than one in 5 s is a script.
+ATTRIBUTE_WRITES_PER_MINUTE = 12
 
 
 @dataclass
@@ -49,6 +54,10 @@ class Resources:
     admin_login_limiter: RateLimiter
     # Per caller: a page says it is typing at most once in 2 s (PUT /api/call/typing).
     typing_limiter: RateLimiter
+    # Per caller: language, voice-reply and leave changes (PUT /api/call/...).
+    attribute_limiter: RateLimiter
+    # New calls per client address held at once (POST /api/token).
+    calls_held: CallsHeld
     # The LiveKit nodes callers are sent to, in turn.
     nodes: LiveNodes
     # /healthz's cached look at LiveKit's SIP dispatch rules.
@@ -82,6 +91,12 @@ class Resources:
             ),
             typing_limiter=RateLimiter(
                 client, name="typing", limit=TYPING_UPDATES_PER_MINUTE, window_s=60
+            ),
+            attribute_limiter=RateLimiter(
+                client, name="attributes", limit=ATTRIBUTE_WRITES_PER_MINUTE, window_s=60
+            ),
+            calls_held=CallsHeld(
+                client, limit=settings.calls_per_address, pending_s=settings.token_ttl_s
             ),
         )
 
@@ -143,6 +158,14 @@ def _typing_limiter(request: Request) -> RateLimiter:
     return get_resources(request).typing_limiter
 
 
+def _attribute_limiter(request: Request) -> RateLimiter:
+    return get_resources(request).attribute_limiter
+
+
+def _calls_held(request: Request) -> CallsHeld:
+    return get_resources(request).calls_held
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionsDep = Annotated[sessionmaker[Session], Depends(_sessions)]
 LiveKitDep = Annotated[lkapi.LiveKitAPI, Depends(_livekit)]
@@ -152,6 +175,8 @@ S3Dep = Annotated[Any, Depends(_s3)]
 PresignS3Dep = Annotated[Any, Depends(_presign_s3)]
 TokenLimiterDep = Annotated[RateLimiter, Depends(_token_limiter)]
 TypingLimiterDep = Annotated[RateLimiter, Depends(_typing_limiter)]
+AttributeLimiterDep = Annotated[RateLimiter, Depends(_attribute_limiter)]
+CallsHeldDep = Annotated[CallsHeld, Depends(_calls_held)]
 AdminLoginLimiterDep = Annotated[RateLimiter, Depends(_admin_login_limiter)]
 
 

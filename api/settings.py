@@ -82,6 +82,15 @@ class Settings(LiveKitSettings, RedisSettings, S3Settings):
         default=30, ge=1, description="Token requests per client address per window."
     )
     token_rate_window_s: int = Field(default=60, ge=1, description="The token rate limit's window.")
+    # A worker has 10 slots and a quiet dialog lasts up to 30 minutes: without a cap, a few
+    # idle tabs from one address hold every agent. Two covers a person with a call in each of
+    # two tabs; a second device of the same person joins by room code and is not counted.
+    calls_per_address: int = Field(
+        default=2,
+        ge=1,
+        description="New calls one client address may hold at once (each brings an agent); "
+        "raise it for many people behind one address.",
+    )
 
     webhook_max_body_bytes: int = Field(
         default=1 << 20, description="Larger webhook bodies get 413."

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import jwt
 from livekit import api as lkapi
@@ -13,18 +15,28 @@ from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 from core import scenarios
 from core.errors import KaiwaError
 from core.languages import Language
-from core.protocol import RESERVED_IDENTITY_PREFIXES, Mode
+from core.protocol import AGENT_DISPLAY_NAME, RESERVED_IDENTITY_PREFIXES, Mode
 from core.rooms import call_session, caller_attributes, room_configuration
-from core.text import plain_line
+from core.text import plain_line, poses_as
 
 from .settings import Settings
 
 RoomName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 Identity = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+def _not_the_agent(name: str) -> str:
+    # Every page labels the agent by this name: a caller who took it could speak as Kaiwa.
+    if poses_as(name, AGENT_DISPLAY_NAME):
+        raise ValueError(f"the name {AGENT_DISPLAY_NAME!r} is the agent's")
+    return name
+
+
 DisplayName = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, strip_whitespace=True),
     AfterValidator(plain_line),
+    AfterValidator(_not_the_agent),
 ]
 
 
@@ -94,23 +106,27 @@ def mint_rejoin_ticket(settings: Settings, room: str, identity: str) -> str:
     return jwt.encode(claims, settings.livekit_api_secret, algorithm="HS256")
 
 
-def read_rejoin_ticket(settings: Settings, ticket: str) -> tuple[str, str]:
-    """(room, identity) of a genuine, current ticket. Raises RejoinRefused."""
+def _ticket_claims(settings: Settings, ticket: str) -> dict[str, Any]:
     try:
-        claims = jwt.decode(
+        claims: dict[str, Any] = jwt.decode(
             ticket,
             settings.livekit_api_secret,
             algorithms=["HS256"],
             audience=REJOIN_AUDIENCE,
             issuer=settings.livekit_api_key,
-            options={"require": ["exp", "iss", "aud", "sub"]},
+            options={"require": ["exp", "iat", "iss", "aud", "sub"]},
         )
     except jwt.PyJWTError as exc:
         raise RejoinRefused("not a valid rejoin ticket") from exc
-    room, identity = claims.get("room"), claims.get("sub")
-    if not isinstance(room, str) or not isinstance(identity, str):
+    if not isinstance(claims.get("room"), str) or not isinstance(claims.get("sub"), str):
         raise RejoinRefused("not a valid rejoin ticket")
-    return room, identity
+    return claims
+
+
+def read_rejoin_ticket(settings: Settings, ticket: str) -> tuple[str, str]:
+    """(room, identity) of a genuine, current ticket. Raises RejoinRefused."""
+    claims = _ticket_claims(settings, ticket)
+    return claims["room"], claims["sub"]
 
 
 def refuse_reserved(identity: str) -> None:
@@ -118,20 +134,30 @@ def refuse_reserved(identity: str) -> None:
         raise ReservedIdentityError(f"identity {identity!r} is reserved for the platform")
 
 
-def rejoining(settings: Settings, request: TokenRequest) -> bool:
-    """Whether the request rejoins as an identity it owns. Raises RejoinRefused when it names
-    an identity without the ticket for it and the room: anyone who knows a call's room code
-    could otherwise take a caller's place (LiveKit drops the older of two participants with
-    one identity)."""
+def rejoining(settings: Settings, request: TokenRequest) -> Rejoin | None:
+    """The ticket the request rejoins with, as an identity it owns; None for a new caller.
+    Raises RejoinRefused when it names an identity without the ticket for it and the room:
+    anyone who knows a call's room code could otherwise take a caller's place (LiveKit drops
+    the older of two participants with one identity)."""
     if request.identity is None:
-        return False
+        return None
     refuse_reserved(request.identity)
     if request.rejoin is None:
         raise RejoinRefused("rejoining as an identity needs its rejoin ticket")
-    room, identity = read_rejoin_ticket(settings, request.rejoin)
-    if identity != request.identity or room != request.room:
+    claims = _ticket_claims(settings, request.rejoin)
+    if claims["sub"] != request.identity or claims["room"] != request.room:
         raise RejoinRefused("the rejoin ticket is for another room or identity")
-    return True
+    young = time.time() - float(claims["iat"]) < settings.token_ttl_s
+    return Rejoin(ticket=request.rejoin, room=claims["room"], young=young)
+
+
+@dataclass(frozen=True)
+class Rejoin:
+    ticket: str
+    room: str
+    # Issued less than a token's life ago: the first token, which could still create the
+    # room, was minted with it, so a new token for a room not yet begun gives nothing more.
+    young: bool
 
 
 def caller_grants(room: str) -> lkapi.VideoGrants:
@@ -157,7 +183,11 @@ def caller_grants(room: str) -> lkapi.VideoGrants:
 
 
 def mint_caller_token(
-    settings: Settings, request: TokenRequest, url: str | None = None
+    settings: Settings,
+    request: TokenRequest,
+    url: str | None = None,
+    *,
+    rejoin: Rejoin | None = None,
 ) -> TokenResponse:
     identity = request.identity or f"caller-{secrets.token_hex(6)}"
     refuse_reserved(identity)
@@ -194,5 +224,6 @@ def mint_caller_token(
         room=room,
         identity=identity,
         expires_at=datetime.now(UTC) + ttl,
-        rejoin=mint_rejoin_ticket(settings, room, identity),
+        # A rejoin keeps its ticket: never renewed, it dies 6 h after the call's first token.
+        rejoin=rejoin.ticket if rejoin else mint_rejoin_ticket(settings, room, identity),
     )

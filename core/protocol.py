@@ -69,6 +69,9 @@ LANGUAGE_SETTING = "kaiwa.language_setting"
 
 # Identities of the platform's own participants; a caller may not pose as one.
 RESERVED_IDENTITY_PREFIXES = ("agent-", "kaiwa-", "recorder-", "sip_")
+# The name every page gives an agent (web/src/main.js AGENT_NAME); a caller may not take it
+# (core/text.py `poses_as`).
+AGENT_DISPLAY_NAME = "Kaiwa"
 
 # Worker presence in Redis: each agent worker refreshes `<prefix><worker id>` while it is
 # registered (LiveKit has no API that lists workers), and /healthz reads the keys.

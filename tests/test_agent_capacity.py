@@ -33,7 +33,7 @@ LOAD_REPORT_S = 3.0
 def four_slot_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole stack, with one worker of four call slots."""
     cfg = make_stack_config(tmp_path_factory.mktemp("capacity"), llm_model=SMALL_LLM)
-    cfg = replace(cfg, extra_env={"AGENT_MAX_SESSIONS": str(MAX_CALLS)})
+    cfg = replace(cfg, extra_env={**cfg.extra_env, "AGENT_MAX_SESSIONS": str(MAX_CALLS)})
     with running_stack(cfg) as running:
         yield running
 

@@ -58,7 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole stack with two agent workers and the watchdog. Its LLM is the default one,
     because a test asks the new agent about what was said to the old one."""
     cfg = make_stack_config(tmp_path_factory.mktemp("recovery"))
-    cfg = replace(cfg, extra_env={"AGENT_DRAIN_TIMEOUT_S": str(DRAIN_TIMEOUT_S)})
+    cfg = replace(cfg, extra_env={**cfg.extra_env, "AGENT_DRAIN_TIMEOUT_S": str(DRAIN_TIMEOUT_S)})
     with running_stack(cfg) as running:
         start_worker(running, 2)
         yield running

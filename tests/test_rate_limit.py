@@ -26,6 +26,9 @@ def api_instance(stack: Stack, tmp_path: Path, limit: int) -> TestClient:
         # A long window: the limiter counts in fixed windows, and requests that straddle a
         # window's end would rightly start counting again.
         token_rate_window_s=86400,
+        # Each request makes a new call from one address: the call cap is not what is
+        # tested here (tests/test_call_limits.py).
+        calls_per_address=1000,
     )
     return TestClient(create_app(settings), client=("203.0.113.7", 50000))
 

@@ -169,7 +169,9 @@ async def test_a_batch_over_the_body_limit_is_posted_in_smaller_ones(
 ) -> None:
     """Long texts: the API's body limit (413) makes the store post fewer at a time, and
     nothing is dropped."""
-    async with running_api(replace(api_config, extra_env={"MAX_BODY_BYTES": "20000"})):
+    async with running_api(
+        replace(api_config, extra_env={**api_config.extra_env, "MAX_BODY_BYTES": "20000"})
+    ):
         store = started_store(api_config, "RM_long")
         for i in range(30):
             store.add(seg(f"long-{i}", "word " * 400, float(i)))  # 2 KB each, 60 KB in all

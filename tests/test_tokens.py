@@ -124,8 +124,11 @@ def test_the_ticket_proves_one_identity_in_one_room() -> None:
     minted = mint_caller_token(SETTINGS, TokenRequest(name="Aiko", room="r1"))
     assert read_rejoin_ticket(SETTINGS, minted.rejoin) == ("r1", minted.identity)
     back = TokenRequest(name="Aiko", room="r1", identity=minted.identity, rejoin=minted.rejoin)
-    assert rejoining(SETTINGS, back) is True
-    assert rejoining(SETTINGS, TokenRequest(name="Aiko", room="r1")) is False
+    rejoin = rejoining(SETTINGS, back)
+    assert rejoin is not None and rejoin.room == "r1" and rejoin.young
+    assert rejoining(SETTINGS, TokenRequest(name="Aiko", room="r1")) is None
+    # A rejoin keeps its ticket: never renewed.
+    assert mint_caller_token(SETTINGS, back, rejoin=rejoin).rejoin == minted.rejoin
     for forged in (
         back.model_copy(update={"rejoin": None}),
         back.model_copy(update={"room": "r2"}),
@@ -153,3 +156,27 @@ def test_supported_languages_are_the_speech_to_texts() -> None:
     with pytest.raises(ValidationError):
         TokenRequest(name="A", language="xx")
     assert TokenRequest(name="A", language="pt-BR").language == "pt-BR"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Kaiwa",
+        "kaiwa",
+        " KAIWA ",
+        "Kai\u200bwa",
+        "Ｋａｉｗａ",
+        "Kaiwa (agent)",
+        "Каiwa",
+        "K.a.i.w.a",
+    ],
+)
+def test_no_caller_is_named_as_the_agent(name: str) -> None:
+    """Every page labels the agent "Kaiwa": a caller of that name could speak as it."""
+    with pytest.raises(ValidationError, match="agent"):
+        TokenRequest(name=name)
+
+
+@pytest.mark.parametrize("name", ["Nakaiwa", "Kai", "Aiko Kaiwara", "会話"])
+def test_names_that_only_resemble_the_agents_are_taken(name: str) -> None:
+    assert TokenRequest(name=name).name == name

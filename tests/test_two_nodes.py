@@ -39,7 +39,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     says: the small LLM."""
     cfg = make_stack_config(tmp_path_factory.mktemp("nodes"), llm_model=SMALL_LLM)
     # Tokens are asked for quickly here, all from one address.
-    cfg = replace(cfg, livekit_nodes=2, extra_env={"TOKEN_RATE_LIMIT": "1000"})
+    cfg = replace(cfg, livekit_nodes=2, extra_env={**cfg.extra_env, "TOKEN_RATE_LIMIT": "1000"})
     with running_stack(cfg) as running:
         yield running
 

@@ -18,6 +18,8 @@ from core.protocol import (
 
 from ..conversations import room_transcript
 from ..deps import (
+    ATTRIBUTE_WRITES_PER_MINUTE,
+    AttributeLimiterDep,
     CallerDep,
     CallerGrant,
     LiveKitDep,
@@ -25,7 +27,7 @@ from ..deps import (
     TicketDep,
     TypingLimiterDep,
 )
-from ..ratelimit import enforce
+from ..ratelimit import RateLimiter, enforce
 from ..schemas import Transcript
 
 router = APIRouter(
@@ -87,10 +89,26 @@ TICKET_RESPONSES: dict[int | str, dict[str, str]] = {
 }
 
 
-@router.put("/api/call/language", status_code=204, responses=TICKET_RESPONSES)
-async def change_language(body: LanguageChange, caller: TicketDep, livekit: LiveKitDep) -> None:
+ATTRIBUTE_RESPONSES: dict[int | str, dict[str, str]] = {
+    **TICKET_RESPONSES,
+    429: {
+        "description": f"More than {ATTRIBUTE_WRITES_PER_MINUTE} language, voice-reply and "
+        "leave changes in a minute (Retry-After)"
+    },
+}
+
+
+async def _limit_attribute_writes(limiter: RateLimiter, caller: CallerGrant) -> None:
+    await enforce(limiter, f"{caller.room}/{caller.identity}", "changes")
+
+
+@router.put("/api/call/language", status_code=204, responses=ATTRIBUTE_RESPONSES)
+async def change_language(
+    body: LanguageChange, caller: TicketDep, livekit: LiveKitDep, limiter: AttributeLimiterDep
+) -> None:
     """Switch the caller's language mid-call (`Authorization: Bearer <rejoin ticket>`):
     agents read the `language` attribute live, and interpret into the new language."""
+    await _limit_attribute_writes(limiter, caller)
     await _set_attributes(livekit, caller, {LANGUAGE_ATTRIBUTE: body.language})
 
 
@@ -121,17 +139,19 @@ class VoiceRepliesChange(BaseModel):
     on: bool
 
 
-@router.put("/api/call/voice-replies", status_code=204, responses=TICKET_RESPONSES)
+@router.put("/api/call/voice-replies", status_code=204, responses=ATTRIBUTE_RESPONSES)
 async def change_voice_replies(
-    body: VoiceRepliesChange, caller: TicketDep, livekit: LiveKitDep
+    body: VoiceRepliesChange, caller: TicketDep, livekit: LiveKitDep, limiter: AttributeLimiterDep
 ) -> None:
     """Hear the dialog agent's replies, or read them only (`Authorization: Bearer <rejoin
     ticket>`): off, a reply's text streams as it is written, and nothing is synthesized."""
+    await _limit_attribute_writes(limiter, caller)
     await _set_attributes(livekit, caller, {VOICE_REPLIES_ATTRIBUTE: "on" if body.on else "off"})
 
 
-@router.post("/api/call/leave", status_code=204, responses=TICKET_RESPONSES)
-async def leave(caller: TicketDep, livekit: LiveKitDep) -> None:
+@router.post("/api/call/leave", status_code=204, responses=ATTRIBUTE_RESPONSES)
+async def leave(caller: TicketDep, livekit: LiveKitDep, limiter: AttributeLimiterDep) -> None:
     """Say the caller is leaving on purpose, just before it disconnects: a dialog then ends
     at once, rather than waiting for a reload to come back (docs/mobile.md)."""
+    await _limit_attribute_writes(limiter, caller)
     await _set_attributes(livekit, caller, {CALLER_ENDED_ATTRIBUTE: "true"})

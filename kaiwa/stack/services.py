@@ -104,7 +104,10 @@ def ephemeral_config(state_dir: Path, **overrides: Any) -> StackConfig:
         # 20 calls' worth: each takes one even port, held 30 s after it ends.
         sip_rtp_ports=free_udp_range(40),
     )
-    return replace(config, **overrides)
+    # One client drives every call of a test or a bench from one address, many at once (the
+    # capacity tests fill a worker): the per-address call cap is tested on the API itself.
+    extra_env = {"CALLS_PER_ADDRESS": "100", **overrides.pop("extra_env", {})}
+    return replace(config, extra_env=extra_env, **overrides)
 
 
 def redis_service(cfg: StackConfig) -> ManagedProcess:
