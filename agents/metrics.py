@@ -58,7 +58,8 @@ HISTORY_SEGMENTS = Counter(
 CHAT_MESSAGES = Counter(
     "kaiwa_chat_messages",
     "Typed messages (agents/chat.py), by result: taken, or why refused (empty, too_long, "
-    "control_characters, too_fast, duplicate: a retried send already taken)",
+    "control_characters, too_fast, duplicate: a retried send already taken, id_taken: "
+    "another sender's message id, incomplete: a stream still open past the read timeout)",
     ["result"],
 )
 LLM_ERRORS = Counter(

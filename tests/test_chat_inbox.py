@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import TypeAdapter
 
-from agents.chat import ChatInbox, TypedMessage, message_id
+from agents.chat import REMEMBERED_IDS, ChatInbox, TypedMessage, message_id
 from core.payloads import SegmentId
 from core.protocol import MAX_MESSAGE_CHARS, MESSAGE_ID, MESSAGE_WINDOW_S, MESSAGES_PER_WINDOW
 
@@ -20,9 +20,16 @@ class Clock:
         return self.now
 
 
-def take(inbox: ChatInbox, text: str, *, page_id: str = "", sender: str = "alice") -> object:
+def take(
+    inbox: ChatInbox,
+    text: str,
+    *,
+    page_id: str = "",
+    sender: str = "alice",
+    stream_id: str = "",
+) -> object:
     attributes = {MESSAGE_ID: page_id} if page_id else {}
-    stream_id = f"stream-{page_id or text[:8]}"
+    stream_id = stream_id or f"stream-{page_id or text[:8]}"
     return inbox.take(sender=sender, text=text, attributes=attributes, stream_id=stream_id)
 
 
@@ -37,18 +44,39 @@ def test_a_message_is_taken_under_the_pages_id_once() -> None:
 
 
 @pytest.mark.parametrize(
-    ("given", "expected"),
+    ("given", "stream_id", "expected"),
     [
-        ("m-0123456789", "chat-m-0123456789"),
-        ("short", "chat-streamid"),  # too short to be a page's id: the stream's
-        ("../../etc/passwd", "chat-streamid"),
-        ("x" * 80, "chat-streamid"),
+        # The page's own id: its row's id (docs/mobile.md).
+        ("m-0123456789", "stream/id", "chat-m-0123456789"),
+        ("x" * 56, "stream/id", "chat-" + "x" * 56),
+        # Too short to be a page's id, or not one at all: the stream's, under its sender's.
+        ("short", "stream/id", "chat-{tag}.streamid"),
+        ("../../etc/passwd", "stream/id", "chat-{tag}.streamid"),
+        ("x" * 80, "stream/id", "chat-{tag}.streamid"),
+        ("", "s" * 90, "chat-{tag}." + "s" * 50),
     ],
 )
-def test_the_stored_id_is_a_valid_segment_id(given: str, expected: str) -> None:
-    stored = message_id({MESSAGE_ID: given}, "stream/id")
-    assert stored == expected
+def test_the_stored_id_is_a_valid_segment_id(given: str, stream_id: str, expected: str) -> None:
+    stored = message_id({MESSAGE_ID: given}, stream_id, "alice")
+    tag = message_id({}, "", "alice").removeprefix("chat-").removesuffix(".x")
+    assert stored == expected.format(tag=tag)
     assert TypeAdapter(SegmentId).validate_python(stored) == stored
+
+
+def test_a_stream_named_after_someones_message_id_is_stored_apart() -> None:
+    """Alice's message id is on its caption, for all to read: Bob sends a stream under it
+    (and no id of his own), and it is stored under an id of his, not on her row."""
+    inbox = ChatInbox(clock=Clock())
+    alices = "0123456789abcdef0123456789abcdef"
+    assert take(inbox, "hello", page_id=alices) == TypedMessage(
+        id=f"chat-{alices}", sender="alice", text="hello"
+    )
+    bobs = take(inbox, "mine now", sender="bob", stream_id=alices)
+    assert isinstance(bobs, TypedMessage)
+    assert bobs.id != f"chat-{alices}" and bobs.id.endswith(alices)
+    # Another sender's stream of the same name is stored apart from Bob's too.
+    carols = take(inbox, "and mine", sender="carol", stream_id=alices)
+    assert isinstance(carols, TypedMessage) and carols.id not in (bobs.id, f"chat-{alices}")
 
 
 @pytest.mark.parametrize(
@@ -90,3 +118,47 @@ def test_a_sender_is_held_to_the_rate_and_others_are_not() -> None:
     # Refused, so not remembered: sent again once the window has passed, it is taken.
     clock.now += MESSAGE_WINDOW_S
     assert isinstance(take(inbox, "one too many", page_id="alice-99999999"), TypedMessage)
+
+
+def test_a_message_id_is_its_senders_alone() -> None:
+    """Bob sends under the id of Alice's message (on its caption, for all to read): it is
+    not taken, so nothing of his is captioned or stored on her row; her retry is still hers."""
+    inbox = ChatInbox(clock=Clock())
+    alices = "0123456789abcdef0123456789abcdef"
+    assert isinstance(take(inbox, "hello", page_id=alices), TypedMessage)
+    assert take(inbox, "mine now", page_id=alices, sender="bob") == "id_taken"
+    assert take(inbox, "hello", page_id=alices) == "duplicate"
+
+
+def test_no_sender_can_make_the_inbox_forget_anothers_ids() -> None:
+    clock = Clock()
+    inbox = ChatInbox(clock=clock)
+    alices = "0123456789abcdef0123456789abcdef"
+    assert isinstance(take(inbox, "hello", page_id=alices), TypedMessage)
+    # Bob sends more messages than the inbox remembers, at the rate allowed...
+    for n in range(REMEMBERED_IDS + 1):
+        if n % MESSAGES_PER_WINDOW == 0:
+            clock.now += MESSAGE_WINDOW_S
+        taken = take(inbox, f"message {n}", page_id=f"bob-{n:08d}", sender="bob")
+        assert isinstance(taken, TypedMessage), (n, taken)
+    # ... and Alice's id is still hers: neither his nor new.
+    clock.now += MESSAGE_WINDOW_S
+    assert take(inbox, "mine now", page_id=alices, sender="bob") == "id_taken"
+    assert take(inbox, "hello", page_id=alices) == "duplicate"
+
+
+@pytest.mark.parametrize(
+    "text", ["x" * (MAX_MESSAGE_CHARS + 1), "", "bell\x07"], ids=["too_long", "empty", "control"]
+)
+def test_refused_messages_count_toward_the_rate(text: str) -> None:
+    """One who floods messages the inbox refuses is held to the rate as one who floods
+    good ones: past it, even a good message waits."""
+    clock = Clock()
+    inbox = ChatInbox(clock=clock)
+    for n in range(MESSAGES_PER_WINDOW):
+        refused = take(inbox, text, page_id=f"alice-{n:08d}")
+        assert isinstance(refused, str) and refused not in ("too_fast", "duplicate"), refused
+    assert take(inbox, text, page_id="alice-99999998") == "too_fast"
+    assert take(inbox, "a good one", page_id="alice-99999999") == "too_fast"
+    clock.now += MESSAGE_WINDOW_S
+    assert isinstance(take(inbox, "a good one", page_id="alice-99999999"), TypedMessage)

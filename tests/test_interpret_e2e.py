@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from livekit import rtc
 
 from agents import engines
-from kaiwa.caller import ReceivedText, SyntheticCaller
+from kaiwa.caller import Microphone, ReceivedText, SyntheticCaller
 from kaiwa.stack.services import Stack
 
 from .support.calls import (
@@ -30,6 +31,7 @@ from .support.calls import (
     voiced,
     wait_for,
     wait_interpreted,
+    wait_offered,
     wait_quiet,
 )
 from .support.speech.synth import resample
@@ -231,28 +233,61 @@ async def test_api_restart_mid_call_loses_no_segment(
     assert segments[-1]["translations"]["ja"]
 
 
+async def second_microphone(caller: SyntheticCaller, rate: int) -> tuple[str, Microphone]:
+    """Another microphone track of `caller`'s, once the interpreter has subscribed to it."""
+    source = rtc.AudioSource(rate, 1, queue_size_ms=100)
+    track = rtc.LocalAudioTrack.create_audio_track("microphone-2", source)
+    options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    publication = await caller.room.local_participant.publish_track(track, options)
+    await asyncio.wait_for(publication.wait_for_subscription(), 10)
+    return publication.sid, Microphone(source)
+
+
 async def test_two_people_speaking_at_once_are_transcribed_separately(
     stack: Stack, alice_and_kenji: tuple[SyntheticCaller, SyntheticCaller]
 ) -> None:
     alice, kenji = alice_and_kenji
     alice_says = await asyncio.to_thread(speech, "en", STATION)
     kenji_says = await asyncio.to_thread(speech, "ja", KENJI_ASKS)
-    # Cross-talk: both speak over each other.
-    await asyncio.gather(alice.say(*alice_says), kenji.say(*kenji_says))
-    await wait_for(
-        lambda: finals(kenji, "en", source=True) and finals(alice, "ja", source=True),
-        40,
-        "both people's words",
-        alice,
-        kenji,
-    )
-    alice_source = finals(kenji, "en", source=True)
-    kenji_source = finals(alice, "ja", source=True)
-    # One stream each: each person's words on their own track, in their own language.
-    assert {c.attributes["lk.transcribed_track_id"] for c in alice_source} == {alice.microphone_sid}
-    assert {c.attributes["lk.transcribed_track_id"] for c in kenji_source} == {kenji.microphone_sid}
-    assert keyword_share(text_of(alice_source), STATION_WORDS) >= 0.5, alice_source
-    assert bigram_share(text_of(kenji_source), KENJI_ASKS) >= 0.4, kenji_source
+    # Alice has a second microphone track, saying the same: one person, one microphone
+    # heard (each would cost a speech-to-text stream and a voice per listening language).
+    first = alice.microphone_sid
+    second, microphone = await second_microphone(alice, alice_says[1])
+    feeding = asyncio.create_task(microphone.run())
+    try:
+        # Cross-talk: both speak over each other.
+        await asyncio.gather(
+            alice.say(*alice_says), microphone.speak(alice_says[0]), kenji.say(*kenji_says)
+        )
+        await wait_for(
+            lambda: finals(kenji, "en", source=True) and finals(alice, "ja", source=True),
+            40,
+            "both people's words",
+            alice,
+            kenji,
+        )
+        alice_source = finals(kenji, "en", source=True)
+        kenji_source = finals(alice, "ja", source=True)
+        # One stream each: each person's words on their own track, in their own language.
+        assert {c.attributes["lk.transcribed_track_id"] for c in alice_source} == {first}
+        assert {c.attributes["lk.transcribed_track_id"] for c in kenji_source} == {
+            kenji.microphone_sid
+        }
+        assert keyword_share(text_of(alice_source), STATION_WORDS) >= 0.5, alice_source
+        assert bigram_share(text_of(kenji_source), KENJI_ASKS) >= 0.4, kenji_source
+        (agent,) = kenji.remote(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
+
+        def alices_voices() -> set[str]:
+            names = {p.name for p in agent.track_publications.values()}
+            return {name for name in names if name.startswith((first, second))}
+
+        assert alices_voices() == {f"{first}-ja"}
+        # She switches microphones, as a page republishes one: the other is heard instead.
+        await alice.room.local_participant.unpublish_track(first)
+        await wait_offered(kenji, second)
+        await wait_for(lambda: alices_voices() == {f"{second}-ja"}, 20, "her first voice to go")
+    finally:
+        feeding.cancel()
 
 
 async def test_a_speaker_leaving_mid_sentence_is_still_captioned_translated_and_stored(

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 from livekit import rtc
@@ -32,7 +31,7 @@ from livekit.agents import (
 from livekit.agents.voice.transcription import TranscriptSynchronizer
 
 from core.payloads import CallState
-from core.protocol import CALLER_ENDED_ATTRIBUTE, VOICE_REPLIES_ATTRIBUTE
+from core.protocol import CALLER_ENDED_ATTRIBUTE, CHAT_TOPIC, VOICE_REPLIES_ATTRIBUTE
 from core.scenarios import Scenario
 from core.tasks import TaskOwner
 
@@ -59,7 +58,7 @@ END_FLUSH_S = 5.0
 ANSWER_WAIT_S = 60.0
 # Cancelled tasks stop at once; a stuck one must not eat into the shares above.
 TASKS_STOP_S = 1.0
-# LiveKit's own handling of typed input, once the inbox has taken a message: it interrupts
+# LiveKit's own handling of typed input, once the inbox has read and taken a message: it interrupts
 # the agent and answers, in the session's turn (the reply's voice, or its text alone).
 ANSWER_TYPED = room_io.TextInputOptions().text_input_cb
 
@@ -141,10 +140,11 @@ class DialogCall:
         await session.start(
             agent=self._make_agent(),
             room=self.room,
-            room_options=room_options(self._on_typed),
+            room_options=room_options(),
             # The caller talks to the agent, not to its session: see CallSession.
             session_host=False,
         )
+        self.room.register_text_stream_handler(CHAT_TOPIC, self._on_chat_stream)
         self.room.on("participant_disconnected", self._on_caller_left)
         self.room.on("participant_connected", self._on_caller_back)
         # As RoomIO does for its own captions: the reply's text follows its audio.
@@ -217,15 +217,24 @@ class DialogCall:
                 self._rejoin_wait.cancel()
                 self._rejoin_wait = None
 
-    async def _on_typed(self, session: AgentSession[Any], event: room_io.TextInputEvent) -> None:
+    def _on_chat_stream(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        self._tasks.spawn(self._take_typed(reader, identity), "typed")
+
+    async def _take_typed(self, reader: rtc.TextStreamReader, identity: str) -> None:
         """A typed message from the caller: a turn like a spoken one (it interrupts the
-        agent, and is answered), once it passes the inbox's checks."""
-        sender = event.participant.identity if event.participant else self._caller_identity()
-        taken = await self.inbox.receive(self.room, sender=sender, text=event.text, info=event.info)
+        agent, and is answered), once the inbox has read it and it passes its checks."""
+        participant = self.room.remote_participants.get(identity)
+        linked = self.session.room_io.linked_participant
+        if participant is None or (linked is not None and identity != linked.identity):
+            # As RoomIO's own text input: only the caller's. Not read, so not kept either.
+            reader.close()
+            return
+        taken = await self.inbox.read(self.room, reader, identity)
         if taken is None:
             return
         self.log.typed(taken)
-        answered = ANSWER_TYPED(session, replace(event, text=taken.text))
+        event = room_io.TextInputEvent(text=taken.text, info=reader.info, participant=participant)
+        answered = ANSWER_TYPED(self.session, event)
         if answered is not None:
             await answered
 
@@ -355,6 +364,7 @@ class DialogCall:
         await self.store.report(usage=usage_counters(self.session), summary=self.summary)
 
     async def aclose(self) -> None:
+        self.room.unregister_text_stream_handler(CHAT_TOPIC)
         with contextlib.suppress(Exception):
             await self.session.aclose()
         await self._tasks.aclose(TASKS_STOP_S)

@@ -19,7 +19,6 @@ from google.genai import types
 from livekit import rtc
 from livekit.agents import AgentSession, room_io
 from livekit.agents.voice.events import AgentEvent, EventTypes
-from livekit.agents.voice.room_io.types import TextInputCallback
 from livekit.agents.voice.turn import TurnHandlingOptions
 from livekit.plugins import google
 
@@ -76,11 +75,14 @@ def local_session(
     return CallSession(**local_engines(settings, scenario), user_away_timeout=idle_s)
 
 
-def room_options(on_typed: TextInputCallback) -> room_io.RoomOptions:
-    """How a dialog session meets the room: whom it hears, and how; `on_typed` takes the
-    caller's typed messages (`lk.chat`)."""
+def room_options() -> room_io.RoomOptions:
+    """How a dialog session meets the room: whom it hears, and how. One audio track of the
+    caller's: RoomIO hears the caller's newest microphone track, and a track published
+    beside it replaces the one heard rather than adding a second. Typed messages (`lk.chat`)
+    are DialogCall's to read: RoomIO would read a whole stream into memory, however long,
+    before anyone could refuse it."""
     return room_io.RoomOptions(
-        text_input=room_io.TextInputOptions(text_input_cb=on_typed),
+        text_input=False,
         participant_kinds=[
             rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
             rtc.ParticipantKind.PARTICIPANT_KIND_SIP,

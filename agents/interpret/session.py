@@ -34,7 +34,7 @@ from ..translate import Translator, unavailable_notice
 from .log import logger
 from .phones import PhoneMix, UpdateSubscriptions
 from .speaker import FinalText, SpeakerPipeline
-from .typed import read_message, typed_voice
+from .typed import typed_voice
 from .voice import TranslatedVoice
 
 PEOPLE = (
@@ -89,7 +89,9 @@ class Interpreter:
         self._make_tts = make_tts
         self.call_started_at = call_started_at
         self.max_lag_s = max_lag_s
-        self.speakers: dict[str, SpeakerPipeline] = {}  # by track sid
+        # By track sid; one per person, whatever number of audio tracks they publish
+        # (`_on_track_subscribed`).
+        self.speakers: dict[str, SpeakerPipeline] = {}
         # People who type with no microphone track to speak their translations on: their
         # voice (`chat-<identity>`, typed.py), by identity.
         self.typists: dict[str, str] = {}
@@ -124,7 +126,7 @@ class Interpreter:
     async def run(self, done: asyncio.Event) -> None:
         room = self.room
         room.on("track_subscribed", self._on_track_subscribed)
-        room.on("track_unsubscribed", lambda track, pub, p: self._end_speaker(pub.sid))
+        room.on("track_unsubscribed", self._on_track_unsubscribed)
         room.on("participant_connected", lambda _p: self._voices_changed.set())
         room.on("participant_disconnected", self._on_participant_left)
         room.register_text_stream_handler(CHAT_TOPIC, self._on_typed)
@@ -160,7 +162,53 @@ class Interpreter:
             return
         if not isinstance(track, rtc.RemoteAudioTrack) or publication.sid in self.speakers:
             return
+        if self._speaker_of(participant.identity) is not None:
+            # One microphone per person: each track heard is a speech-to-text stream, a
+            # translation queue and a voice per listening language, and a second one only
+            # says again what the first does (or what its publisher wants said twice). It is
+            # not heard, nor even received, until the one heard ends (`_hear_another`).
+            publication.set_subscribed(False)
+            logger.info(
+                "microphone track not heard",
+                extra={
+                    "room": self.room.name,
+                    "identity": mask_identity(participant.identity),
+                    "track": publication.sid,
+                },
+            )
+            return
         self._start_speaker(participant, track, publication.sid)
+
+    def _on_track_unsubscribed(
+        self,
+        track: rtc.Track,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        if self._end_speaker(publication.sid):
+            self._hear_another(participant, ended=publication.sid)
+
+    def _hear_another(self, participant: rtc.RemoteParticipant, ended: str) -> None:
+        """The microphone heard has ended (unpublished, as a page does when its person
+        switches microphones; or its person is leaving): another audio track the person
+        still publishes is heard instead. Those let go are subscribed to again, and the first
+        to arrive is heard (`_on_track_subscribed` lets the others go again)."""
+        if participant.identity not in self.room.remote_participants:
+            return
+        for publication in list(participant.track_publications.values()):
+            if publication.sid == ended or publication.kind != rtc.TrackKind.KIND_AUDIO:
+                continue
+            if isinstance(track := publication.track, rtc.RemoteAudioTrack):
+                self._on_track_subscribed(track, publication, participant)
+            else:
+                publication.set_subscribed(True)
+
+    def _speaker_of(self, identity: str) -> str | None:
+        """The track sid of the person's microphone heard, if any."""
+        for track_sid, speaker in self.speakers.items():
+            if speaker.identity == identity:
+                return track_sid
+        return None
 
     def _start_speaker(
         self, participant: rtc.RemoteParticipant, track: rtc.RemoteAudioTrack, track_sid: str
@@ -191,14 +239,16 @@ class Interpreter:
             },
         )
 
-    def _end_speaker(self, track_sid: str) -> None:
+    def _end_speaker(self, track_sid: str) -> bool:
+        """Stop hearing a track; whether it was heard."""
         speaker = self.speakers.pop(track_sid, None)
         if speaker is None:
-            return
+            return False
         self._voices_changed.set()
         speaker.end_input()
         # The track's end flushes the open sentence; then its translations drain.
         self._close_queue(track_sid, after=speaker.wait_closed())
+        return True
 
     def _open_queue(self, voice: str) -> None:
         """The sentences of one voice, translated and spoken in order by one task."""
@@ -505,9 +555,9 @@ class Interpreter:
         language listened in, spoken on the sender's voices and stored, as speech is."""
         participant = self.room.remote_participants.get(identity)
         if participant is None or participant.kind not in PEOPLE:
-            return  # an agent's, or from someone gone
-        text = await read_message(reader)
-        taken = await self.inbox.receive(self.room, sender=identity, text=text, info=reader.info)
+            reader.close()  # an agent's, or from someone gone: not read, so not kept either
+            return
+        taken = await self.inbox.read(self.room, reader, identity)
         if taken is None:
             return
         now_s = round(max(0.0, time.time() - self.call_started_at), 3)
@@ -528,9 +578,8 @@ class Interpreter:
     def _voice_of(self, participant: rtc.RemoteParticipant) -> str:
         """Where a person's typed messages are spoken: on the voices of their microphone's
         track, or, with none, on voices of their own, made here."""
-        for track_sid, speaker in self.speakers.items():
-            if speaker.identity == participant.identity:
-                return track_sid
+        if (track_sid := self._speaker_of(participant.identity)) is not None:
+            return track_sid
         if participant.identity not in self.typists:
             voice = typed_voice(participant.identity)
             self.typists[participant.identity] = voice
