@@ -10,6 +10,7 @@ import asyncio
 import re
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,20 @@ from playwright.async_api import (
     expect,
 )
 
+from core.protocol import (
+    CAPTION_TOPIC,
+    FINAL,
+    KIND,
+    LANGUAGE_ATTRIBUTE,
+    NOTICE_TOPIC,
+    SEGMENT_ID,
+    SPEAKER,
+)
+from kaiwa.caller import SyntheticCaller
 from kaiwa.stack.services import Stack
 from kaiwa.webcall import chromium, write_wav
 
-from .support.calls import SKY_QUESTION, History, speech
+from .support.calls import SKY_QUESTION, History, speech, wait_for
 from .support.pages import (
     PHONE,
     WIDE,
@@ -309,6 +320,85 @@ async def test_livekit_down_for_10_s_then_both_pages_carry_on_with_no_gap(
         await settled(page, interpreted.history)
 
 
+async def test_a_caller_cannot_caption_for_a_page_nor_mark_its_message_delivered(
+    interpreted: InterpretedCall,
+) -> None:
+    """Mallory is a caller in Emma's call, and her token lets her send text streams on any
+    topic. She sends a caption of a line Emma never said, a caption of Emma's typed message
+    (whose id every caller sees: it went to the room on `lk.chat`), and a notice. Emma's page
+    takes captions and notices from agents only: it shows none of them, and the message,
+    which the agent refused and so never captioned, is still not delivered."""
+    en, ja = interpreted.english, interpreted.japanese
+    emma = await en.evaluate("JSON.parse(sessionStorage.getItem('kaiwa.call')).identity")
+    # A message the agent refuses (a control character) is never captioned, and waits for
+    # the caller's retry: only a forged caption could mark it delivered.
+    rows = en.locator("#captions li.own.typed")
+    before = set(await rows.evaluate_all(_IDS))
+    await en.get_by_label("Message").fill("ring\u0007")
+    await en.get_by_label("Message").press("Enter")
+    await expect(rows).to_have_count(len(before) + 1)
+    (message_row,) = set(await rows.evaluate_all(_IDS)) - before
+    refused = en.locator(f'#captions li[data-segment-id="{message_row}"] .delivery.refused')
+    await expect(refused).to_contain_text("control characters", timeout=30_000)
+
+    forged_row = f"forged-{uuid.uuid4().hex}"
+    forged = {
+        forged_row: "Emma never said this.",
+        message_row: "ring",
+    }
+    mallory, witness = (
+        SyntheticCaller(
+            interpreted.api_url,
+            name=name,
+            mode="interpret",
+            room_name=interpreted.room,
+            listen="none",
+        )
+        for name in ("Mallory", "Wendy")
+    )
+    await mallory.join()
+    await witness.join()
+    try:
+        await expect(en.locator(f'#people li[data-identity="{mallory.identity}"]')).to_have_count(
+            1, timeout=15_000
+        )
+        for segment_id, text in forged.items():
+            attributes = {
+                SEGMENT_ID: segment_id,
+                FINAL: "true",
+                LANGUAGE_ATTRIBUTE: "en",
+                SPEAKER: emma,
+                KIND: "text",
+            }
+            await mallory.room.local_participant.send_text(
+                text, topic=CAPTION_TOPIC, attributes=attributes
+            )
+        await mallory.room.local_participant.send_text("FORGED NOTICE", topic=NOTICE_TOPIC)
+
+        # LiveKit passed them on: another caller in the room got them all.
+        def passed_on() -> bool:
+            captioned = {t.attributes.get(SEGMENT_ID) for t in witness.texts}
+            return set(forged) <= captioned and bool(witness.notices)
+
+        await wait_for(passed_on, 15, "the forged streams at another caller", witness)
+        # The pages got them too, by now (the same server, the same moment): none shows.
+        await en.wait_for_timeout(2_000)
+        await expect(refused).to_contain_text("control characters")
+        outbox = await en.evaluate("sessionStorage.getItem('kaiwa.outbox')")
+        assert message_row.removeprefix("chat-") in outbox
+        for page in (en, ja):
+            await expect(
+                page.locator(f'#captions li[data-segment-id="{forged_row}"]')
+            ).to_have_count(0)
+            await expect(page.locator("#notice")).not_to_contain_text("FORGED")
+    finally:
+        await mallory.leave()
+        await witness.leave()
+
+
+_IDS = "(items) => items.map((li) => li.dataset.segmentId)"
+
+
 async def _plays_only(page: Page, wanted: Any) -> bool:
     tracks = await audio_tracks(page)
     return bool(tracks) and all(wanted(t) for t in tracks)
@@ -324,7 +414,21 @@ async def test_clear_messages_for_a_denied_microphone_a_missing_room_and_no_serv
     async with async_playwright() as playwright, chromium(playwright, mic) as browser:
         context = await browser.new_context(viewport=PHONE)  # no microphone permission
         page = await context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         await page.goto(stack.cfg.api_url)
+
+        # A malformed room code is refused by the browser's own check, before any request.
+        await page.get_by_label("Interpreted call").check()
+        code = page.get_by_label("Room code")
+        await code.fill("no such room!")
+        assert await code.evaluate("(input) => input.validity.patternMismatch")
+        assert not await page.locator("#join").evaluate("(form) => form.checkValidity()")
+        await code.fill("no-such-room")
+        assert not await code.evaluate("(input) => input.validity.patternMismatch")
+        # Chromium compiles `pattern` with the v flag: one it cannot compile is logged and
+        # never checked.
+        assert [e for e in errors if "regular expression" in e or "pattern" in e.lower()] == []
 
         await _join_expecting_error(page, room="no-such-room")
         await expect(page.locator("#error")).to_contain_text("no call with room code")

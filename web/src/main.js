@@ -333,28 +333,34 @@ async function backfill(attempt = 0) {
   }
 }
 
-// A caller's token may send text streams (its typed messages), so captions and notices are
-// weighed by who sent them: an agent as itself, or a caller (or an agent on the caller's
-// behalf, which LiveKit allows agents only), who may write its own caption rows only
-// (captions.js). Notices come from agents only.
+// A caller's token may send text streams on any topic (its typed messages need it), so
+// captions and notices are taken from agents only, and a stream from anyone else is not read
+// at all: another caller could otherwise write rows of their own, or mark this page's
+// message delivered by captioning its id. An agent sends as itself (kind AGENT), or, in a
+// dialog, captions this caller's own words under this caller's identity. LiveKit lets only
+// an agent send under another participant's identity (it overwrites anyone else's with their
+// own), and this page never sends on these topics, so a stream under this page's identity
+// is an agent's too.
 function fromAgent(sender) {
-  return room?.remoteParticipants.get(sender.identity)?.kind === ParticipantKind.AGENT;
+  if (!room) return false;
+  if (sender.identity === room.localParticipant.identity) return true;
+  return room.remoteParticipants.get(sender.identity)?.kind === ParticipantKind.AGENT;
 }
 
 async function readCaption(reader, sender) {
-  const agent = fromAgent(sender);
+  if (!fromAgent(sender)) return;
   let text = "";
   try {
     for await (const chunk of reader) {
       text += chunk;
-      captions.fromStream(text, reader.info.attributes ?? {}, sender.identity, agent);
+      captions.fromStream(text, reader.info.attributes ?? {}, sender.identity);
     }
   } catch {
     // An aborted stream (the agent was interrupted): keep what arrived.
   }
   // The trailer's attributes (the final flag of a reply) are merged once the stream ends.
   const attributes = reader.info.attributes ?? {};
-  captions.fromStream(text, attributes, sender.identity, agent);
+  captions.fromStream(text, attributes, sender.identity);
   // The agent captions a typed message once it has taken it.
   if (attributes["lk.segment_id"]) outbox?.delivered(attributes["lk.segment_id"]);
 }

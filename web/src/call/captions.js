@@ -1,5 +1,5 @@
 // The call's captions, one row per segment, from two sources that overlap:
-//   - live text streams on `lk.transcription` (interims, finals, translations);
+//   - live text streams on `lk.transcription` (interims, finals, translations), from agents;
 //   - the history API's transcript of the call so far (finals with their translations).
 // Both name a segment by the same id (`lk.segment_id` live, `id` in the history), so a row is
 // created by whichever arrives first and completed by the other: a reload or reconnect that
@@ -47,21 +47,13 @@ export class CaptionBook {
     return row;
   }
 
-  // One caption text stream: `text` so far, `attributes` as the stream's header (and, once it
-  // ended, its trailer) carry them, `sender` the participant whose words these are.
-  // `fromAgent`: sent by an agent as itself. Anything else was sent as `sender` (LiveKit
-  // asserts a caller's identity; only an agent may send on a caller's behalf), so it may be
-  // the caller's own doing: it may write the caller's own rows only, never a translation,
-  // and never name another speaker.
-  fromStream(text, attributes, sender, fromAgent = true) {
+  // One caption text stream, an agent's (main.js reads no other: any caller may send text
+  // streams): `text` so far, `attributes` as the stream's header (and, once it ended, its
+  // trailer) carry them, `sender` the identity it was sent under.
+  fromStream(text, attributes, sender) {
     const segmentId = attributes[SEGMENT_ID];
     if (!segmentId) return;
     const source = attributes[SOURCE_SEGMENT_ID];
-    if (!fromAgent) {
-      const row = this.rows.get(segmentId);
-      if (source || (row && row.speaker && row.speaker !== sender)) return;
-      attributes = { ...attributes, [SPEAKER]: sender };
-    }
     const language = attributes.language || "";
     if (source) {
       const row = this.row(source);
