@@ -39,6 +39,9 @@ class StaleGeneration(KaiwaError):
 
 
 FOREIGN_SEGMENT = "its id belongs to another conversation"
+# A segment's id is its speaker's: a message typed under another's id (which an agent that
+# took over a call cannot tell) must not add its translations to that person's line.
+OTHERS_SEGMENT = "its id belongs to another participant's line"
 
 
 def fence(session: Session, conversation: Conversation, generation: int) -> None:
@@ -63,7 +66,7 @@ def _store(session: Session, batch: SegmentBatch) -> SegmentsStored:
     fence(session, conversation, batch.generation)
     valid = [s for s in batch.segments if isinstance(s, SegmentIn)]
     known = {
-        s.id: s.conversation_id
+        s.id: (s.conversation_id, s.participant_identity)
         for s in session.scalars(select(Segment).where(Segment.id.in_([s.id for s in valid])))
     }
     wanted = [(s.id, lang) for s in valid for lang in s.translations]
@@ -76,14 +79,17 @@ def _store(session: Session, batch: SegmentBatch) -> SegmentsStored:
         )
         translated = {(segment_id, language) for segment_id, language in rows}
     results: list[SegmentOutcome] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for item in batch.segments:
         if isinstance(item, InvalidSegment):
             results.append(SegmentOutcome(id=item.id, result="refused", reason=item.reason))
             continue
-        owner = known.get(item.id, conversation.id)
+        owner, speaker = known.get(item.id, (conversation.id, item.participant_identity))
         if owner != conversation.id:
             results.append(SegmentOutcome(id=item.id, result="refused", reason=FOREIGN_SEGMENT))
+            continue
+        if seen.get(item.id, speaker) != item.participant_identity:
+            results.append(SegmentOutcome(id=item.id, result="refused", reason=OTHERS_SEGMENT))
             continue
         if item.id in known or item.id in seen:
             results.append(SegmentOutcome(id=item.id, result="duplicate"))
@@ -107,7 +113,7 @@ def _store(session: Session, batch: SegmentBatch) -> SegmentsStored:
                 )
             )
             results.append(SegmentOutcome(id=item.id, result="stored"))
-        seen.add(item.id)
+        seen[item.id] = item.participant_identity
         for language, text in item.translations.items():
             if (item.id, language) in translated:
                 continue

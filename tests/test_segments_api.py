@@ -69,6 +69,30 @@ def test_a_line_for_a_listener_with_a_script_and_region_tag_is_stored(
     assert stored["translations"] == {"ja-Jpan-JP": "おはようございます"}
 
 
+def test_another_participants_line_under_a_known_id_adds_nothing(
+    client: TestClient, settings: Settings
+) -> None:
+    """After a takeover, the new agent cannot know whose message ids are whose: a message
+    typed under Emma's id must not add its text or translations to her line."""
+    emma = seg("chat-abc12345", "Hello everyone", 0.5, identity="emma")
+    assert counts(post_segments(client, settings, "RM_a", [emma])) == (1, 0)
+    forged = seg(
+        "chat-abc12345", "I owe you money", 9.0, identity="mallory", translations={"ja": "借金"}
+    )
+    answer = post_segments(client, settings, "RM_a", [forged])
+    assert answer["refused"] == 1 and answer["stored"] == 0, answer
+    (stored,) = transcript_of(client, settings, "RM_a")
+    assert (stored["participant_identity"], stored["text"], stored["translations"]) == (
+        "emma",
+        "Hello everyone",
+        {},
+    )
+    # The same in one batch: the first line's speaker keeps the id.
+    both = [seg("s-9", "Mine", 10.0, identity="emma"), seg("s-9", "Also mine", 10.0, identity="x")]
+    answer = post_segments(client, settings, "RM_a", both)
+    assert (answer["stored"], answer["refused"]) == (1, 1), answer
+
+
 def test_same_id_in_one_batch_counts_once(client: TestClient, settings: Settings) -> None:
     batch = [seg("s-1", "Hello", 0.0), seg("s-1", "Hello", 0.0)]
     assert counts(post_segments(client, settings, "RM_a", batch)) == (1, 1)

@@ -66,9 +66,14 @@ export class CaptionBook {
       // stream per update says it in its header. A final, stored or live, is never undone.
       const final = attributes[FINAL] === "true";
       if (row.final && !final) return;
+      // A final row is its speaker's: another's text under its id is not it. (An agent that
+      // took over a call cannot know whose message ids are whose: another participant could
+      // send a message under someone's id, and it would be captioned under that id.)
+      const speaker = attributes[SPEAKER] || sender;
+      if (row.final && row.speaker && row.speaker !== speaker) return;
       row.text = text;
       row.final = final;
-      row.speaker = attributes[SPEAKER] || sender;
+      row.speaker = speaker;
       if (language) row.language = language;
       if (attributes[KIND] === "text") row.kind = "text";
       row.otherLanguage = Boolean(attributes[LANGUAGE_SETTING]);
