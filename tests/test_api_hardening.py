@@ -78,6 +78,14 @@ def test_names_with_control_or_bidi_characters_are_refused(client: TestClient, n
     assert client.post("/api/token", json={"name": name}).status_code == 422
 
 
+@pytest.mark.parametrize(
+    "name", ["Kaiwa", "Kai\u200bwa", "ＫＡＩＷＡ"], ids=["plain", "zwsp", "wide"]
+)
+def test_nobody_joins_under_the_agents_name(client: TestClient, name: str) -> None:
+    refused = client.post("/api/token", json={"name": name, "mode": "interpret"})
+    assert refused.status_code == 422 and "agent" in refused.text
+
+
 def test_a_language_no_engine_serves_is_refused(client: TestClient) -> None:
     assert client.post("/api/token", json={"name": "A", "language": "xx"}).status_code == 422
     assert client.post("/api/token", json={"name": "A", "language": "pt-BR"}).status_code == 200
