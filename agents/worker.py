@@ -157,6 +157,8 @@ async def serve_call(ctx: JobContext, run: RunCall) -> None:
     metadata = dispatch_metadata(ctx.job.metadata)
     mode = str(metadata.get("mode", "dialog"))
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+    if await made_the_room_again(ctx):
+        return
     tasks = TaskOwner(logger, room=ctx.room.name)
     done = asyncio.Event()
     lease = CallLease(
@@ -222,6 +224,24 @@ async def serve_call(ctx: JobContext, run: RunCall) -> None:
         # The call is over: leave now, which frees this call's slot on the worker. The job
         # would otherwise stay until LiveKit closes the empty room (departure_timeout).
         ctx.shutdown(reason="call ended" if not lease.lost else "replaced by a newer agent")
+
+
+async def made_the_room_again(ctx: JobContext) -> bool:
+    """Whether the call ended before its agent arrived, so that the agent's own join made its
+    room again (LiveKit creates a room on any join): then the agent closes that room and
+    leaves. It would otherwise sit alone in a room nobody comes to, holding a worker slot, and
+    the room would count as a call still held (api/calls_held.py). A room re-created with
+    people in it (a node's loss, the callers back first) is a call, and is served."""
+    dispatched = ctx.job.room.sid
+    if not dispatched or await ctx.room.sid == dispatched or ctx.room.remote_participants:
+        return False
+    logger.info(
+        "the call ended before its agent arrived: closing the room made again",
+        extra={"room": ctx.room.name},
+    )
+    await ctx.delete_room()
+    ctx.shutdown(reason="call ended before the agent arrived")
+    return True
 
 
 async def leave_if_reconnecting_once_over(room: rtc.Room, done: asyncio.Event) -> None:

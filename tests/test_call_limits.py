@@ -147,6 +147,36 @@ async def test_one_address_holds_at_most_its_calls_until_one_ends(
     assert new_call(api).status_code == 200
 
 
+async def test_a_call_ended_before_its_agent_arrived_leaves_no_room(
+    api: TestClient, stack: Stack, settings: Settings
+) -> None:
+    """The caller joins and the call is closed at once, before the agent it brought arrives:
+    the agent's join makes the room again, and it must close it and leave, not sit there
+    holding a worker slot and its caller's place under the cap."""
+    minted = new_call(api).json()
+    name = minted["room"]
+    room = rtc.Room()
+    await room.connect(minted["url"], minted["token"])
+    await room.disconnect()
+    async with lkapi.LiveKitAPI(
+        stack.cfg.livekit_url, settings.livekit_api_key, settings.livekit_api_secret
+    ) as livekit:
+        await livekit.room.delete_room(lkapi.DeleteRoomRequest(room=name))
+        deadline = time.monotonic() + 60
+        while True:
+            items = api.get(
+                "/api/conversations", params={"room": name}, headers=admin_headers(settings)
+            ).json()["items"]
+            listed = await livekit.room.list_rooms(lkapi.ListRoomsRequest(names=[name]))
+            agent_came = any(p.startswith("agent-") for c in items for p in c["participants"])
+            if agent_came and all(c["ended_at"] for c in items) and not listed.rooms:
+                break
+            assert time.monotonic() < deadline, f"a room left behind: {items}"
+            await asyncio.sleep(0.5)
+    assert new_call(api).status_code == 200
+    assert new_call(api).status_code == 200  # the cap (2) counts no call of the first
+
+
 async def test_a_call_whose_token_was_never_used_stops_counting_when_it_expires(
     redis_url: str,
 ) -> None:
