@@ -710,8 +710,8 @@ async def test_the_page_lists_who_is_in_the_call_and_shows_who_is_typing(
             await expect(people.filter(has_text="Kenji")).not_to_contain_text("typing")
 
             # A caller's token may send text streams (its typed messages). What Kenji sends
-            # as captions writes his own rows only: not Emma's line, nor the agent's, nor a
-            # notice.
+            # as captions or notices writes nothing on Emma's page: not her line, not a row
+            # of its own, not a notice (pages take them from agents only).
             emmas = await _type_and_send(page, "See you at the station.")
             await _taken(page, emmas)
             final = {"lk.transcription_final": "true", "language": "en"}
@@ -724,8 +724,12 @@ async def test_the_page_lists_who_is_in_the_call_and_shows_who_is_typing(
                 await kenji.room.local_participant.send_text(
                     "Your call is over", topic=topic, attributes=attributes
                 )
-            forged = page.locator('#captions li[data-segment-id="forged"]')
-            await expect(forged).to_have_attribute("data-speaker", str(kenji.identity))
+            # Then a message Kenji types: its caption comes from the agent, after the
+            # forgeries he sent straight to Emma, so once it shows they have arrived too.
+            kenjis = await kenji.deliver("駅で会いましょう。")
+            kenji_row = page.locator(f'#captions li[data-segment-id="{kenjis}"]')
+            await expect(kenji_row).to_have_attribute("data-speaker", str(kenji.identity))
+            await expect(page.locator('#captions li[data-segment-id="forged"]')).to_have_count(0)
             emma_row = page.locator(f'#captions li[data-segment-id="{emmas}"]')
             await expect(emma_row.locator(".text")).to_have_text("See you at the station.")
             await expect(emma_row.locator(".delivery")).to_have_count(0)
