@@ -120,8 +120,10 @@ async function requestToken(body) {
   if (response.status === 404) throw new Error(detail || "There is no call with that room code.");
   if (response.status === 409) throw new Error(detail || "That call is full.");
   if (response.status === 429) {
+    // The server says which limit (token requests, or calls held from this address).
     const wait = response.headers.get("Retry-After") || "a few";
-    throw new Error(`Too many attempts. Try again in ${wait} seconds.`);
+    const why = detail ? detail[0].toUpperCase() + detail.slice(1) : "Too many attempts";
+    throw new Error(`${why} (in ${wait} seconds).`);
   }
   if (response.status >= 500) {
     throw new ApiUnreachable(`Kaiwa's server is unavailable (${response.status}).`);
