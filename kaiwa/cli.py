@@ -177,13 +177,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def print_figures(
     args: argparse.Namespace, figures_of: Callable[[], Coroutine[Any, Any, dict[str, Any]]]
 ) -> dict[str, Any]:
-    """Run a bench to its figures and print them as JSON: one line with --json, else indented."""
+    """Run a bench to its figures and print them as JSON: one line with --json, else indented.
+    The figures carry the machine's calibration, measured before the bench began."""
     import asyncio
     import json
 
     figures = asyncio.run(figures_of())
+    figures["calibration"] = args.calibration.figures()
     print(json.dumps(figures, ensure_ascii=False, indent=None if args.json else 1))
     return figures
+
+
+def calibrated(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A bench command that first takes its share of the CPU (`--cpus`), then measures the
+    machine and prints the calibration line, on stderr, before any figure."""
+
+    def bench(args: argparse.Namespace) -> int:
+        import asyncio
+
+        from .bench.calibration import calibrate
+        from .bench.cpu_share import CpuShareError, limit_cpu
+
+        try:
+            share = "all" if args.cpus is None else limit_cpu(args.cpus)
+        except CpuShareError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        args.calibration = asyncio.run(calibrate(share))
+        print(args.calibration.line(), file=sys.stderr, flush=True)
+        return run(args)
+
+    return bench
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -194,6 +218,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import recorder
 
     figures = asyncio.run(recorder.run(args.rooms, args.seconds, args.keep_logs))
+    figures["calibration"] = args.calibration.figures()
     if args.json:
         print(json.dumps(figures))
     else:
@@ -550,6 +575,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench_search.add_arguments(p_search)
     p_search.set_defaults(func=cmd_bench_search)
+    for p_suite in bench.choices.values():
+        p_suite.add_argument(
+            "--cpus",
+            type=float,
+            metavar="N",
+            help="run the bench and its stack on N cores' worth of CPU, as a smaller machine "
+            "would (a cgroup quota where allowed, else pinned to N cores)",
+        )
+        p_suite.set_defaults(func=calibrated(p_suite.get_default("func")))
 
     p_sip = sub.add_parser("sip", help="phone trunks and dispatch rules in LiveKit")
     sip_actions = p_sip.add_subparsers(dest="action", required=True)

@@ -26,9 +26,10 @@ POSTGRES_SETTINGS = {"shared_buffers": "256MB", "maintenance_work_mem": "512MB"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kaiwa bench search", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """`kaiwa bench search`, with its calibration line."""
+    from kaiwa.cli import main as kaiwa
+
+    return kaiwa(["bench", "search", *(sys.argv[1:] if argv is None else argv)])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
                 )
     if len(pages) == 2:
         result["same_results"] = pages["sqlite"] == pages["postgresql"]
+    result["calibration"] = args.calibration.figures()
     if args.json:
         print(json.dumps(result))
     else:
