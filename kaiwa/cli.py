@@ -251,7 +251,7 @@ def cmd_bench_phone(args: argparse.Namespace) -> int:
 def cmd_bench_recovery(args: argparse.Namespace) -> int:
     from .bench import recovery
 
-    print_figures(args, lambda: recovery.run(args.kills))
+    print_figures(args, lambda: recovery.run(args.kills, args.workers))
     return 0
 
 
@@ -492,9 +492,17 @@ def main(argv: list[str] | None = None) -> int:
     p_recovery = bench.add_parser(
         "recovery",
         help="a call's worker killed mid-sentence: time to a new agent's voice; a drain "
-        "(a stack of its own, two workers)",
+        "(a stack of its own)",
     )
     p_recovery.add_argument("--kills", type=int, default=10, help="kills timed")
+    p_recovery.add_argument(
+        "--workers",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="agent workers: 1 is the stack `make up` starts, whose one worker is restarted "
+        "as `kaiwa up` restarts it",
+    )
     p_recovery.add_argument("--json", action="store_true", help="print one JSON object")
     p_recovery.set_defaults(func=cmd_bench_recovery)
     p_nodes = bench.add_parser(

@@ -1,6 +1,8 @@
 """`kaiwa bench recovery`: a dialog call's worker killed mid-utterance, and a drain.
 
-It starts a stack of its own with two agent workers and the watchdog. Each round a caller
+It starts a stack of its own with two agent workers (or, with `--workers 1`, the one of the
+stack `make up` starts, restarted when it dies as `kaiwa up` restarts it) and the watchdog.
+Each round a caller
 joins a dialog (the `assistant` scenario), hears the greeting, and starts a sentence; the
 worker serving the call is SIGKILLed in the middle of it. Measured from the kill, on one
 machine's clock:
@@ -13,7 +15,7 @@ machine's clock:
 - speech lost: the caller's voiced speech while no agent listened: the sentence in flight,
   from its start until the new agent joined (or its end, if that came first).
 
-The killed worker is started again before the next round, so each kill finds two workers.
+The killed worker is started again before the next round, so each kill finds every worker.
 
 Then the drain: a call on one worker asks three questions (voice to voice, before), the
 worker gets SIGTERM, the caller asks three more (during the drain) and hangs up; SIGTERM →
@@ -88,7 +90,9 @@ async def _greeted(caller: SyntheticCaller) -> None:
     await talk.quiet(onset)
 
 
-async def _kill_round(stack: Stack, number: int, sentence: tuple[Any, int]) -> dict[str, Any]:
+async def _kill_round(
+    stack: Stack, number: int, sentence: tuple[Any, int], workers: int
+) -> dict[str, Any]:
     caller = SyntheticCaller(stack.cfg.api_url, name=f"Kill {number}", mode="dialog")
     await caller.join(scenario="assistant")
     try:
@@ -139,7 +143,7 @@ async def _kill_round(stack: Stack, number: int, sentence: tuple[Any, int]) -> d
         }
     finally:
         await caller.leave()
-        await ensure_workers(stack)
+        await ensure_workers(stack, workers)
 
 
 async def _voice_to_voice(caller: SyntheticCaller, question: tuple[Any, int]) -> float | None:
@@ -152,7 +156,7 @@ async def _voice_to_voice(caller: SyntheticCaller, question: tuple[Any, int]) ->
     return onset - utterance.voice_until
 
 
-async def _drain(stack: Stack) -> dict[str, Any]:
+async def _drain(stack: Stack, workers: int) -> dict[str, Any]:
     caller = SyntheticCaller(stack.cfg.api_url, name="Drain", mode="dialog")
     await caller.join(scenario="assistant")
     worker: ManagedProcess | None = None
@@ -172,7 +176,7 @@ async def _drain(stack: Stack) -> dict[str, Any]:
     assert worker is not None and worker.proc is not None
     code = await asyncio.to_thread(worker.proc.wait, DRAIN_TIMEOUT_S + 30)
     exited = time.monotonic()
-    await ensure_workers(stack)
+    await ensure_workers(stack, workers)
     return {
         "voice_to_voice_before_s_median": median([v for v in before if v is not None]),
         "voice_to_voice_during_drain_s_median": median([v for v in during if v is not None]),
@@ -182,19 +186,37 @@ async def _drain(stack: Stack) -> dict[str, Any]:
     }
 
 
-async def run(kills: int) -> dict[str, Any]:
+async def _supervise(stack: Stack, stop: asyncio.Event) -> None:
+    """What `kaiwa up` does each second: a service that exited is started again."""
+    while not stop.is_set():
+        await asyncio.to_thread(stack.supervise, on_restart=lambda _service, _code: None)
+        try:
+            await asyncio.wait_for(stop.wait(), 1)
+        except TimeoutError:
+            pass
+
+
+async def run(kills: int, workers: int = 2) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kaiwa-bench-") as state_dir:
         cfg = ephemeral_config(
             Path(state_dir), extra_env={"AGENT_DRAIN_TIMEOUT_S": str(DRAIN_TIMEOUT_S)}
         )
         stack = Stack(cfg)
+        stop_supervising = asyncio.Event()
+        supervisor: asyncio.Task[None] | None = None
         try:
             await asyncio.to_thread(stack.start)
-            await asyncio.to_thread(start_worker, stack, 2)
+            if workers == 2:
+                await asyncio.to_thread(start_worker, stack, 2)
+            else:
+                supervisor = asyncio.create_task(_supervise(stack, stop_supervising))
             sentence = await asyncio.to_thread(_speech, IN_FLIGHT)
-            rounds = [await _kill_round(stack, n, sentence) for n in range(kills)]
-            drain = await _drain(stack)
+            rounds = [await _kill_round(stack, n, sentence, workers) for n in range(kills)]
+            drain = await _drain(stack, workers)
         finally:
+            stop_supervising.set()
+            if supervisor is not None:
+                await supervisor
             await asyncio.to_thread(stack.stop)
 
     def med(key: str) -> float | None:
@@ -202,6 +224,7 @@ async def run(kills: int) -> dict[str, Any]:
 
     return {
         "kills": kills,
+        "workers": workers,
         "kill_to_detected_s_median": med("detected_s"),
         "kill_to_dispatched_s_median": med("dispatched_s"),
         "kill_to_agent_joined_s_median": med("joined_s"),
