@@ -8,6 +8,7 @@ from agents.watchdog.policy import (
     DISPATCH_WAIT_S,
     ORPHAN_MIN_AGE_S,
     REDISPATCH_LIMIT,
+    UNTAKEN_WAIT_S,
     Participant,
     RoomView,
     Watch,
@@ -55,8 +56,30 @@ def test_a_new_agent_is_given_time_to_join_before_the_room_counts_again() -> Non
     watch = Watch()
     orphan = room(CALLER)
     assert watch.step(orphan, now=100) == "redispatch"
+    assert watch.awaiting_worker(orphan.sid)
+    watch.taken(orphan.sid)
+    assert not watch.awaiting_worker(orphan.sid)
     assert not watch.orphaned(orphan, lease_live=False, now=100 + DISPATCH_WAIT_S - 1)
     assert watch.orphaned(orphan, lease_live=False, now=100 + DISPATCH_WAIT_S)
+
+
+def test_a_dispatch_no_worker_took_is_made_again_sooner() -> None:
+    """The only worker is restarting, or LiveKit offered the job to a paused one: the next
+    dispatch need not wait for an agent that is not coming."""
+    watch = Watch()
+    orphan = room(CALLER)
+    assert UNTAKEN_WAIT_S < DISPATCH_WAIT_S
+    assert watch.step(orphan, now=100) == "redispatch"
+    assert not watch.orphaned(orphan, lease_live=False, now=100 + UNTAKEN_WAIT_S - 1)
+    assert watch.orphaned(orphan, lease_live=False, now=100 + UNTAKEN_WAIT_S)
+    # Each new dispatch is awaited afresh: taken, its agent gets the longer wait.
+    assert watch.step(orphan, now=100 + UNTAKEN_WAIT_S) == "redispatch"
+    watch.taken(orphan.sid)
+    assert not watch.orphaned(orphan, lease_live=False, now=100 + 2 * UNTAKEN_WAIT_S)
+    # An agent that took its lease shows its dispatch was taken.
+    assert watch.step(orphan, now=200) == "redispatch"
+    assert not watch.orphaned(orphan, lease_live=True, now=200.5)
+    assert not watch.awaiting_worker(orphan.sid)
 
 
 def test_after_the_limit_the_caller_hears_an_apology_and_a_phone_is_hung_up() -> None:

@@ -11,9 +11,16 @@ from core.protocol import CALL_LEASE_TTL_S, RESERVED_IDENTITY_PREFIXES
 
 # A room this young may still be waiting for its first agent's join.
 ORPHAN_MIN_AGE_S = 3.0
-# After a dispatch, the new agent's join and lease are given this long before the room may
-# count as orphaned again (a job that started takes its lease within a second of joining).
+# After a dispatch a worker took, the new agent's join and lease are given this long before
+# the room may count as orphaned again (a job that started takes its lease within a second
+# of joining).
 DISPATCH_WAIT_S = 8.0
+# A dispatch no worker has taken after this is made again. LiveKit drops a dispatch when no
+# worker is registered (the only one is restarting), and offers one to a paused worker, which
+# stays registered, for 10 s before giving up on it; a live worker takes it in well under a
+# second. Should a slow one still take the first, its agent finds the room's generation moved
+# on and leaves before it speaks.
+UNTAKEN_WAIT_S = 3.0
 # At most this many new agents per room within the window; then the caller is told.
 REDISPATCH_LIMIT = 3
 REDISPATCH_WINDOW_S = 300.0
@@ -65,16 +72,20 @@ class Watch:
         limit: int = REDISPATCH_LIMIT,
         window_s: float = REDISPATCH_WINDOW_S,
         dispatch_wait_s: float = DISPATCH_WAIT_S,
+        untaken_wait_s: float = UNTAKEN_WAIT_S,
         min_age_s: float = ORPHAN_MIN_AGE_S,
         redis_settle_s: float = CALL_LEASE_TTL_S,
     ) -> None:
         self.limit = limit
         self.window_s = window_s
         self.dispatch_wait_s = dispatch_wait_s
+        self.untaken_wait_s = untaken_wait_s
         self.min_age_s = min_age_s
         self.redis_settle_s = redis_settle_s
         self._lost: dict[str, deque[float]] = defaultdict(deque)
         self._dispatched_at: dict[str, float] = {}
+        # Rooms whose last dispatch a worker took: an agent is on its way.
+        self._taken: set[str] = set()
         # Rooms seen with a live agent since their last dispatch: losing it counts.
         self._served: set[str] = set()
         self._redis_back_at: float | None = 0.0
@@ -90,6 +101,8 @@ class Watch:
         """A caller and no live agent, past the time an agent's join may take."""
         if lease_live:
             self._served.add(room.sid)
+            if room.sid in self._dispatched_at:
+                self._taken.add(room.sid)
             return False
         if not room.callers or room.age_s < self.min_age_s:
             return False
@@ -97,13 +110,25 @@ class Watch:
         if self._redis_back_at is None or now - self._redis_back_at < self.redis_settle_s:
             return False
         dispatched = self._dispatched_at.get(room.sid)
-        return dispatched is None or now - dispatched >= self.dispatch_wait_s
+        if dispatched is None:
+            return True
+        wait = self.dispatch_wait_s if room.sid in self._taken else self.untaken_wait_s
+        return now - dispatched >= wait
+
+    def awaiting_worker(self, sid: str) -> bool:
+        """Whether the room's last dispatch has not been taken by a worker yet."""
+        return sid in self._dispatched_at and sid not in self._taken
+
+    def taken(self, sid: str) -> None:
+        """A worker took the room's last dispatch: its agent is given time to join."""
+        self._taken.add(sid)
 
     def step(self, room: RoomView, now: float) -> Step:
         """What to do for an orphaned room, counted as done. A room whose last dispatch no
         worker took (all were full) is simply dispatched again; a room that lost a live agent
         counts against the limit."""
         self._dispatched_at[room.sid] = now
+        self._taken.discard(room.sid)
         lost = self._lost[room.sid]
         while lost and now - lost[0] > self.window_s:
             lost.popleft()
@@ -128,3 +153,4 @@ class Watch:
         for sid in set(self._dispatched_at) - live_sids:
             del self._dispatched_at[sid]
         self._served &= live_sids
+        self._taken &= live_sids

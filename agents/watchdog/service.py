@@ -88,6 +88,8 @@ class Watchdog:
         self.active = False
         self._waiting: set[str] = set()
         self._dispatches: dict[str, dict[str, Any] | None] = {}
+        # Each room's last dispatch, by its id, until a worker is seen to have taken it.
+        self._untaken: dict[str, str] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         # Any node lists every room (through Redis): the first that answers is asked, so a
@@ -146,6 +148,8 @@ class Watchdog:
         self._waiting &= live_sids
         for sid in set(self._dispatches) - live_sids:
             del self._dispatches[sid]
+        for sid in set(self._untaken) - live_sids:
+            del self._untaken[sid]
         for room, lease in zip(rooms, leases, strict=True):
             participants: tuple[Participant, ...] = ()
             if lease is None:
@@ -164,6 +168,8 @@ class Watchdog:
                 age_s=max(0.0, time.time() - created_s),
                 participants=participants,
             )
+            if lease is None and await self._taken_by_a_worker(livekit, view):
+                self.watch.taken(view.sid)
             if self.watch.orphaned(view, lease_live=lease is not None, now=now):
                 dispatch = await self._kaiwa_dispatch(livekit, view)
                 if dispatch is not None:
@@ -220,11 +226,12 @@ class Watchdog:
         metadata = {**dispatch, RESUME_KEY: True, GENERATION_KEY: generation}
         if step == "apologise":
             metadata[APOLOGY_KEY] = True
-        await livekit.agent_dispatch.create_dispatch(
+        created = await livekit.agent_dispatch.create_dispatch(
             lkapi.CreateAgentDispatchRequest(
                 agent_name=AGENT_NAME, room=room.name, metadata=json.dumps(metadata)
             )
         )
+        self._untaken[room.sid] = created.id
         result = "redispatched" if step == "redispatch" else "apologise"
         REDISPATCHES.labels(result).inc()
         logger.info(
@@ -237,6 +244,18 @@ class Watchdog:
                 "removed_agents": len(room.agents),
             },
         )
+
+    async def _taken_by_a_worker(self, livekit: lkapi.LiveKitAPI, room: RoomView) -> bool:
+        """Whether a worker took the room's last dispatch: LiveKit lists a job under the
+        dispatch once a worker accepted it, and none for a dispatch it found no worker for."""
+        dispatch_id = self._untaken.get(room.sid)
+        if dispatch_id is None or not self.watch.awaiting_worker(room.sid):
+            return False
+        for record in await livekit.agent_dispatch.list_dispatch(room.name):
+            if record.id == dispatch_id and record.state.jobs:
+                del self._untaken[room.sid]
+                return True
+        return False
 
     async def _kaiwa_dispatch(
         self, livekit: lkapi.LiveKitAPI, room: RoomView
